@@ -1,0 +1,77 @@
+"""Command line: ``moireh`` (group) and ``moireh-convert``; thin layers over the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .convert import WRITERS, convert_files
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what is being done.")
+def moireh(verbose: bool) -> None:
+    """ase-moireh: Hamiltonians of twisted bilayer semiconductors."""
+    _setup_logging(verbose)
+
+
+@click.command(name="convert")
+@click.argument("code")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder; one sub-folder per structure.")
+@click.option("--jobs", "-j", default=1, show_default=True, help="Parallel workers.")
+@click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default="dftio",
+              show_default=True)
+@click.option("--skip-existing", is_flag=True, help="Leave already converted structures.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> None:
+    """Convert DFT outputs of CODE (e.g. openmx) in PATHS (files or folders) to datasets."""
+    from ase_moireh_converters.base import ConversionError
+
+    try:
+        report = convert_files(code, paths, out, fmt=fmt, jobs=jobs,
+                               skip_existing=skip_existing, progress=not no_progress)
+    except (ConversionError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"converted {len(report.converted)}, skipped {len(report.skipped)}, "
+               f"failed {len(report.failed)}")
+    for _, message in report.failed:
+        click.echo(f"error: {message}", err=True)
+    if report.failed:
+        sys.exit(1)
+    if not (report.converted or report.skipped):
+        raise click.ClickException("no input files found")
+
+
+@click.command(name="demo")
+@click.option("-o", "--out", default="moireh-demo", show_default=True,
+              type=click.Path(file_okay=False))
+def demo_command(out: str) -> None:
+    """Main job on the embedded default: convert, verify and plot the bundled run."""
+    from .demo import run_demo
+
+    result = run_demo(out)
+    for key, value in result.items():
+        click.echo(f"{key:22s} {value}")
+    click.echo(f"wrote {out}/bands.png, {out}/summary.txt and {out}/dataset/")
+
+
+moireh.add_command(convert_command)
+moireh.add_command(demo_command)
+
+
+@click.command(name="moireh-convert", help=convert_command.help, params=convert_command.params)
+@click.pass_context
+def moireh_convert(ctx: click.Context, **kwargs) -> None:
+    _setup_logging(False)
+    ctx.invoke(convert_command, **kwargs)

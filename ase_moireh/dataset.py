@@ -1,0 +1,266 @@
+"""Datasets on disk: dftio's folder layout (read and write) and a DeepH-layout export.
+
+dftio layout, one folder per structure (what dftio itself writes, e.g. for DeePTB)::
+
+    atomic_numbers.dat  positions.dat (Cartesian A)  cell.dat  pbc.dat
+    basis.dat           {'Mo': '3s2p1d', 'Te': '3s2p2d'}
+    hamiltonians.h5     group "0" per frame, dataset "{i}_{j}_{Rx}_{Ry}_{Rz}" per block (eV)
+    overlaps.h5         same keys, spinless even for SOC
+    info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source)
+
+Atoms are 0-based; both (i, j, R) and (j, i, -R) are stored; orbital order and spin
+layout are those of :mod:`ase_moireh.basis`.
+
+DeepH layout (export for DeepH tools): keys "[Rx, Ry, Rz, i, j]" with 1-based atoms,
+OpenMX orbital order, same spin layout, ``lat.dat`` / ``rlat.dat`` / ``site_positions.dat``
+with vectors as columns, ``element.dat``, ``orbital_types.dat``, ``info.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from .basis import Basis
+from .operator import BlockOperator
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be read; the message names the folder and problem."""
+
+
+@dataclass
+class ElectronicStructure:
+    """A structure with its Hamiltonian and overlap: what converters and loaders return."""
+
+    atoms: Atoms
+    hamiltonian: BlockOperator
+    overlap: BlockOperator | None
+    fermi_level: float | None = None  # eV
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+    #: (k fractional, eigenvalues eV) printed by the DFT code, when it printed them
+    reference_eigenvalues: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def spinful(self) -> bool:
+        return self.hamiltonian.spinful
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it to ``target`` on success only.
+
+    Readers never see a half-written dataset, and a failure leaves nothing behind.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- dftio
+
+
+def _dftio_key(edge: np.ndarray) -> str:
+    return "_".join(str(int(x)) for x in edge)
+
+
+def _write_blocks(path: Path, op: BlockOperator, key) -> None:
+    with h5py.File(path, "w") as f:
+        group = f.create_group("0")
+        for e, block in enumerate(op.blocks()):
+            group[key(op.edges[e])] = block
+
+
+def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Path:
+    """Write one structure as a dftio folder (atomically)."""
+    atoms = structure.atoms
+    h = structure.hamiltonian
+    with atomic_folder(folder) as tmp:
+        np.savetxt(tmp / "atomic_numbers.dat", atoms.numbers, fmt="%d")
+        np.savetxt(tmp / "positions.dat", atoms.positions)
+        np.savetxt(tmp / "cell.dat", np.asarray(atoms.cell))
+        np.savetxt(tmp / "pbc.dat", atoms.pbc.astype(float))
+        (tmp / "basis.dat").write_text(repr(h.basis.to_dftio()))
+        _write_blocks(tmp / "hamiltonians.h5", h, _dftio_key)
+        if structure.overlap is not None:
+            _write_blocks(tmp / "overlaps.h5", structure.overlap, _dftio_key)
+        info = {
+            "nframes": 1,
+            "pos_type": "cart",
+            "pbc": bool(atoms.pbc.all()),
+            "spinful": h.spinful,
+            "fermi_level": structure.fermi_level,
+            "source": structure.source,
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return Path(folder)
+
+
+_DFTIO_KEY = re.compile(r"^(-?\d+)_(-?\d+)_(-?\d+)_(-?\d+)_(-?\d+)$")
+
+
+def _read_blocks(
+    path: Path, frame: int, numbers: np.ndarray, basis: Basis, spinful: bool | None
+) -> BlockOperator:
+    """Blocks of one frame of a dftio HDF5 file, checked against the basis."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+    with f:
+        group = f.get(str(frame))
+        if group is None:
+            raise DatasetError(f"{path}: no frame group {frame!r}")
+        keys = list(group.keys())
+        edges = []
+        for key in keys:
+            match = _DFTIO_KEY.match(key)
+            if match is None:
+                raise DatasetError(f"{path}: block key {key!r} is not 'i_j_Rx_Ry_Rz'")
+            edges.append([int(x) for x in match.groups()])
+        blocks = [group[key][()] for key in keys]
+    edges_arr = np.array(edges, dtype=np.int64).reshape(-1, 5)
+    if len(edges_arr) and (edges_arr[:, :2].max() >= len(numbers) or edges_arr[:, :2].min() < 0):
+        raise DatasetError(f"{path}: block keys name atoms beyond the {len(numbers)} present")
+    spatial = basis.norbs(numbers)
+    if spinful is None:  # infer: complex blocks of twice the spatial size
+        spinful = bool(blocks) and np.iscomplexobj(blocks[0]) and blocks[0].shape == (
+            2 * spatial[edges_arr[0, 0]], 2 * spatial[edges_arr[0, 1]]
+        )
+    m = 2 if spinful else 1
+    for key, edge, block in zip(keys, edges_arr, blocks, strict=True):
+        expected = (m * spatial[edge[0]], m * spatial[edge[1]])
+        if block.shape != expected:
+            raise DatasetError(
+                f"{path}: block {key} has shape {block.shape}, basis says {expected}"
+            )
+    dtype = np.complex128 if spinful else np.float64
+    if not spinful and any(np.iscomplexobj(b) for b in blocks):
+        raise DatasetError(f"{path}: complex blocks in a spinless dataset")
+    return BlockOperator.from_blocks(
+        numbers, basis, edges_arr, (b.astype(dtype) for b in blocks), spinful
+    )
+
+
+def _load_array(path: Path, ndmin: int = 1) -> np.ndarray:
+    if not path.exists():
+        raise DatasetError(f"{path}: missing")
+    try:
+        return np.loadtxt(path, ndmin=ndmin)
+    except ValueError as err:
+        raise DatasetError(f"{path}: not a numeric table ({err})") from None
+
+
+def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure:
+    """Load one frame of a dftio folder (ours or one written by dftio itself)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a dataset folder")
+    try:
+        info = json.loads((folder / "info.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{folder / 'info.json'}: {err}") from None
+    numbers = _load_array(folder / "atomic_numbers.dat").astype(np.int64).ravel()
+    nframes = int(info.get("nframes", 1))
+    if not 0 <= frame < nframes:
+        raise DatasetError(f"{folder}: frame {frame} requested, info.json says {nframes}")
+    rows = _load_array(folder / "positions.dat", 2)
+    if len(numbers) == len(rows) and len(numbers) % nframes == 0:  # numbers per frame
+        numbers = numbers.reshape(nframes, -1)[frame]
+    natoms = len(numbers)
+    if rows.shape != (nframes * natoms, 3):
+        raise DatasetError(f"{folder / 'positions.dat'}: expected {nframes * natoms} rows of 3")
+    positions = rows.reshape(nframes, natoms, 3)[frame]
+    cell = _load_array(folder / "cell.dat", 2).reshape(-1, 3, 3)[frame]
+    pbc_path = folder / "pbc.dat"
+    pbc = _load_array(pbc_path).astype(bool) if pbc_path.exists() else bool(info.get("pbc"))
+    if info.get("pos_type", "cart") in ("frac", "fractional"):
+        positions = positions @ cell
+    try:
+        basis = Basis.from_dftio((folder / "basis.dat").read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{folder / 'basis.dat'}: {err}") from None
+    missing = {chemical_symbols[z] for z in numbers} - set(basis)
+    if missing:
+        raise DatasetError(f"{folder / 'basis.dat'}: no basis for {sorted(missing)}")
+    spinful = info.get("spinful")
+    meta = {"cell": cell, "positions": positions}
+    h = _read_blocks(folder / "hamiltonians.h5", frame, numbers, basis, spinful)
+    h.cell, h.positions = cell, positions
+    s = None
+    if (folder / "overlaps.h5").exists():
+        s = _read_blocks(folder / "overlaps.h5", frame, numbers, basis, False)
+        s.cell, s.positions = meta["cell"], meta["positions"]
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+    return ElectronicStructure(
+        atoms=atoms,
+        hamiltonian=h,
+        overlap=s,
+        fermi_level=info.get("fermi_level"),
+        source=str(info.get("source", folder)),
+    )
+
+
+# --------------------------------------------------------------------------- DeepH
+
+
+def _deeph_key(edge: np.ndarray) -> str:
+    return f"[{edge[2]}, {edge[3]}, {edge[4]}, {edge[0] + 1}, {edge[1] + 1}]"
+
+
+def _to_openmx_order(op: BlockOperator) -> BlockOperator:
+    """The same operator with every block in OpenMX's orbital order."""
+    return op.permute_orbitals(
+        {sym: np.argsort(spec.openmx_permutation()) for sym, spec in op.basis.items()}
+    )
+
+
+def write_deeph(structure: ElectronicStructure, folder: str | os.PathLike) -> Path:
+    """Export one structure in DeepH's layout (atomically)."""
+    atoms = structure.atoms
+    h = structure.hamiltonian
+    cell = np.asarray(atoms.cell)
+    with atomic_folder(folder) as tmp:
+        np.savetxt(tmp / "lat.dat", cell.T)
+        np.savetxt(tmp / "rlat.dat", 2 * np.pi * np.linalg.inv(cell))
+        np.savetxt(tmp / "site_positions.dat", atoms.positions.T)
+        np.savetxt(tmp / "element.dat", atoms.numbers, fmt="%d")
+        with open(tmp / "orbital_types.dat", "w") as f:
+            for z in atoms.numbers:
+                f.write(" ".join(str(l) for l in h.basis[chemical_symbols[z]].shells) + "\n")
+        info = {
+            "nsites": len(atoms),
+            "isorthogonal": False,
+            "isspinful": h.spinful,
+            "norbits": int(h.basis.norbs(atoms.numbers).sum()),
+            "fermi_level": structure.fermi_level,
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        for name, op in (("hamiltonians.h5", h), ("overlaps.h5", structure.overlap)):
+            if op is None:
+                continue
+            with h5py.File(tmp / name, "w") as f:
+                for e, block in enumerate(_to_openmx_order(op).blocks()):
+                    f[_deeph_key(op.edges[e])] = block
+    return Path(folder)

@@ -1,0 +1,302 @@
+"""BlockOperator: the one real-space operator type (H(R), S(R)) of the project.
+
+Blocks <i,0|O|j,R> for an edge list (i, j, R) live in one flat value array with offsets,
+so 10^5-atom operators do not become dicts of small arrays. Converters, models and
+solvers all speak this type. Orbital order and spin layout: :mod:`ase_moireh.basis`.
+
+Full-matrix layout (Bloch sums): atoms in order, each atom's rows in its block order
+(for SOC: that atom's spin-up orbitals, then its spin-down orbitals).
+Gauge: O(k) = sum_R O(R) exp(2 pi i k.R), k fractional; positions are not in the phase.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+from ase.data import chemical_symbols
+
+from .basis import Basis
+
+FORMAT_TAG = "ase-moireh BlockOperator 1"
+
+
+def _edge_key(edges: np.ndarray, natoms: int) -> np.ndarray:
+    """One int64 per (i, j, R) row; |R| < 512 cells in each direction."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
+    r = edges[:, 2:] + 512
+    if np.any((r < 0) | (r >= 1024)):
+        raise ValueError("lattice vectors beyond +-511 cells are not supported")
+    key = edges[:, 0] * np.int64(natoms) + edges[:, 1]
+    for c in range(3):
+        key = key * 1024 + r[:, c]
+    return key
+
+
+def sorted_edge_keys(edges: np.ndarray, natoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys of an edge table and the edge number of each (for :func:`lookup_edges`)."""
+    keys = _edge_key(edges, natoms)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order
+
+
+def lookup_edges(
+    table: tuple[np.ndarray, np.ndarray], query: np.ndarray, natoms: int
+) -> np.ndarray:
+    """Edge numbers of the (i, j, R) rows of ``query`` in a sorted table; -1 if absent."""
+    keys, order = table
+    q = _edge_key(query, natoms)
+    if len(keys) == 0:
+        return np.full(len(q), -1)
+    pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+    return np.where(keys[pos] == q, order[pos], -1)
+
+
+def reversed_edges(edges: np.ndarray) -> np.ndarray:
+    """(j, i, -R) for every (i, j, R) row."""
+    rev = np.asarray(edges, dtype=np.int64)[:, [1, 0, 2, 3, 4]].copy()
+    rev[:, 2:] *= -1
+    return rev
+
+
+@dataclass
+class BlockOperator:
+    """Packed real-space blocks of an operator in an atomic-orbital basis.
+
+    Attributes:
+        numbers: atomic numbers (N,).
+        basis: orbitals of every species present.
+        edges: (E, 5) int64 rows (i, j, Rx, Ry, Rz).
+        values: flat float64 (spinless) or complex128 (SOC) block data, row-major blocks.
+        spinful: blocks are (2 n_i, 2 n_j) spinors, [[uu, ud], [du, dd]].
+        cell: (3, 3) lattice vectors as rows, Angstrom (optional metadata).
+        positions: (N, 3) Cartesian Angstrom (optional metadata).
+    """
+
+    numbers: np.ndarray
+    basis: Basis
+    edges: np.ndarray
+    values: np.ndarray
+    spinful: bool = False
+    cell: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.numbers = np.asarray(self.numbers, dtype=np.int64)
+        self.edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 5)
+        self.values = np.ascontiguousarray(self.values)
+        if self.values.size != int(self.offsets[-1]):
+            raise ValueError(
+                f"values hold {self.values.size} numbers, blocks need {int(self.offsets[-1])}"
+            )
+        n = len(self.numbers)
+        if len(self.edges) and (self.edges[:, :2].min() < 0 or self.edges[:, :2].max() >= n):
+            raise ValueError(f"edge atom index outside 0..{n - 1}")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_blocks(
+        cls,
+        numbers: Sequence[int],
+        basis: Basis,
+        edges: np.ndarray,
+        blocks: Iterable[np.ndarray],
+        spinful: bool = False,
+        **meta,
+    ) -> BlockOperator:
+        """Pack a sequence of dense blocks, one per edge, in edge order."""
+        flat = [np.asarray(b).ravel() for b in blocks]
+        values = np.concatenate(flat) if flat else np.zeros(0)
+        return cls(np.asarray(numbers), basis, np.asarray(edges), values, spinful, **meta)
+
+    # ------------------------------------------------------------------ geometry of blocks
+    @property
+    def natoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def nedges(self) -> int:
+        return len(self.edges)
+
+    @property
+    def spin_factor(self) -> int:
+        return 2 if self.spinful else 1
+
+    @property
+    def norbs(self) -> np.ndarray:
+        """Rows of each atom's block (2x the spatial orbitals for SOC)."""
+        if "norbs" not in self._cache:
+            self._cache["norbs"] = self.basis.norbs(self.numbers) * self.spin_factor
+        return self._cache["norbs"]
+
+    @property
+    def shapes(self) -> np.ndarray:
+        """(E, 2) block shapes."""
+        return np.stack([self.norbs[self.edges[:, 0]], self.norbs[self.edges[:, 1]]], axis=1)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(E + 1,) start of every block in :attr:`values`."""
+        if "offsets" not in self._cache:
+            sizes = self.shapes.prod(axis=1)
+            self._cache["offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return self._cache["offsets"]
+
+    @property
+    def dimension(self) -> int:
+        """Size of the full Bloch matrix."""
+        return int(self.norbs.sum())
+
+    def block(self, e: int) -> np.ndarray:
+        """View of block ``e`` as a 2-D array."""
+        o = self.offsets
+        return self.values[o[e] : o[e + 1]].reshape(self.shapes[e])
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for e in range(self.nedges):
+            yield self.block(e)
+
+    def index(self, i: int, j: int, r: Sequence[int]) -> int:
+        """Edge number of (i, j, R), or -1 if absent."""
+        return int(self.find(np.array([[i, j, *r]]))[0])
+
+    def find(self, edges: np.ndarray) -> np.ndarray:
+        """Edge numbers of many (i, j, R) rows at once; -1 where absent."""
+        return lookup_edges(self._sorted_keys(), edges, self.natoms)
+
+    def reverse_edges(self) -> np.ndarray:
+        """Edge number of (j, i, -R) for every edge; -1 where the partner is missing."""
+        return self.find(reversed_edges(self.edges))
+
+    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        if "keys" not in self._cache:
+            self._cache["keys"] = sorted_edge_keys(self.edges, self.natoms)
+        return self._cache["keys"]
+
+    # ------------------------------------------------------------------ physics
+    def hermiticity_error(self) -> float:
+        """max |O_ij(R) - O_ji(-R)^dagger| over all blocks (inf if a partner is missing)."""
+        rev = self.reverse_edges()
+        if np.any(rev < 0):
+            return float("inf")
+        worst = 0.0
+        for e, f in enumerate(rev):
+            worst = max(worst, float(np.abs(self.block(e) - self.block(f).conj().T).max()))
+        return worst
+
+    def bloch(self, k: Sequence[float]) -> sp.csr_matrix:
+        """O(k) = sum_R O(R) exp(2 pi i k.R) as CSR; k in fractional reciprocal coordinates."""
+        rows, cols, elem_edge = self._coo_pattern()
+        phase = np.exp(2j * np.pi * (self.edges[:, 2:] @ np.asarray(k, dtype=float)))
+        data = self.values * phase[elem_edge]
+        n = self.dimension
+        return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
+
+    def _coo_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and edge of every stored number (k-independent, cached)."""
+        if "coo" not in self._cache:
+            start = np.concatenate([[0], np.cumsum(self.norbs)[:-1]])
+            shapes = self.shapes
+            sizes = shapes.prod(axis=1)
+            elem_edge = np.repeat(np.arange(self.nedges), sizes)
+            local = np.arange(int(sizes.sum())) - np.repeat(self.offsets[:-1], sizes)
+            ncol = shapes[elem_edge, 1]
+            rows = start[self.edges[elem_edge, 0]] + local // ncol
+            cols = start[self.edges[elem_edge, 1]] + local % ncol
+            self._cache["coo"] = (rows, cols, elem_edge)
+        return self._cache["coo"]
+
+    def to_spinor(self) -> BlockOperator:
+        """A spinless operator as a spinful one (O x identity_2 in our spin layout)."""
+        if self.spinful:
+            return self
+        blocks = (np.kron(np.eye(2), b).astype(complex) for b in self.blocks())
+        return BlockOperator.from_blocks(
+            self.numbers, self.basis, self.edges, blocks, True, cell=self.cell,
+            positions=self.positions,
+        )
+
+    def permute_orbitals(self, perms: dict[str, np.ndarray]) -> BlockOperator:
+        """New operator with every block's spatial orbitals reordered: new = old[perm].
+
+        ``perms`` maps a species symbol to an index array over its spatial orbitals;
+        for SOC the same order is used in both spin halves.
+        """
+        full = {}
+        for sym, p in perms.items():
+            p = np.asarray(p)
+            full[sym] = np.concatenate([p + s * len(p) for s in range(self.spin_factor)])
+        per_atom = [full[chemical_symbols[z]] for z in self.numbers]
+        blocks = (
+            self.block(e)[np.ix_(per_atom[i], per_atom[j])]
+            for e, (i, j) in enumerate(self.edges[:, :2])
+        )
+        return BlockOperator.from_blocks(
+            self.numbers, self.basis, self.edges, blocks, self.spinful, cell=self.cell,
+            positions=self.positions,
+        )
+
+    def pair_labels(self) -> list[str]:
+        """Element-pair label ('Mo-Te') of every edge."""
+        sym = np.array([chemical_symbols[z] for z in self.numbers])
+        return [f"{a}-{b}" for a, b in zip(sym[self.edges[:, 0]], sym[self.edges[:, 1]],
+                                           strict=True)]
+
+    def mae_by_pair(self, other: BlockOperator) -> dict[str, float]:
+        """Mean absolute difference per element pair, over the edges both operators hold."""
+        idx = other.find(self.edges)
+        if np.any(idx < 0):
+            missing = int((idx < 0).sum())
+            raise ValueError(f"{missing} blocks of this operator are absent from the other")
+        sums: dict[str, list[float]] = {}
+        for e, (f, label) in enumerate(zip(idx, self.pair_labels(), strict=True)):
+            diff = np.abs(self.block(e) - other.block(int(f)))
+            acc = sums.setdefault(label, [0.0, 0])
+            acc[0] += float(diff.sum())
+            acc[1] += diff.size
+        return {label: s / n for label, (s, n) in sorted(sums.items())}
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to HDF5 atomically (temporary file, then rename)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT_TAG
+                f.attrs["spinful"] = self.spinful
+                f.attrs["basis"] = repr(self.basis.to_dftio())
+                f["numbers"] = self.numbers
+                f["edges"] = self.edges
+                f["values"] = self.values
+                if self.cell is not None:
+                    f["cell"] = self.cell
+                if self.positions is not None:
+                    f["positions"] = self.positions
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BlockOperator:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_TAG:
+                raise ValueError(f"{path}: not a BlockOperator file")
+            return cls(
+                numbers=f["numbers"][()],
+                basis=Basis.from_dftio(f.attrs["basis"]),
+                edges=f["edges"][()],
+                values=f["values"][()],
+                spinful=bool(f.attrs["spinful"]),
+                cell=f["cell"][()] if "cell" in f else None,
+                positions=f["positions"][()] if "positions" in f else None,
+            )
