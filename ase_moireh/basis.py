@@ -67,9 +67,7 @@ class SpeciesBasis:
 
     def dftio_string(self) -> str:
         """dftio's compact form, e.g. ``'3s2p1d'``."""
-        return "".join(
-            f"{self.shells.count(l)}{L_LETTERS[l]}" for l in sorted(set(self.shells))
-        )
+        return "".join(f"{self.shells.count(l)}{L_LETTERS[l]}" for l in sorted(set(self.shells)))
 
     def openmx_permutation(self) -> np.ndarray:
         """Index array mapping OpenMX orbital order to ours: ours = openmx[perm]."""
@@ -183,8 +181,13 @@ def real_spherical_harmonics(l: int, vectors: np.ndarray) -> np.ndarray:
         comps = [y, z, x]
     elif l == 2:
         s3 = np.sqrt(3.0)
-        comps = [s3 * x * y, s3 * y * z, z * z - 0.5 * (x * x + y * y), s3 * x * z,
-                 0.5 * s3 * (x * x - y * y)]
+        comps = [
+            s3 * x * y,
+            s3 * y * z,
+            z * z - 0.5 * (x * x + y * y),
+            s3 * x * z,
+            0.5 * s3 * (x * x - y * y),
+        ]
     elif l == 3:
         r2 = x * x + y * y + z * z
         comps = [

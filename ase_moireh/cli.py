@@ -27,11 +27,17 @@ def moireh(verbose: bool) -> None:
 @click.command(name="convert")
 @click.argument("code")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder; one sub-folder per structure.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder; one sub-folder per structure.",
+)
 @click.option("--jobs", "-j", default=1, show_default=True, help="Parallel workers.")
-@click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default="dftio",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(sorted(WRITERS)), default="dftio", show_default=True
+)
 @click.option("--skip-existing", is_flag=True, help="Leave already converted structures.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> None:
@@ -39,12 +45,21 @@ def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> 
     from ase_moireh_converters.base import ConversionError
 
     try:
-        report = convert_files(code, paths, out, fmt=fmt, jobs=jobs,
-                               skip_existing=skip_existing, progress=not no_progress)
+        report = convert_files(
+            code,
+            paths,
+            out,
+            fmt=fmt,
+            jobs=jobs,
+            skip_existing=skip_existing,
+            progress=not no_progress,
+        )
     except (ConversionError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"converted {len(report.converted)}, skipped {len(report.skipped)}, "
-               f"failed {len(report.failed)}")
+    click.echo(
+        f"converted {len(report.converted)}, skipped {len(report.skipped)}, "
+        f"failed {len(report.failed)}"
+    )
     for _, message in report.failed:
         click.echo(f"error: {message}", err=True)
     if report.failed:
@@ -54,8 +69,9 @@ def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> 
 
 
 @click.command(name="demo")
-@click.option("-o", "--out", default="moireh-demo", show_default=True,
-              type=click.Path(file_okay=False))
+@click.option(
+    "-o", "--out", default="moireh-demo", show_default=True, type=click.Path(file_okay=False)
+)
 def demo_command(out: str) -> None:
     """Main job on the embedded default: convert, verify and plot the bundled run."""
     from .demo import run_demo

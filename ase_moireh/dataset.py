@@ -145,8 +145,10 @@ def _read_blocks(
         raise DatasetError(f"{path}: block keys name atoms beyond the {len(numbers)} present")
     spatial = basis.norbs(numbers)
     if spinful is None:  # infer: complex blocks of twice the spatial size
-        spinful = bool(blocks) and np.iscomplexobj(blocks[0]) and blocks[0].shape == (
-            2 * spatial[edges_arr[0, 0]], 2 * spatial[edges_arr[0, 1]]
+        spinful = (
+            bool(blocks)
+            and np.iscomplexobj(blocks[0])
+            and blocks[0].shape == (2 * spatial[edges_arr[0, 0]], 2 * spatial[edges_arr[0, 1]])
         )
     m = 2 if spinful else 1
     for key, edge, block in zip(keys, edges_arr, blocks, strict=True):
@@ -172,15 +174,26 @@ def _load_array(path: Path, ndmin: int = 1) -> np.ndarray:
         raise DatasetError(f"{path}: not a numeric table ({err})") from None
 
 
+def _read_info(folder: Path) -> dict:
+    """info.json of the structure folder, else of the dataset root (dftio puts it there)."""
+    for path in (folder / "info.json", folder.parent / "info.json"):
+        if path.exists():
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise DatasetError(f"{path}: {err}") from None
+            if not isinstance(info, dict):
+                raise DatasetError(f"{path}: not a JSON object")
+            return info
+    return {}
+
+
 def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure:
     """Load one frame of a dftio folder (ours or one written by dftio itself)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a dataset folder")
-    try:
-        info = json.loads((folder / "info.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{folder / 'info.json'}: {err}") from None
+    info = _read_info(folder)
     numbers = _load_array(folder / "atomic_numbers.dat").astype(np.int64).ravel()
     nframes = int(info.get("nframes", 1))
     if not 0 <= frame < nframes:

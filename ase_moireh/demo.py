@@ -55,8 +55,11 @@ def run_demo(outdir: str | Path, npoints: int = 60) -> dict:
     path = loaded.atoms.cell.bandpath("GMKG", npoints=npoints)
     bands = dense_eigenvalues(h, s, path.kpts)
     x = path.get_linear_kpoint_axis()[0]
-    on_path = [(xk, e) for k, e in converted.reference_eigenvalues
-               for xk in _positions_on_path(path.kpts, x, k)]
+    on_path = [
+        (xk, e)
+        for k, e in converted.reference_eigenvalues
+        for xk in _positions_on_path(path.kpts, x, k)
+    ]
     _plot_bands(path, bands, on_path, loaded.fermi_level, outdir / "bands.png")
     lines = [f"{key:22s} {value}" for key, value in result.items()]
     (outdir / "summary.txt").write_text("\n".join(lines) + "\n")
@@ -87,8 +90,15 @@ def _plot_bands(path, bands: np.ndarray, reference: list, fermi: float, filename
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(x, bands - fermi, color="k", lw=0.8)
     for n, (xk, energies) in enumerate(reference):
-        ax.plot(np.full(len(energies), xk), energies - fermi, "o", ms=3, mfc="none",
-                color="tab:red", label="OpenMX printed" if n == 0 else None)
+        ax.plot(
+            np.full(len(energies), xk),
+            energies - fermi,
+            "o",
+            ms=3,
+            mfc="none",
+            color="tab:red",
+            label="OpenMX printed" if n == 0 else None,
+        )
     if reference:
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xticks(xticks, [r"$\Gamma$" if t == "G" else t for t in labels])

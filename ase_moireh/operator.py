@@ -219,7 +219,12 @@ class BlockOperator:
             return self
         blocks = (np.kron(np.eye(2), b).astype(complex) for b in self.blocks())
         return BlockOperator.from_blocks(
-            self.numbers, self.basis, self.edges, blocks, True, cell=self.cell,
+            self.numbers,
+            self.basis,
+            self.edges,
+            blocks,
+            True,
+            cell=self.cell,
             positions=self.positions,
         )
 
@@ -239,15 +244,21 @@ class BlockOperator:
             for e, (i, j) in enumerate(self.edges[:, :2])
         )
         return BlockOperator.from_blocks(
-            self.numbers, self.basis, self.edges, blocks, self.spinful, cell=self.cell,
+            self.numbers,
+            self.basis,
+            self.edges,
+            blocks,
+            self.spinful,
+            cell=self.cell,
             positions=self.positions,
         )
 
     def pair_labels(self) -> list[str]:
         """Element-pair label ('Mo-Te') of every edge."""
         sym = np.array([chemical_symbols[z] for z in self.numbers])
-        return [f"{a}-{b}" for a, b in zip(sym[self.edges[:, 0]], sym[self.edges[:, 1]],
-                                           strict=True)]
+        return [
+            f"{a}-{b}" for a, b in zip(sym[self.edges[:, 0]], sym[self.edges[:, 1]], strict=True)
+        ]
 
     def mae_by_pair(self, other: BlockOperator) -> dict[str, float]:
         """Mean absolute difference per element pair, over the edges both operators hold."""

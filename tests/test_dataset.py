@@ -1,0 +1,94 @@
+"""dftio folders (ours and dftio's own), DeepH export."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import scipy.linalg as sl
+
+from ase_moireh.dataset import DatasetError, read_dftio, write_deeph, write_dftio
+from ase_moireh.solve import dense_eigenvalues
+from shared_data import SI64, converted, needs_shared
+
+pytestmark = needs_shared
+
+
+@pytest.mark.parametrize("case", ["bl1x1_nosoc_s04", "bl1x1_soc_s22"])
+def test_dftio_round_trip_gives_the_same_arrays(case, tmp_path):
+    s = converted(case)
+    write_dftio(s, tmp_path / case)
+    back = read_dftio(tmp_path / case)
+    for a, b in ((s.hamiltonian, back.hamiltonian), (s.overlap, back.overlap)):
+        idx = b.find(a.edges)
+        assert np.all(idx >= 0) and b.nedges == a.nedges
+        assert b.spinful == a.spinful and b.values.dtype == a.values.dtype
+        for e, f in enumerate(idx):
+            assert np.array_equal(a.block(e), b.block(int(f)))
+    assert np.allclose(back.atoms.positions, s.atoms.positions)
+    assert np.allclose(back.atoms.cell, s.atoms.cell)
+    assert back.fermi_level == s.fermi_level
+    info = json.loads((tmp_path / case / "info.json").read_text())
+    assert info["spinful"] == s.spinful and info["nframes"] == 1
+    assert (tmp_path / case / "basis.dat").read_text() == "{'Mo': '3s2p1d', 'Te': '3s2p2d'}"
+    with h5py.File(tmp_path / case / "overlaps.h5") as f:
+        assert not np.iscomplexobj(f["0"]["0_0_0_0_0"][()])  # overlap stays spinless
+    assert [p.name for p in tmp_path.iterdir()] == [case]  # no temporary folder left
+
+
+@pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "bl1x1_soc_s00"])
+def test_deeph_export_keys_shapes_and_order(case, tmp_path):
+    s = converted(case)
+    write_deeph(s, tmp_path / "d")
+    info = json.loads((tmp_path / "d" / "info.json").read_text())
+    assert info["isspinful"] == s.spinful and info["nsites"] == 6 and info["norbits"] == 104
+    lat = np.loadtxt(tmp_path / "d" / "lat.dat")
+    assert np.allclose(lat.T, s.atoms.cell)
+    rlat = np.loadtxt(tmp_path / "d" / "rlat.dat")
+    assert np.allclose(np.asarray(s.atoms.cell) @ rlat, 2 * np.pi * np.eye(3))
+    orbital_types = (tmp_path / "d" / "orbital_types.dat").read_text().splitlines()
+    assert orbital_types[0] == "0 0 0 1 1 2" and orbital_types[-1] == "0 0 0 1 1 2 2"
+    h = s.hamiltonian
+    m = h.spin_factor
+    with h5py.File(tmp_path / "d" / "hamiltonians.h5") as f:
+        assert len(f.keys()) == h.nedges
+        e = h.index(0, 2, [0, 0, 0])  # Mo (1-based atom 1) to Te (atom 3)
+        block = f["[0, 0, 0, 1, 3]"][()]
+        assert block.shape == (14 * m, 19 * m)
+        # written out by hand from the two conventions: OpenMX s,s,s,(x,y,z)x2,(z2,x2-y2,xy,
+        # xz,yz); ours s,s,s,(y,z,x)x2,(xy,yz,z2,xz,x2-y2). openmx_index -> our index:
+        mo = [0, 1, 2, 5, 3, 4, 8, 6, 7, 11, 13, 9, 12, 10]
+        te = mo + [16, 18, 14, 17, 15]
+        rows = mo + [14 + x for x in mo] if m == 2 else mo
+        cols = te + [19 + x for x in te] if m == 2 else te
+        assert np.array_equal(block, h.block(e)[np.ix_(rows, cols)])
+
+
+@pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
+def test_dftio_written_si64_peer_dataset_loads():
+    s = read_dftio(SI64)
+    assert len(s.atoms) == 64 and set(s.atoms.numbers) == {14}
+    assert s.hamiltonian.basis.to_dftio() == {"Si": "1s1p"}
+    assert not s.spinful and s.hamiltonian.nedges > s.overlap.nedges  # S has shorter range
+    assert s.hamiltonian.hermiticity_error() < 1e-5  # stored as float32 by dftio
+    assert s.overlap.hermiticity_error() < 1e-5
+    hk = s.hamiltonian.bloch([0, 0, 0]).toarray()
+    sk = s.overlap.bloch([0, 0, 0]).toarray()
+    assert np.abs(hk - hk.conj().T).max() < 1e-5
+    assert np.abs(sk - sk.conj().T).max() < 1e-5
+    assert sl.eigvalsh(sk).min() > 0  # positive definite
+    bands = dense_eigenvalues(s.hamiltonian, s.overlap, [[0, 0, 0]])
+    assert np.all(np.isfinite(bands))
+
+
+def test_broken_dataset_folders_are_named_in_errors(tmp_path):
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        read_dftio(tmp_path / "absent")
+    s = converted("bl1x1_nosoc_s00")
+    write_dftio(s, tmp_path / "x")
+    (tmp_path / "x" / "basis.dat").write_text("{'Mo': '3s2p1d'}")
+    with pytest.raises(DatasetError, match="basis.dat.*Te"):
+        read_dftio(tmp_path / "x")
+    (tmp_path / "x" / "basis.dat").write_text("{'Mo': '3s2p2d', 'Te': '3s2p2d'}")
+    with pytest.raises(DatasetError, match="hamiltonians.h5: block .* has shape"):
+        read_dftio(tmp_path / "x")

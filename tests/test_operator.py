@@ -1,0 +1,115 @@
+"""BlockOperator on small hand-made operators."""
+
+import numpy as np
+import pytest
+
+from ase_moireh.basis import Basis
+from ase_moireh.operator import BlockOperator
+
+BASIS = Basis.from_dftio({"H": "1s", "C": "1s1p"})
+
+
+def random_hermitian_operator(spinful: bool = False, seed: int = 0) -> BlockOperator:
+    """Two atoms (C: 4 orbitals, H: 1) in a 1D chain with R in {-1, 0, 1}, Hermitian."""
+    rng = np.random.default_rng(seed)
+    numbers = [6, 1]
+    n = np.array([4, 1]) * (2 if spinful else 1)
+    blocks = {}
+    for i in range(2):
+        for j in range(2):
+            for r in (-1, 0, 1):
+                if (j, i, -r) in blocks:
+                    blocks[(i, j, r)] = blocks[(j, i, -r)].conj().T
+                    continue
+                b = rng.normal(size=(n[i], n[j]))
+                if spinful:
+                    b = b + 1j * rng.normal(size=b.shape)
+                if i == j and r == 0:
+                    b = b + b.conj().T
+                blocks[(i, j, r)] = b
+    edges = np.array([[i, j, r, 0, 0] for (i, j, r) in blocks])
+    return BlockOperator.from_blocks(numbers, BASIS, edges, blocks.values(), spinful)
+
+
+def dense_bloch(op: BlockOperator, k) -> np.ndarray:
+    """Straightforward reference Bloch sum."""
+    start = np.concatenate([[0], np.cumsum(op.norbs)])
+    out = np.zeros((op.dimension, op.dimension), dtype=complex)
+    for e, (i, j, *r) in enumerate(op.edges):
+        phase = np.exp(2j * np.pi * np.dot(k, r))
+        out[start[i] : start[i + 1], start[j] : start[j + 1]] += op.block(e) * phase
+    return out
+
+
+@pytest.mark.parametrize("spinful", [False, True])
+def test_bloch_sum_matches_reference_and_is_hermitian(spinful):
+    op = random_hermitian_operator(spinful)
+    assert op.hermiticity_error() < 1e-14
+    for k in ([0, 0, 0], [0.123, 0.4, 0], [0.5, 0, 0]):
+        hk = op.bloch(k).toarray()
+        assert np.allclose(hk, dense_bloch(op, k))
+        assert np.allclose(hk, hk.conj().T)
+
+
+def test_hermiticity_error_sees_broken_and_missing_partners():
+    op = random_hermitian_operator()
+    e = op.index(0, 1, [1, 0, 0])
+    op.block(e)[0, 0] += 0.5
+    assert op.hermiticity_error() == pytest.approx(0.5)
+    keep = np.arange(op.nedges) != e
+    offsets = op.offsets
+    values = np.concatenate([op.block(f).ravel() for f in np.flatnonzero(keep)])
+    assert offsets[-1] == op.values.size
+    half = BlockOperator(op.numbers, op.basis, op.edges[keep], values)
+    assert half.hermiticity_error() == np.inf
+
+
+def test_find_index_and_reverse():
+    op = random_hermitian_operator()
+    assert op.index(1, 0, [-1, 0, 0]) >= 0
+    assert op.index(1, 0, [5, 0, 0]) == -1
+    rev = op.reverse_edges()
+    assert np.array_equal(op.edges[rev][:, [1, 0]], op.edges[:, :2])
+    assert np.array_equal(op.edges[rev][:, 2:], -op.edges[:, 2:])
+
+
+def test_save_load_round_trip(tmp_path):
+    op = random_hermitian_operator(spinful=True)
+    op.cell = np.eye(3) * 3.0
+    op.save(tmp_path / "h.h5")
+    back = BlockOperator.load(tmp_path / "h.h5")
+    assert back.spinful and back.basis == op.basis
+    assert np.array_equal(back.edges, op.edges)
+    assert np.array_equal(back.values, op.values)
+    assert np.array_equal(back.cell, op.cell)
+    assert [p.name for p in tmp_path.iterdir()] == ["h.h5"]  # no temporary left
+
+
+def test_spinor_lift_and_mae_by_pair():
+    op = random_hermitian_operator()
+    lifted = op.to_spinor()
+    k = [0.3, 0, 0]
+    hk = op.bloch(k).toarray()
+    # per-atom spin layout: atom C rows (4 up, 4 down), then atom H (1 up, 1 down)
+    order = [0, 1, 2, 3, 5, 6, 7, 8, 4, 9]
+    expect = np.kron(np.eye(2), hk)[np.ix_(order, order)]
+    assert np.allclose(lifted.bloch(k).toarray(), expect)
+    other = BlockOperator(op.numbers, op.basis, op.edges, op.values + 0.01)
+    mae = op.mae_by_pair(other)
+    assert set(mae) == {"C-C", "C-H", "H-C", "H-H"}
+    assert all(v == pytest.approx(0.01) for v in mae.values())
+
+
+def test_permute_orbitals_inverse_restores():
+    op = random_hermitian_operator(spinful=True)
+    perm = {"C": np.array([0, 2, 3, 1]), "H": np.array([0])}
+    inverse = {s: np.argsort(p) for s, p in perm.items()}
+    moved = op.permute_orbitals(perm)
+    assert not np.allclose(moved.values, op.values)
+    assert np.allclose(moved.permute_orbitals(inverse).values, op.values)
+
+
+def test_inconsistent_values_are_refused():
+    op = random_hermitian_operator()
+    with pytest.raises(ValueError, match="values hold"):
+        BlockOperator(op.numbers, op.basis, op.edges, op.values[:-1])
