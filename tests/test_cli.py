@@ -1,5 +1,6 @@
 """moireh-convert end to end, the converter plugin group and the ASE IO format."""
 
+import gzip
 import lzma
 import struct
 import subprocess
@@ -25,11 +26,12 @@ def raw_scfout() -> bytes:
 
 @pytest.fixture()
 def inputs(tmp_path, raw_scfout):
-    """One good run per folder (plain and .xz), plus four kinds of bad file."""
+    """One good run per folder (plain, .xz, .gz), plus four kinds of bad file."""
     folder = tmp_path / "in"
     for name, data in {
         "good_plain/run.scfout": raw_scfout,
-        "good_xz/run.scfout.xz": lzma.compress(raw_scfout),
+        "good_xz/run.scfout.xz": lzma.compress(raw_scfout, preset=0),
+        "good_gz/run.scfout.gz": gzip.compress(raw_scfout, compresslevel=1),
         "empty/run.scfout": b"",
         "text/run.scfout": b"this is an OpenMX input file, not its output\n" * 50,
         "truncated/run.scfout": raw_scfout[: len(raw_scfout) // 3],
@@ -53,7 +55,7 @@ def test_convert_good_and_bad_files_together(inputs, tmp_path):
         moireh, ["convert", "openmx", str(inputs), "-o", str(out), "--no-progress", "-j", "2"]
     )
     assert result.exit_code == 1
-    assert "converted 2, skipped 0, failed 4" in result.output
+    assert "converted 3, skipped 0, failed 4" in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 4
     expected = {
@@ -64,9 +66,11 @@ def test_convert_good_and_bad_files_together(inputs, tmp_path):
     }
     for name, problem in expected.items():
         assert any(f"/{name}/run.scfout" in e and problem in e for e in errors), name
-    assert sorted(p.name for p in out.iterdir()) == ["good_plain", "good_xz"]  # nothing else
-    a, b = read_dftio(out / "good_plain"), read_dftio(out / "good_xz")
-    assert np.array_equal(a.hamiltonian.values, b.hamiltonian.values)
+    assert sorted(p.name for p in out.iterdir()) == ["good_gz", "good_plain", "good_xz"]
+    a = read_dftio(out / "good_plain")
+    for other in ("good_xz", "good_gz"):
+        b = read_dftio(out / other)
+        assert np.array_equal(a.hamiltonian.values, b.hamiltonian.values)
 
 
 def test_skip_existing_and_deeph_format(tmp_path):
