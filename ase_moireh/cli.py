@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .cli_dataset import dataset
 from .convert import WRITERS, convert_files
 
 
@@ -84,6 +85,7 @@ def demo_command(out: str) -> None:
 
 moireh.add_command(convert_command)
 moireh.add_command(demo_command)
+moireh.add_command(dataset)
 
 
 @click.command(name="moireh-convert", help=convert_command.help, params=convert_command.params)

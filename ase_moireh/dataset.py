@@ -18,13 +18,9 @@ with vectors as columns, ``element.dat``, ``orbital_types.dat``, ``info.json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +30,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from .basis import Basis
+from .files import atomic_folder
 from .operator import BlockOperator
 
 
@@ -57,25 +54,6 @@ class ElectronicStructure:
     @property
     def spinful(self) -> bool:
         return self.hamiltonian.spinful
-
-
-@contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; rename it to ``target`` on success only.
-
-    Readers never see a half-written dataset, and a failure leaves nothing behind.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- dftio

@@ -12,10 +12,8 @@ Gauge: O(k) = sum_R O(R) exp(2 pi i k.R), k fractional; positions are not in the
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,6 +21,7 @@ import scipy.sparse as sp
 from ase.data import chemical_symbols
 
 from .basis import Basis
+from .files import atomic_file
 
 FORMAT_TAG = "ase-moireh BlockOperator 1"
 
@@ -277,25 +276,17 @@ class BlockOperator:
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
         """Write to HDF5 atomically (temporary file, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT_TAG
-                f.attrs["spinful"] = self.spinful
-                f.attrs["basis"] = repr(self.basis.to_dftio())
-                f["numbers"] = self.numbers
-                f["edges"] = self.edges
-                f["values"] = self.values
-                if self.cell is not None:
-                    f["cell"] = self.cell
-                if self.positions is not None:
-                    f["positions"] = self.positions
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_TAG
+            f.attrs["spinful"] = self.spinful
+            f.attrs["basis"] = repr(self.basis.to_dftio())
+            f["numbers"] = self.numbers
+            f["edges"] = self.edges
+            f["values"] = self.values
+            if self.cell is not None:
+                f["cell"] = self.cell
+            if self.positions is not None:
+                f["positions"] = self.positions
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BlockOperator:

@@ -25,11 +25,20 @@ def main() -> None:
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         assert len(atoms) == natoms_twisted(n, m)
-        rows.append({"n": n, "m": m, "theta_deg": round(twist_angle(n, m), 4),
-                     "atoms": len(atoms), "seconds": round(seconds, 4),
-                     "peak_MiB": round(peak, 1)})
-        print(f"({n:2d},{m:2d}) {rows[-1]['theta_deg']:8.4f} deg {len(atoms):7d} atoms "
-              f"{seconds:8.3f} s {peak:8.1f} MiB")
+        rows.append(
+            {
+                "n": n,
+                "m": m,
+                "theta_deg": round(twist_angle(n, m), 4),
+                "atoms": len(atoms),
+                "seconds": round(seconds, 4),
+                "peak_MiB": round(peak, 1),
+            }
+        )
+        print(
+            f"({n:2d},{m:2d}) {rows[-1]['theta_deg']:8.4f} deg {len(atoms):7d} atoms "
+            f"{seconds:8.3f} s {peak:8.1f} MiB"
+        )
     out = Path(__file__).parent / "results" / "build.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rows, indent=1) + "\n")

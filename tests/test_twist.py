@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from ase.io import read
 from ase.neighborlist import neighbor_list
-from shared_data import OPENMX
 
 from ase_moireh.build import (
     commensurate_cells,
@@ -16,6 +15,7 @@ from ase_moireh.build import (
     twisted_bilayer,
 )
 from ase_moireh.symmetry import space_group_operations
+from shared_data import OPENMX
 
 #: Mo-Te bond of the shared MoTe2 geometry (shared data README: 2.715 A)
 MO_TE_BOND = 2.715

@@ -2,6 +2,14 @@
 
 from .materials import MATERIALS, Material, get_material
 from .ribbon import nanoribbon
+from .strain import (
+    HeterostrainCell,
+    HeterostrainError,
+    heterostrain_cells,
+    heterostrained_bilayer,
+    homostrain,
+    uniaxial_strain_tensor,
+)
 from .twist import (
     CommensurateCell,
     commensurate_cells,
@@ -13,11 +21,17 @@ from .twist import (
 __all__ = [
     "MATERIALS",
     "CommensurateCell",
+    "HeterostrainCell",
+    "HeterostrainError",
     "Material",
     "commensurate_cells",
     "get_material",
+    "heterostrain_cells",
+    "heterostrained_bilayer",
+    "homostrain",
     "nanoribbon",
     "natoms_twisted",
     "twist_angle",
     "twisted_bilayer",
+    "uniaxial_strain_tensor",
 ]

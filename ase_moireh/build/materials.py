@@ -48,6 +48,5 @@ def get_material(material: str | Material) -> Material:
         return MATERIALS[material]
     except KeyError:
         raise ValueError(
-            f"unknown material {material!r}; known: {', '.join(MATERIALS)} "
-            "(or pass a Material)"
+            f"unknown material {material!r}; known: {', '.join(MATERIALS)} (or pass a Material)"
         ) from None

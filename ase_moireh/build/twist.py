@@ -160,7 +160,9 @@ def lattice_points_in_cell(basis: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return frac
 
 
-def monolayer_motif(material: Material, flipped: bool = False) -> list[tuple[str, float, float, float]]:
+def monolayer_motif(
+    material: Material, flipped: bool = False
+) -> list[tuple[str, float, float, float]]:
     """(symbol, frac1, frac2, z) of the primitive cell; ``flipped`` rotates it by 180 deg."""
     c = -1.0 / 3.0 if flipped else 1.0 / 3.0
     return [
@@ -208,13 +210,16 @@ def assemble_bilayer(
         layer_index += [index] * len(symbols)
     pos = np.vstack(all_pos)
     layer_arr = np.array(layer_index)
-    order = np.lexsort((np.round(pos[:, 0], 6), np.round(pos[:, 1], 6),
-                        np.round(pos[:, 2], 6), layer_arr))
+    order = np.lexsort(
+        (np.round(pos[:, 0], 6), np.round(pos[:, 1], 6), np.round(pos[:, 2], 6), layer_arr)
+    )
     cell = np.zeros((3, 3))
     cell[:2, :2] = cell2d
     cell[2, 2] = height
     atoms = Atoms(
-        symbols=[all_symbols[i] for i in order], positions=pos[order], cell=cell,
+        symbols=[all_symbols[i] for i in order],
+        positions=pos[order],
+        cell=cell,
         pbc=[True, True, True],
     )
     atoms.arrays["layer"] = layer_arr[order]
@@ -247,10 +252,14 @@ def twisted_bilayer(
     prim = primitive_vectors(mat.a)
     cell2d = supercell_vectors(n, m, mat.a)
     top = prim @ rotation_z(top_rotation(n, m)).T
-    atoms = assemble_bilayer(mat, cell2d, [(prim, False), (top, stacking == "H")],
-                             interlayer, vacuum)
+    atoms = assemble_bilayer(
+        mat, cell2d, [(prim, False), (top, stacking == "H")], interlayer, vacuum
+    )
     atoms.info.update(
-        material=mat.name, stacking=stacking, twist_nm=(n, m), theta_deg=twist_angle(n, m),
+        material=mat.name,
+        stacking=stacking,
+        twist_nm=(n, m),
+        theta_deg=twist_angle(n, m),
         interlayer=interlayer,
     )
     expected = natoms_twisted(n, m)
