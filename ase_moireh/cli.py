@@ -8,6 +8,7 @@ import sys
 import click
 
 from .cli_dataset import dataset
+from .cli_model import analyze_command, finetune_command, predict_command, train_command
 from .convert import WRITERS, convert_files
 
 
@@ -86,6 +87,8 @@ def demo_command(out: str) -> None:
 moireh.add_command(convert_command)
 moireh.add_command(demo_command)
 moireh.add_command(dataset)
+for _command in (train_command, finetune_command, predict_command, analyze_command):
+    moireh.add_command(_command)
 
 
 @click.command(name="moireh-convert", help=convert_command.help, params=convert_command.params)

@@ -1,0 +1,149 @@
+"""``moireh train / finetune / predict / analyze``: thin layers over the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.resources import files
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {True: "mote2_soc.pt", False: "mote2_nosoc.pt"}
+
+
+def bundled_model_path(soc: bool = True) -> Path:
+    """The model shipped with the package (SOC by default, the paper's setting)."""
+    return Path(str(files("ase_moireh") / "data" / "models" / BUNDLED[soc]))
+
+
+def _run_training(
+    config_path: str, pretrained: str | None, ensemble: int, resume: bool, progress: bool
+) -> None:
+    from .model.io import merge_bundles, save_bundle
+    from .train import load_train_config, train
+
+    try:
+        config = load_train_config(config_path)
+        if ensemble <= 1:
+            bundle = train(config, pretrained=pretrained, resume=resume, progress=progress)
+        else:
+            members = []
+            for k in range(ensemble):
+                member = load_train_config(config_path)
+                member.seed = config.seed + k
+                member.out = str(Path(config.out) / f"member_{k}")
+                members.append(
+                    train(member, pretrained=pretrained, resume=resume, progress=progress)
+                )
+            bundle = merge_bundles(members, {"ensemble_of": ensemble})
+            save_bundle(bundle, Path(config.out) / "model.pt")
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    report = bundle.info.get("train", {}).get("parts", {})
+    for part, values in report.items():
+        click.echo(f"{part:10s} MAE (meV): {json.dumps(values.get('mae_meV'))}")
+    click.echo(f"wrote {Path(config.out) / 'model.pt'}")
+
+
+@click.command(name="train")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--ensemble", default=1, show_default=True, help="Train K seeds and merge.")
+@click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
+@click.option("--no-progress", is_flag=True)
+def train_command(config, ensemble, no_resume, no_progress) -> None:
+    """Train a model from a JSON/TOML CONFIG (datasets, epochs, model size...)."""
+    _run_training(config, None, ensemble, not no_resume, not no_progress)
+
+
+@click.command(name="finetune")
+@click.option(
+    "--from",
+    "pretrained",
+    required=True,
+    type=click.Path(exists=True),
+    help="Pretrained model file.",
+)
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--ensemble", default=1, show_default=True)
+@click.option("--no-resume", is_flag=True)
+@click.option("--no-progress", is_flag=True)
+def finetune_command(pretrained, config, ensemble, no_resume, no_progress) -> None:
+    """Fine-tune (transfer learning): all weights from MODEL, fresh Adam, CONFIG's lr."""
+    _run_training(config, pretrained, ensemble, not no_resume, not no_progress)
+
+
+@click.command(name="predict")
+@click.argument("structures", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Model file (default: the bundled MoTe2 model).",
+)
+@click.option(
+    "--soc/--no-soc",
+    default=True,
+    show_default=True,
+    help="Which bundled model when --model is not given.",
+)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
+def predict_command(structures, model_path, soc, out) -> None:
+    """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT."""
+    import ase.io
+
+    from .dataset import ElectronicStructure, write_dftio
+    from .model.io import ModelFileError, load_bundle
+    from .model.predict import predict_operators
+
+    path = Path(model_path) if model_path else bundled_model_path(soc)
+    try:
+        bundle = load_bundle(path)
+    except ModelFileError as err:
+        raise click.ClickException(str(err)) from None
+    for name in structures:
+        try:
+            atoms = ase.io.read(name)
+            h, s, spread = predict_operators(bundle, atoms)
+        except Exception as err:
+            raise click.ClickException(f"{name}: {err}") from None
+        structure = ElectronicStructure(atoms, h, s, source=f"predicted by {path.name}")
+        folder = write_dftio(structure, Path(out) / Path(name).stem)
+        if spread is not None:
+            spread.save(folder / "spread.h5")
+        click.echo(f"{name}: {len(atoms)} atoms, {h.nedges} blocks -> {folder}")
+
+
+@click.command(name="analyze")
+@click.argument("pred", type=click.Path(exists=True, file_okay=False))
+@click.argument("ref", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o", "--out", default="analysis", show_default=True, type=click.Path(file_okay=False)
+)
+def analyze_command(pred, ref, out) -> None:
+    """MAE of PRED against REF (dftio folders) per element pair and orbital block."""
+    from .analysis import error_maps, plot_error_maps, shell_pair_mae
+    from .dataset import DatasetError, read_dftio
+    from .files import atomic_file
+
+    try:
+        p, r = read_dftio(pred), read_dftio(ref)
+        maps = error_maps(p.hamiltonian, r.hamiltonian)
+    except (DatasetError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    out = Path(out)
+    result = {
+        "mae_meV": {k: float(v.mean() * 1e3) for k, v in maps.items()},
+        "shell_mae_meV": {
+            k: {s: v * 1e3 for s, v in d.items()}
+            for k, d in shell_pair_mae(maps, p.hamiltonian).items()
+        },
+    }
+    with atomic_file(out / "analysis.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+    plot_error_maps(maps, out / "mae_heatmap.png")
+    for pair, mae in result["mae_meV"].items():
+        click.echo(f"{pair:8s} MAE {mae:.4f} meV")
+    click.echo(f"wrote {out / 'analysis.json'} and {out / 'mae_heatmap.png'}")

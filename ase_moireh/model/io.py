@@ -1,0 +1,131 @@
+"""Self-describing model files: config + weights + overlap model + statistics.
+
+One ``torch.save`` file of plain tensors and strings, loaded with
+``torch.load(weights_only=True)``: opening a model never runs code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ase_moireh.files import atomic_file
+
+from .network import HamiltonianModel, ModelConfig
+from .overlap import OverlapModel
+
+FORMAT = "ase-moireh model 1"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class ModelBundle:
+    """A trained Hamiltonian model (or several: an ensemble) and its overlap model."""
+
+    models: list[HamiltonianModel]
+    overlap: OverlapModel
+    info: dict = field(default_factory=dict)  # training provenance and metrics
+
+    @property
+    def config(self) -> ModelConfig:
+        """Configuration shared by the members (species, basis, spin, cutoff)."""
+        return self.models[0].config
+
+    @property
+    def partitioned(self) -> bool:
+        return any(m.config.extra.get("partition") for m in self.models)
+
+
+def merge_bundles(bundles: list[ModelBundle], info: dict | None = None) -> ModelBundle:
+    """One bundle of all members: a true ensemble (mean and spread) or, when the members
+    hold partition shares, the paper's partitioned model (coverage checked here)."""
+    from .partition import Partition, check_coverage
+
+    models = [m for b in bundles for m in b.models]
+    first = models[0].config
+    for m in models[1:]:
+        c = m.config
+        if (c.species, c.basis, c.spinful, c.cutoff) != (
+            first.species,
+            first.basis,
+            first.spinful,
+            first.cutoff,
+        ):
+            raise ValueError("cannot merge models of different species, basis, spin or cutoff")
+    merged = ModelBundle(models, bundles[0].overlap, info or {})
+    if merged.partitioned:
+        shares = [Partition.from_dict(m.config.extra.get("partition")) for m in models]
+        check_coverage(shares, models[0].block_keys, first.basis_obj, first.spinful)
+    return merged
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside ``path``, then rename over it."""
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _digest(payload: dict) -> str:
+    """SHA-256 over everything stored, so a changed byte anywhere is caught at load."""
+    h = hashlib.sha256()
+    h.update(payload["format"].encode())
+    h.update("".join(payload["configs"]).encode())
+    h.update(payload["info"].encode())
+    for state in [*payload["members"], payload["overlap"]]:
+        for name in sorted(state):
+            h.update(name.encode())
+            h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
+    payload = {
+        "format": FORMAT,
+        "configs": [m.config.to_json() for m in bundle.models],
+        "info": json.dumps(bundle.info),
+        "members": [
+            {k: v.detach().cpu() for k, v in m.state_dict().items()} for m in bundle.models
+        ],
+        "overlap": bundle.overlap.state(),
+    }
+    payload["sha256"] = _digest(payload)
+    atomic_torch_save(payload, path)
+
+
+def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> ModelBundle:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except Exception as err:  # unpickling refused or corrupt archive
+        raise ModelFileError(f"{path}: not a loadable ase-moireh model ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an ase-moireh model file (format tag missing)")
+    try:
+        intact = payload.get("sha256") == _digest(payload)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{path}: incomplete model file ({err})") from None
+    if not intact:
+        raise ModelFileError(f"{path}: checksum mismatch, the file was altered or damaged")
+    try:
+        configs = [ModelConfig.from_json(text) for text in payload["configs"]]
+        config = configs[0]
+        models = []
+        for member_config, state in zip(configs, payload["members"], strict=True):
+            model = HamiltonianModel(member_config).to(dtype)
+            model.load_state_dict(state)
+            model.eval()
+            models.append(model)
+        overlap = OverlapModel(config.species, config.basis_obj, config.cutoff)
+        overlap.load_state(payload["overlap"])
+        info = json.loads(payload.get("info", "{}"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"{path}: inconsistent model file ({err})") from None
+    return ModelBundle(models, overlap, info)

@@ -1,0 +1,204 @@
+"""e3nn building blocks: radial basis, convolution, gated update, equivariant layer norm.
+
+Every module takes and returns features described by ``o3.Irreps`` (e3nn layout) and
+checks them, as e3nn's own modules do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+
+
+class RadialBasis(nn.Module):
+    """Gaussians on [0, cutoff] times a cosine envelope that vanishes at the cutoff."""
+
+    def __init__(self, cutoff: float, num: int):
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, num))
+        self.width = cutoff / num
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        gauss = torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2))
+        envelope = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0) * (r < self.cutoff)
+        return gauss * envelope[:, None]
+
+
+class EquivariantLayerNorm(nn.Module):
+    """Per node: scalars standardised over channels, l > 0 divided by their RMS norm;
+    a learnable scale per channel (and bias for even scalars). Rotation-equivariant."""
+
+    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6):
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(self.irreps.num_irreps))
+        n_bias = sum(mul for mul, ir in self.irreps if ir == o3.Irrep("0e"))
+        self.bias = nn.Parameter(torch.zeros(n_bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, w0, b0 = [], 0, 0
+        for sl, (mul, ir) in zip(self.irreps.slices(), self.irreps, strict=True):
+            f = x[:, sl].reshape(-1, mul, ir.dim)
+            if ir.l == 0:
+                f = f - f.mean(dim=1, keepdim=True)
+            norm = f.pow(2).sum(-1).mean(dim=1, keepdim=True)
+            f = f / torch.sqrt(norm + self.eps)[..., None]
+            f = f * self.weight[w0 : w0 + mul, None]
+            if ir == o3.Irrep("0e"):
+                f = f + self.bias[b0 : b0 + mul, None]
+                b0 += mul
+            w0 += mul
+            out.append(f.reshape(-1, mul * ir.dim))
+        return torch.cat(out, dim=1)
+
+
+def gate_for(irreps_out: o3.Irreps) -> Gate:
+    """Gate whose output is ``irreps_out``: scalars activated, others gated by sigmoids."""
+    irreps_out = o3.Irreps(irreps_out)
+    scalars = o3.Irreps([(m, ir) for m, ir in irreps_out if ir.l == 0])
+    gated = o3.Irreps([(m, ir) for m, ir in irreps_out if ir.l > 0])
+    acts = [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars]
+    gates = o3.Irreps(f"{gated.num_irreps}x0e") if gated.num_irreps else o3.Irreps("")
+    return Gate(scalars, acts, gates, [torch.sigmoid] * len(gates), gated)
+
+
+class Convolution(nn.Module):
+    """sum_j TP(x_j, Y(r_ij); w(|r_ij|)) over the edges of each node i (NequIP-style 'uvu')."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_target: o3.Irreps,
+        num_radial: int,
+        radial_hidden: int,
+    ):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        mid, instructions = [], []
+        for a, (mul, ir_in) in enumerate(self.irreps_in):
+            for b, (_, ir_sh) in enumerate(o3.Irreps(irreps_sh)):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in o3.Irreps(irreps_target):
+                        instructions.append((a, b, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        mid = o3.Irreps(mid)
+        self.irreps_out, perm, _ = mid.sort()
+        instructions = [(a, b, perm[k], mode, t) for a, b, k, mode, t in instructions]
+        self.tp = o3.TensorProduct(
+            self.irreps_in,
+            irreps_sh,
+            self.irreps_out,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial = FullyConnectedNet(
+            [num_radial, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+        )
+
+    def forward(self, x_src, sh, radial) -> torch.Tensor:
+        """Per-edge messages; the caller sums them where it needs."""
+        return self.tp(x_src, sh, self.radial(radial))
+
+
+class Interaction(nn.Module):
+    """Node update: convolution, sum over neighbours, gate, residual, layer norm."""
+
+    def __init__(self, irreps_node, irreps_sh, num_radial, radial_hidden, avg_neighbors):
+        super().__init__()
+        self.irreps_node = o3.Irreps(irreps_node)
+        self.gate = gate_for(self.irreps_node)
+        self.pre = o3.Linear(self.irreps_node, self.irreps_node)
+        self.conv = Convolution(
+            self.irreps_node, irreps_sh, self.gate.irreps_in, num_radial, radial_hidden
+        )
+        self.post = o3.Linear(self.conv.irreps_out, self.gate.irreps_in)
+        self.skip = o3.Linear(self.irreps_node, self.gate.irreps_in)
+        self.norm = EquivariantLayerNorm(self.irreps_node)
+        self.avg_neighbors = avg_neighbors
+
+    def forward(self, x, src, dst, sh, radial) -> torch.Tensor:
+        msg = self.conv(self.pre(x)[src], sh, radial)
+        agg = torch.zeros(x.shape[0], msg.shape[1], dtype=msg.dtype, device=msg.device)
+        agg.index_add_(0, dst, msg)
+        h = self.post(agg / self.avg_neighbors) + self.skip(x)
+        return self.norm(x + self.gate(h))
+
+
+class EdgeUpdate(nn.Module):
+    """Edge features from both end nodes and the bond: TP(x_i, Y) + TP(x_j, Y), gated."""
+
+    def __init__(self, irreps_node, irreps_sh, irreps_edge, num_radial, radial_hidden):
+        super().__init__()
+        self.gate = gate_for(irreps_edge)
+        self.conv_i = Convolution(
+            irreps_node, irreps_sh, self.gate.irreps_in, num_radial, radial_hidden
+        )
+        self.conv_j = Convolution(
+            irreps_node, irreps_sh, self.gate.irreps_in, num_radial, radial_hidden
+        )
+        self.lin_i = o3.Linear(self.conv_i.irreps_out, self.gate.irreps_in)
+        self.lin_j = o3.Linear(self.conv_j.irreps_out, self.gate.irreps_in)
+        self.node_i = o3.Linear(irreps_node, self.gate.irreps_in)
+        self.node_j = o3.Linear(irreps_node, self.gate.irreps_in)
+        self.out = o3.Linear(irreps_edge, irreps_edge)
+        self.norm = EquivariantLayerNorm(irreps_edge)
+
+    def forward(self, x, i, j, sh, radial) -> torch.Tensor:
+        h = (
+            self.lin_i(self.conv_i(x[i], sh, radial))
+            + self.lin_j(self.conv_j(x[j], sh, radial))
+            + self.node_i(x[i])
+            + self.node_j(x[j])
+        )
+        return self.norm(self.out(self.gate(h)))
+
+
+class ScaleShift(nn.Module):
+    """x * scale + shift in irreps space: one scale per irrep copy, a shift for 0e only
+    (anything else would break equivariance). Initialised from training statistics."""
+
+    def __init__(self, irreps: o3.Irreps):
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        copy_of_dim, scalar_dims = [], []
+        copy = 0
+        for mul, ir in self.irreps:
+            for _ in range(mul):
+                if ir == o3.Irrep("0e"):
+                    scalar_dims.append(len(copy_of_dim))
+                copy_of_dim += [copy] * ir.dim
+                copy += 1
+        self.register_buffer("copy_of_dim", torch.tensor(copy_of_dim, dtype=torch.long))
+        self.register_buffer("scalar_dims", torch.tensor(scalar_dims, dtype=torch.long))
+        self.scale = nn.Parameter(torch.ones(copy))
+        self.shift = nn.Parameter(torch.zeros(len(scalar_dims)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x * self.scale[self.copy_of_dim]
+        return out.index_add(1, self.scalar_dims, self.shift.expand(x.shape[0], -1))
+
+    @torch.no_grad()
+    def set_statistics(self, targets: torch.Tensor) -> None:
+        """targets: (samples, dim) in irreps space."""
+        if len(targets) == 0:
+            return
+        mean = targets.mean(dim=0)
+        self.shift.copy_(mean[self.scalar_dims])
+        centred = targets.clone()
+        centred[:, self.scalar_dims] -= mean[self.scalar_dims]
+        ncopy = self.scale.numel()
+        power = torch.zeros(ncopy, dtype=targets.dtype).index_add(
+            0, self.copy_of_dim, centred.pow(2).mean(dim=0)
+        )
+        count = torch.zeros(ncopy, dtype=targets.dtype).index_add(
+            0, self.copy_of_dim, torch.ones_like(mean)
+        )
+        self.scale.copy_(torch.sqrt(power / count).clamp_min(1e-6))

@@ -1,0 +1,221 @@
+"""The equivariant Hamiltonian model (DeepH-E3 class): structure -> blocks H_ij(R).
+
+Species embedding -> interaction layers (convolutions with spherical harmonics of the
+bond, gates, layer norm, residuals) -> edge update -> per element pair (and per species
+for on-site blocks) a linear map to the block's irreps, a scale/shift from training
+statistics, and the constant Wigner-Eckart matrix of :mod:`.blocks`. Predictions are
+made Hermitian by construction: B_ij(R) <- (B_ij(R) + B_ji(-R)^dagger) / 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from e3nn import o3
+from torch import nn
+
+from ase_moireh.basis import E3NN_FRAME, Basis
+
+from .blocks import block_basis
+from .graph import MOTE2_CUTOFF, edge_vectors
+from .layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (stored in model files as JSON)."""
+
+    species: list[str]
+    basis: dict[str, str]  # dftio strings, e.g. {"Mo": "3s2p1d"}
+    spinful: bool
+    cutoff: float = MOTE2_CUTOFF  # A
+    num_radial: int = 16
+    sh_lmax: int = 4
+    multiplicity: int = 8  # channels per hidden irrep (even scalars get twice as many)
+    num_layers: int = 2
+    radial_hidden: int = 32
+    avg_neighbors: float = 50.0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls(**json.loads(text))
+
+    @property
+    def basis_obj(self) -> Basis:
+        return Basis.from_dftio(self.basis)
+
+
+def pair_key(a: str, b: str) -> str:
+    return f"{a}-{b}"
+
+
+def _hermitian_map(ni: int, nj: int, spinful: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Index into the flat block of (j, i, -R) and sign giving flat(B_ji^dagger)."""
+    m = 2 if spinful else 1
+    p, q = np.meshgrid(np.arange(m * ni), np.arange(m * nj), indexing="ij")
+    index = (q * (m * ni) + p).ravel()
+    if not spinful:
+        return index, np.ones(index.size)
+    half = index.size
+    return np.concatenate([index, index + half]), np.concatenate([np.ones(half), -np.ones(half)])
+
+
+class HamiltonianModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        basis = config.basis_obj
+        species = config.species
+        self.block_keys: list[str] = []  # pair keys, then on-site keys "Mo"
+        out_irreps: dict[str, o3.Irreps] = {}
+        for a in species:
+            for b in species:
+                key = pair_key(a, b)
+                irreps, mat = block_basis(basis[a], basis[b], config.spinful)
+                self._add_block(key, irreps, mat, basis[a].norb, basis[b].norb)
+                out_irreps[key] = irreps
+        for a in species:
+            irreps, mat = block_basis(basis[a], basis[a], config.spinful)
+            self._add_block(a, irreps, mat, basis[a].norb, basis[a].norb)
+            out_irreps[a] = irreps
+        needed = sorted({ir for irreps in out_irreps.values() for _, ir in irreps})
+        mul = config.multiplicity
+        self.irreps_hidden = (
+            o3.Irreps([(2 * mul if ir == o3.Irrep("0e") else mul, ir) for ir in needed])
+            .sort()[0]
+            .simplify()
+        )
+        self.irreps_sh = o3.Irreps.spherical_harmonics(config.sh_lmax)
+        self.register_buffer(
+            "frame", torch.tensor(E3NN_FRAME, dtype=torch.get_default_dtype()), persistent=False
+        )
+        self.radial = RadialBasis(config.cutoff, config.num_radial)
+        self.embed = o3.Linear(o3.Irreps(f"{len(species)}x0e"), self.irreps_hidden)
+        self.layers = nn.ModuleList(
+            Interaction(
+                self.irreps_hidden,
+                self.irreps_sh,
+                config.num_radial,
+                config.radial_hidden,
+                config.avg_neighbors,
+            )
+            for _ in range(config.num_layers)
+        )
+        self.edge = EdgeUpdate(
+            self.irreps_hidden,
+            self.irreps_sh,
+            self.irreps_hidden,
+            config.num_radial,
+            config.radial_hidden,
+        )
+        self.heads = nn.ModuleDict(
+            {k: o3.Linear(self.irreps_hidden, out_irreps[k]) for k in self.block_keys}
+        )
+        self.scale_shift = nn.ModuleDict({k: ScaleShift(out_irreps[k]) for k in self.block_keys})
+
+    def _add_block(self, key: str, irreps, mat: np.ndarray, ni: int, nj: int) -> None:
+        self.block_keys.append(key)
+        # constants rebuilt from the config: not stored in model files
+        # sparse: each column touches one shell pair, so blocks cost O(D) not O(D^2)
+        sparse = torch.tensor(mat, dtype=torch.get_default_dtype()).to_sparse_coo().coalesce()
+        self.register_buffer(f"wigner_eckart_{key}", sparse, persistent=False)
+        index, sign = _hermitian_map(ni, nj, self.config.spinful)
+        self.register_buffer(
+            f"herm_index_{key}", torch.tensor(index, dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            f"herm_sign_{key}",
+            torch.tensor(sign, dtype=torch.get_default_dtype()),
+            persistent=False,
+        )
+
+    def wigner_eckart(self, key: str) -> torch.Tensor:
+        """Sparse (D_key, dim_key) map from irreps vectors to flat blocks."""
+        return getattr(self, f"wigner_eckart_{key}")
+
+    def to_blocks(self, key: str, irreps_vectors: torch.Tensor) -> torch.Tensor:
+        """(E, dim) irreps vectors -> (E, D) flat blocks."""
+        return torch.sparse.mm(self.wigner_eckart(key), irreps_vectors.T).T
+
+    def to_irreps(self, key: str, blocks: torch.Tensor) -> torch.Tensor:
+        """(E, D) flat blocks -> (E, dim) irreps vectors (M has orthonormal columns)."""
+        return torch.sparse.mm(self.wigner_eckart(key).t(), blocks.T).T
+
+    # ------------------------------------------------------------------ forward
+    def edge_groups(self, data) -> dict[str, torch.Tensor]:
+        """Edge numbers of every block key (pair type, or species for on-site)."""
+        i, j = data.edge_index
+        onsite = (i == j) & (data.edge_shift.abs().sum(dim=1) == 0)
+        groups = {}
+        species = self.config.species
+        for a_idx, a in enumerate(species):
+            is_a = data.species[i] == a_idx
+            groups[a] = torch.nonzero(is_a & onsite).flatten()
+            for b_idx, b in enumerate(species):
+                mask = is_a & (data.species[j] == b_idx) & ~onsite
+                groups[pair_key(a, b)] = torch.nonzero(mask).flatten()
+        return groups
+
+    def features(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Node features, hopping-edge features and the hopping edge numbers."""
+        i, j = data.edge_index
+        onsite = (i == j) & (data.edge_shift.abs().sum(dim=1) == 0)
+        hop = torch.nonzero(~onsite).flatten()
+        vec = edge_vectors(data)[hop] @ self.frame.T  # into e3nn's y-polar frame
+        r = vec.norm(dim=1)
+        sh = o3.spherical_harmonics(self.irreps_sh, vec, normalize=True, normalization="component")
+        radial = self.radial(r)
+        onehot = torch.nn.functional.one_hot(data.species, len(self.config.species))
+        x = self.embed(onehot.to(vec.dtype))
+        src, dst = j[hop], i[hop]
+        for layer in self.layers:
+            x = layer(x, src, dst, sh, radial)
+        e = self.edge(x, i[hop], j[hop], sh, radial)
+        return x, e, hop
+
+    def irreps_output(self, data) -> dict[str, torch.Tensor]:
+        """Per block key: (edges of that key, irreps vectors after scale/shift)."""
+        x, e, hop = self.features(data)
+        position = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=hop.device)
+        position[hop] = torch.arange(len(hop), device=hop.device)
+        out = {}
+        i = data.edge_index[0]
+        for key, edges in self.edge_groups(data).items():
+            if len(edges) == 0:
+                continue
+            feats = x[i[edges]] if key in self.config.species else e[position[edges]]
+            out[key] = self.scale_shift[key](self.heads[key](feats))
+        return out
+
+    def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per block key: (edge numbers, flat Hermitian blocks (E_key, D_key))."""
+        groups = self.edge_groups(data)
+        irreps = self.irreps_output(data)
+        raw = {key: self.to_blocks(key, y) for key, y in irreps.items()}
+        # position of every edge inside its key's prediction
+        where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long)
+        for edges in groups.values():
+            where[edges] = torch.arange(len(edges))
+        i, j = data.edge_index
+        species = self.config.species
+        result = {}
+        for key, edges in groups.items():
+            if len(edges) == 0:
+                continue
+            rev = data.edge_rev[edges]
+            if key in species:
+                rev_key = key
+            else:
+                a, b = key.split("-")
+                rev_key = pair_key(b, a)
+            partner = raw[rev_key][where[rev]][:, getattr(self, f"herm_index_{key}")]
+            sym = 0.5 * (raw[key] + partner * getattr(self, f"herm_sign_{key}"))
+            result[key] = (edges, sym)
+        return result

@@ -1,0 +1,430 @@
+"""Training: pretrain and fine-tune (transfer learning) the Hamiltonian model.
+
+What the paper did: Adam; ReduceLROnPlateau (factor 0.5, cooldown, threshold 0.05,
+patience); revert to the best weights when the validation loss stays above 2x the best
+for 20 epochs (then lr x 0.8); a seeded 80/15/5 split; batch size one structure; MSE
+over block elements (eV^2). Fine-tuning loads all weights of a pretrained model, starts
+a fresh Adam at a lower learning rate and may freeze chosen modules.
+
+A run writes into its output folder: ``checkpoint.pt`` (every epoch, atomically; a
+killed run resumes from it with optimiser and scheduler state), ``log.csv``,
+``summary.json``, ``loss.png`` and the final ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .dataset import ElectronicStructure, read_dftio
+from .model.graph import MOTE2_CUTOFF, build_graph, graph_edges
+from .model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
+from .model.network import HamiltonianModel, ModelConfig
+from .model.overlap import OverlapModel, species_of
+from .model.partition import Partition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """A training run; read from JSON or TOML by :func:`load_train_config`."""
+
+    datasets: list[str]  # dftio structure folders (globs allowed)
+    out: str = "moireh-train"
+    epochs: int = 100
+    lr: float = 2e-3
+    seed: int = 0
+    float64: bool = False
+    split: tuple[float, float, float] = (0.8, 0.15, 0.05)
+    lr_factor: float = 0.5
+    lr_patience: int = 60
+    lr_cooldown: int = 40
+    lr_threshold: float = 0.05
+    revert_ratio: float = 2.0
+    revert_epochs: int = 20
+    revert_lr_factor: float = 0.8
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes
+    test_datasets: list[str] = field(default_factory=list)  # extra held-out structures
+    model: dict = field(default_factory=dict)  # ModelConfig fields (multiplicity, ...)
+    partition: dict | None = None  # {"pairs": ["Mo-Te"], "shells": "same"}: one share
+
+
+def load_train_config(path: str | os.PathLike) -> TrainConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        else:
+            raw = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read training config ({err})") from None
+    base = path.parent
+    for key in ("datasets", "test_datasets"):
+        raw[key] = [str(base / p) if not Path(p).is_absolute() else p for p in raw.get(key, [])]
+    if "out" in raw and not Path(raw["out"]).is_absolute():
+        raw["out"] = str(base / raw["out"])
+    try:
+        config = TrainConfig(**raw)
+    except TypeError as err:
+        raise ValueError(f"{path}: {err}") from None
+    config.split = tuple(config.split)
+    return config
+
+
+def expand_datasets(patterns: list[str]) -> list[Path]:
+    """Folders named directly or by glob, sorted for reproducibility."""
+    found: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern)
+        matches = sorted(p.parent.glob(p.name)) if any(c in p.name for c in "*?[") else [p]
+        found += [m for m in matches if m.is_dir()]
+    if not found:
+        raise ValueError(f"no dataset folders match {patterns}")
+    return found
+
+
+def split_indices(n: int, fractions, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """Seeded train/validation/test split; with very few structures every part that can
+    be non-empty is (at least one training structure)."""
+    order = list(np.random.default_rng(seed).permutation(n))
+    n_val = max(1, round(fractions[1] * n)) if n >= 2 else 0
+    n_test = max(1, round(fractions[2] * n)) if n >= 3 and fractions[2] > 0 else 0
+    n_train = n - n_val - n_test
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+# --------------------------------------------------------------------------- model set-up
+
+
+def default_model_config(structures: list[ElectronicStructure], **overrides) -> ModelConfig:
+    """Species, basis and spin from the data; average neighbour count from the graphs."""
+    first = structures[0].hamiltonian
+    species = species_of(np.concatenate([s.atoms.numbers for s in structures]))
+    spinful = first.spinful
+    if any(s.spinful != spinful for s in structures):
+        raise ValueError("datasets mix spinful and spinless Hamiltonians")
+    cutoff = overrides.pop("cutoff", MOTE2_CUTOFF)
+    degrees = [len(graph_edges(s.atoms, cutoff)) / len(s.atoms) - 1 for s in structures]
+    return ModelConfig(
+        species=species,
+        basis={k: v for k, v in first.basis.to_dftio().items() if k in species},
+        spinful=spinful,
+        cutoff=cutoff,
+        avg_neighbors=float(np.mean(degrees)),
+        **overrides,
+    )
+
+
+@torch.no_grad()
+def init_statistics(model: HamiltonianModel, graphs) -> None:
+    """Per block key scale and shift from the training targets in irreps space."""
+    per_key: dict[str, list[torch.Tensor]] = {}
+    for g in graphs:
+        groups = model.edge_groups(g)
+        for key, edges in groups.items():
+            target = gather_targets(g, edges)
+            if target is None:
+                continue
+            per_key.setdefault(key, []).append(model.to_irreps(key, target))
+    for key, chunks in per_key.items():
+        model.scale_shift[key].set_statistics(torch.cat(chunks))
+
+
+def gather_targets(g, edges: torch.Tensor) -> torch.Tensor | None:
+    """Flat target blocks of the given edges (all must have targets), or None."""
+    if len(edges) == 0 or not bool(g.y_mask[edges].all()):
+        return None
+    size = _block_size(g, edges[0])
+    index = g.y_start[edges][:, None] + torch.arange(size)
+    return g.y[index]
+
+
+def _block_size(g, e) -> int:
+    start = int(g.y_start[e])
+    nxt = g.y_start[g.y_start > start]
+    return int(nxt.min() - start) if len(nxt) else int(g.y.numel() - start)
+
+
+def element_masks(model: HamiltonianModel) -> dict[str, torch.Tensor | None]:
+    """Per block key the elements this model is trained on (its partition share)."""
+    share = Partition.from_dict(model.config.extra.get("partition"))
+    basis, spinful = model.config.basis_obj, model.config.spinful
+    out = {}
+    for key in model.block_keys:
+        m = share.mask(key, basis, spinful)
+        out[key] = None if m is None else torch.as_tensor(m)
+    return out
+
+
+def block_errors(model: HamiltonianModel, g) -> dict[str, tuple[float, float, int]]:
+    """Per block key: (sum of squared errors, sum of absolute errors, element count),
+    over the elements of the model's partition share."""
+    out = {}
+    masks = element_masks(model)
+    for key, (edges, pred) in model(g).items():
+        keep = g.y_mask[edges]
+        if not bool(keep.any()) or masks[key] is None:
+            continue
+        index = g.y_start[edges[keep]][:, None] + torch.arange(pred.shape[1])
+        diff = (pred[keep] - g.y[index])[:, masks[key]]
+        out[key] = (diff.pow(2).sum(), diff.abs().sum().item(), diff.numel())
+    return out
+
+
+def structure_loss(model: HamiltonianModel, g) -> torch.Tensor:
+    errors = block_errors(model, g)
+    total = sum(sq for sq, _, _ in errors.values())
+    count = sum(n for _, _, n in errors.values())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: HamiltonianModel, graphs) -> tuple[float, dict[str, float]]:
+    """(MSE eV^2, MAE per element pair in eV; on-site blocks count for their pair)."""
+    sq, n = 0.0, 0
+    pair_abs: dict[str, list[float]] = {}
+    for g in graphs:
+        for key, (s, a, c) in block_errors(model, g).items():
+            sq += float(s)
+            n += c
+            pair = key if "-" in key else f"{key}-{key}"
+            acc = pair_abs.setdefault(pair, [0.0, 0])
+            acc[0] += a
+            acc[1] += c
+    mae = {k: v[0] / v[1] for k, v in sorted(pair_abs.items())}
+    return sq / max(n, 1), mae
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # numpy randomness goes through seeded default_rng
+
+
+def load_structures(paths: list[Path]) -> list[ElectronicStructure]:
+    return [read_dftio(p) for p in tqdm(paths, desc="load", unit="structure", leave=False)]
+
+
+def _make_graphs(model_config: ModelConfig, structures, dtype):
+    return [
+        build_graph(s.atoms, model_config.species, model_config.cutoff, s.hamiltonian, dtype)
+        for s in structures
+    ]
+
+
+def train(
+    config: TrainConfig,
+    pretrained: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> ModelBundle:
+    """Run (or resume) one training; returns the bundle also written to ``out/model.pt``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(config.seed)
+    dtype = torch.float64 if config.float64 else torch.float32
+    paths = expand_datasets(config.datasets)
+    structures = load_structures(paths)
+    tr, va, te = split_indices(len(structures), config.split, config.seed)
+    log.info(
+        "%d structures: %d train, %d validation, %d test", len(paths), len(tr), len(va), len(te)
+    )
+    base = load_bundle(pretrained, dtype) if pretrained else None
+    if base is not None:
+        model_config = base.config
+    else:
+        model_config = default_model_config(structures, **config.model)
+    if config.partition is not None:
+        Partition.from_dict(config.partition)  # validate early
+        model_config.extra = {**model_config.extra, "partition": config.partition}
+    model = HamiltonianModel(model_config).to(dtype)
+    graphs = _make_graphs(model_config, structures, dtype)
+    train_g = [graphs[k] for k in tr]
+    val_g = [graphs[k] for k in va] or train_g
+    if base is not None:
+        model.load_state_dict(base.models[0].state_dict())
+    else:
+        init_statistics(model, train_g)
+    for name, p in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in config.freeze):
+            p.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        threshold=config.lr_threshold,
+        cooldown=config.lr_cooldown,
+    )
+    state = RunState()
+    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state, best_weights = _load_checkpoint(ckpt, model, optimizer, scheduler)
+        log.info("resumed %s at epoch %d", ckpt, state.epoch)
+    bar = tqdm(
+        range(state.epoch, config.epochs),
+        desc="train",
+        unit="epoch",
+        disable=not progress,
+        initial=state.epoch,
+        total=config.epochs,
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        train_loss = _train_epoch(model, optimizer, train_g, epoch, config.seed)
+        val_loss, _ = evaluate(model, val_g)
+        scheduler.step(val_loss)
+        if val_loss < state.best_val:
+            state.best_val = val_loss
+            best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+        state.bad_epochs = (
+            state.bad_epochs + 1 if val_loss > config.revert_ratio * state.best_val else 0
+        )
+        if state.bad_epochs >= config.revert_epochs:
+            model.load_state_dict(best_weights)
+            for group in optimizer.param_groups:
+                group["lr"] *= config.revert_lr_factor
+            state.bad_epochs = 0
+            log.info(
+                "epoch %d: reverted to best weights, lr x %.2f", epoch, config.revert_lr_factor
+            )
+        row = {
+            "epoch": epoch + 1,
+            "train_mse": train_loss,
+            "val_mse": val_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        state.history.append(row)
+        state.epoch = epoch + 1
+        _save_checkpoint(ckpt, model, optimizer, scheduler, state, best_weights)
+        _write_log(out / "log.csv", state.history)
+        bar.set_postfix(
+            train=f"{math.sqrt(train_loss) * 1e3:.2f} meV",
+            val=f"{math.sqrt(val_loss) * 1e3:.2f} meV",
+        )
+    model.load_state_dict(best_weights)
+    model.eval()
+    overlap = base.overlap if base is not None else fit_overlap(model_config, structures)
+    report = _report(model, graphs, tr, va, te, paths, config)
+    bundle = ModelBundle([model], overlap, {"train": report})
+    save_bundle(bundle, out / "model.pt")
+    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_loss(state.history, out / "loss.png")
+    return bundle
+
+
+def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
+    model.train()
+    order = np.random.default_rng(seed + 1000 * (epoch + 1)).permutation(len(graphs))
+    total = 0.0
+    for k in order:
+        optimizer.zero_grad()
+        loss = structure_loss(model, graphs[k])
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    model.eval()
+    return total / max(len(graphs), 1)
+
+
+def fit_overlap(model_config: ModelConfig, structures) -> OverlapModel:
+    overlap = OverlapModel(model_config.species, model_config.basis_obj, model_config.cutoff)
+    residual = overlap.fit((s.atoms, s.overlap) for s in structures if s.overlap is not None)
+    log.info("overlap fit RMS residual per pair: %s", residual)
+    return overlap
+
+
+def _report(model, graphs, tr, va, te, paths, config) -> dict:
+    parts = {"train": tr, "validation": va, "test": te}
+    report = {"config": {**asdict(config), "split": list(config.split)}, "parts": {}}
+    for name, idx in parts.items():
+        mse, mae = evaluate(model, [graphs[k] for k in idx]) if idx else (float("nan"), {})
+        report["parts"][name] = {
+            "structures": [paths[k].name for k in idx],
+            "rmse_meV": math.sqrt(mse) * 1e3 if idx else None,
+            "mae_meV": {k: v * 1e3 for k, v in mae.items()},
+        }
+    return report
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, state: RunState, best) -> None:
+    atomic_torch_save(
+        {
+            "model": model.state_dict(),
+            "best": best,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": json.dumps(asdict(state)),
+            "config": model.config.to_json(),
+        },
+        path,
+    )
+
+
+def _load_checkpoint(path, model, optimizer, scheduler):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt["config"] != model.config.to_json():
+        raise ValueError(f"{path}: checkpoint of a different model; remove it to start anew")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return RunState(**json.loads(ckpt["state"])), ckpt["best"]
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def plot_loss(history: list[dict], filename: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("train_mse", "train"), ("val_mse", "validation")):
+        ax.semilogy(epochs, [math.sqrt(h[key]) * 1e3 for h in history], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE of block elements (meV)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(filename, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""Training: resume after a kill, fine-tuning, partitions, ensembles, the Si64 peer data."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from shared_data import SI64, converted, needs_shared
+
+from ase_moireh.dataset import write_dftio
+from ase_moireh.model.io import load_bundle, merge_bundles
+from ase_moireh.model.partition import Partition
+from ase_moireh.model.predict import predict_operators
+from ase_moireh.train import TrainConfig, load_train_config, train
+
+pytestmark = needs_shared
+
+TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}
+CASES = ["bl1x1_nosoc_s00", "bl1x1_nosoc_s22", "bl1x1_nosoc_s44"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for case in [*CASES, "tw2179_nosoc", "bl1x1_soc_s00", "bl1x1_soc_s22"]:
+        write_dftio(converted(case), root / case)
+    return root
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = {"datasets": [str(data / c) for c in CASES], "out": str(out), "epochs": 2,
+            "float64": True, "model": dict(TINY)}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(bundle) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in bundle.models[0].parameters()])
+
+
+def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
+    train(config(data, tmp_path / "a", epochs=2), progress=False)
+    resumed = train(config(data, tmp_path / "a", epochs=4), progress=False)
+    straight = train(config(data, tmp_path / "b", epochs=4), progress=False)
+    assert torch.allclose(weights(resumed), weights(straight), atol=1e-12)
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert set(summary["parts"]) == {"train", "validation", "test"}
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 5000
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"datasets": [str(data / c) for c in CASES], "out": "run",
+                               "epochs": 200, "model": TINY}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ase_moireh.cli import moireh; "
+         "sys.argv = ['moireh', 'train', sys.argv[1], '--no-progress']; moireh()", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    log = tmp_path / "run" / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(log.read_text().splitlines()) - 1
+    assert 2 <= done < 200
+    resumed = load_train_config(cfg)
+    resumed.epochs = done + 2
+    train(resumed, progress=False)
+    rows = list(csv.DictReader(open(log)))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, done + 3))
+    assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_finetune_starts_from_pretrained_weights_and_freezes(data, tmp_path):
+    base = train(config(data, tmp_path / "pre", epochs=2), progress=False)
+    atoms = converted("tw2179_nosoc").atoms
+    tuned_cfg = config(data, tmp_path / "ft", epochs=0, lr=1e-3,
+                       datasets=[str(data / "tw2179_nosoc")])
+    zero = train(tuned_cfg, pretrained=tmp_path / "pre" / "model.pt", progress=False)
+    h0, _, _ = predict_operators(base, atoms)
+    h1, _, _ = predict_operators(zero, atoms)
+    assert np.allclose(h0.values, h1.values, atol=1e-10)  # all weights loaded
+    frozen_cfg = config(data, tmp_path / "ft2", epochs=2, lr=1e-3, freeze=["layers.", "embed"],
+                        datasets=[str(data / "tw2179_nosoc")])
+    tuned = train(frozen_cfg, pretrained=tmp_path / "pre" / "model.pt", progress=False)
+    before = dict(base.models[0].named_parameters())
+    for name, p in tuned.models[0].named_parameters():
+        same = torch.equal(p, before[name])
+        assert same == name.startswith(("layers.", "embed")), name
+
+
+def test_partition_shares_merge_and_cover(data, tmp_path):
+    shares = []
+    for shells in ("same", "other"):
+        part = {"pairs": None, "shells": shells}
+        shares.append(train(config(data, tmp_path / shells, epochs=1, partition=part),
+                            progress=False))
+    merged = merge_bundles(shares)
+    assert merged.partitioned
+    h, s, spread = predict_operators(merged, converted("bl1x1_nosoc_s00").atoms)
+    assert spread is None and h.hermiticity_error() < 1e-10
+    with pytest.raises(ValueError, match="exactly once"):
+        merge_bundles(shares[:1])
+    assert len(Partition(("Mo-Te",), "same").mask("Mo-Te", merged.config.basis_obj, False)) == (
+        14 * 19
+    )
+
+
+def test_ensemble_mean_and_spread(data, tmp_path):
+    members = [train(config(data, tmp_path / f"s{k}", epochs=1, seed=k), progress=False)
+               for k in range(2)]
+    ens = merge_bundles(members)
+    atoms = converted("bl1x1_nosoc_s00").atoms
+    h, _, spread = predict_operators(ens, atoms)
+    h0, _, _ = predict_operators(members[0], atoms)
+    h1, _, _ = predict_operators(members[1], atoms)
+    assert np.allclose(h.values, 0.5 * (h0.values + h1.values))
+    assert np.allclose(spread.values, 0.5 * np.abs(h0.values - h1.values))
+
+
+def test_soc_training_runs_and_predicts_spinors(data, tmp_path):
+    cfg = config(data, tmp_path / "soc", epochs=2,
+                 datasets=[str(data / "bl1x1_soc_s00"), str(data / "bl1x1_soc_s22")])
+    bundle = train(cfg, progress=False)
+    h, s, _ = predict_operators(bundle, converted("bl1x1_soc_s00").atoms)
+    assert h.spinful and not s.spinful and h.hermiticity_error() < 1e-10
+    history = list(csv.DictReader(open(tmp_path / "soc" / "log.csv")))
+    assert float(history[-1]["train_mse"]) < float(history[0]["train_mse"])
+
+
+@pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
+def test_trains_on_the_dftio_si64_peer_dataset(tmp_path):
+    cfg = TrainConfig(datasets=[str(SI64)], out=str(tmp_path), epochs=3, lr=5e-3,
+                      model={**TINY, "cutoff": 7.5})
+    bundle = train(cfg, progress=False)
+    report = bundle.info["train"]["parts"]["train"]
+    assert set(report["mae_meV"]) == {"Si-Si"}
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[-1]["train_mse"]) < float(rows[0]["train_mse"])
