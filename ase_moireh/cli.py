@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .cli_bands import bands_command, chern_command, ribbon_command
 from .cli_dataset import dataset
 from .cli_model import analyze_command, finetune_command, predict_command, train_command
 from .convert import WRITERS, convert_files
@@ -87,7 +88,15 @@ def demo_command(out: str) -> None:
 moireh.add_command(convert_command)
 moireh.add_command(demo_command)
 moireh.add_command(dataset)
-for _command in (train_command, finetune_command, predict_command, analyze_command):
+for _command in (
+    train_command,
+    finetune_command,
+    predict_command,
+    analyze_command,
+    bands_command,
+    chern_command,
+    ribbon_command,
+):
     moireh.add_command(_command)
 
 

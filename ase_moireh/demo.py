@@ -1,9 +1,15 @@
-"""The main job on the embedded default: convert the bundled OpenMX run and verify it.
+"""The main job on the embedded default (bundled OpenMX run, bundled models).
 
-Until the bundled model lands, the main job shows the foundation end to end: the
-bundled SOC bilayer-MoTe2 run (``ase_moireh/data``) is converted to a dftio dataset,
-loaded back, checked (Hermiticity, eigenvalues against those OpenMX printed) and its
-bands along Gamma-M-K-Gamma are plotted.
+1. The bundled SOC bilayer-MoTe2 run (``ase_moireh/data``) is converted to a dftio
+   dataset, loaded back and checked (Hermiticity, eigenvalues against those OpenMX
+   printed); its bands along Gamma-M-K-Gamma are plotted with OpenMX's own points.
+2. The bundled SOC model predicts H and S of the same cell (held out from its training:
+   it is the validation structure of examples/train_bundled.py); DFT and model bands
+   are overlaid.
+3. Through ``MoireHCalculator`` (bundled SOC model) the 21.79 deg twisted bilayer
+   (42 atoms; no SOC DFT run exists for it): bands near the gap
+   (``twisted_bands.png``) and the C3 eigenvalues / Chern numbers mod 3 of the top
+   spin-up valence bands (``chern.txt``).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ def bundled_run() -> Path:
     return Path(str(files("ase_moireh") / "data" / BUNDLED_RUN))
 
 
-def run_demo(outdir: str | Path, npoints: int = 60) -> dict:
-    """Convert, reload, verify and plot; returns the numbers it reports."""
+def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> dict:
+    """Convert, reload, verify, predict and plot; returns the numbers it reports."""
     from ase_moireh_converters.openmx import read_scfout
 
     outdir = Path(outdir)
@@ -61,9 +67,107 @@ def run_demo(outdir: str | Path, npoints: int = 60) -> dict:
         for xk in _positions_on_path(path.kpts, x, k)
     ]
     _plot_bands(path, bands, on_path, loaded.fermi_level, outdir / "bands.png")
+    if with_model:
+        result.update(_model_part(loaded, path, bands, outdir, npoints))
     lines = [f"{key:22s} {value}" for key, value in result.items()]
     (outdir / "summary.txt").write_text("\n".join(lines) + "\n")
     return result
+
+
+def _model_part(dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int) -> dict:
+    """Steps 2 and 3 of the module docstring."""
+    from .cli_model import bundled_model_path
+    from .model.io import load_bundle
+    from .model.predict import predict_operators
+
+    bundle = load_bundle(bundled_model_path(soc=True))
+    h, s, _ = predict_operators(bundle, dft.atoms)
+    model_bands = dense_eigenvalues(h, s, path.kpts)
+    window = np.abs(dft_bands - dft.fermi_level) < 2.0  # bands within 2 eV of mu
+    out = {
+        "model_H_mae_meV": {k: v * 1e3 for k, v in h.mae_by_pair(dft.hamiltonian).items()},
+        "model_band_mae_meV_within_2eV": float(
+            np.abs(model_bands - dft_bands)[window].mean() * 1e3
+        ),
+    }
+    _plot_overlay(path, dft_bands, model_bands, dft.fermi_level, outdir / "bands_model_vs_dft.png")
+    out.update(twisted_part(bundle, outdir, npoints))
+    return out
+
+
+def twisted_part(bundle, outdir: Path, npoints: int, n: int = 2, m: int = 1) -> dict:
+    """Step 3: a twisted cell through the calculator: bands near the gap, C3 Chern table."""
+    from .build import twist_angle, twisted_bilayer
+    from .calculator import MoireHCalculator
+
+    twisted = twisted_bilayer(n, m)
+    twisted.calc = MoireHCalculator(model=bundle)
+    bs = twisted.calc.band_structure(npoints=max(10, npoints // 3), nbands=16)
+    tpath = bs.path
+    _plot_bands(
+        tpath,
+        bs.energies[0],
+        [],
+        bs.reference,
+        outdir / "twisted_bands.png",
+        title=f"{twist_angle(n, m):.2f}° twisted MoTe$_2$ ({len(twisted)} atoms): "
+        "model H, S with SOC",
+        ylim=0.6,
+    )
+    lines = [
+        "# C3 eigenvalue phases (deg) of the top valence bands, spin-up sector",
+        "# nbands  Gamma  K  K'  Chern_mod3",
+    ]
+    table = {}
+    for nb in (1, 2):
+        r = twisted.calc.chern_numbers(nbands=nb, spin=1)
+        phases = {
+            k: [round(float(np.angle(v, deg=True)), 1) for v in vals]
+            for k, vals in r.eigenvalues.items()
+        }
+        table[nb] = r.chern_mod3
+        row = "  ".join(str(phases[label]) for label in ("Gamma", "K", "K'"))
+        lines.append(f"{nb}  {row}  {r.chern_mod3}")
+    (outdir / "chern.txt").write_text("\n".join(lines) + "\n")
+    energies = bs.energies[0] - bs.reference
+    return {
+        "twisted_nm": (n, m),
+        "twisted_atoms": len(twisted),
+        "twisted_gap_meV": float(
+            (energies[energies > 0].min() - energies[energies < 0].max()) * 1e3
+        ),
+        "twisted_chern_mod3_top1_top2": (table[1], table[2]),
+    }
+
+
+def _plot_overlay(path, dft: np.ndarray, model: np.ndarray, fermi: float, filename: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, xticks, labels = path.get_linear_kpoint_axis()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(x, dft - fermi, color="k", lw=1.2)
+    ax.plot(x, model - fermi, color="tab:red", lw=0.8, ls="--")
+    ax.plot([], [], color="k", label="DFT (OpenMX)")
+    ax.plot([], [], color="tab:red", ls="--", label="model (bundled, SOC)")
+    ax.legend(loc="upper right", fontsize=8)
+    _decorate(ax, x, xticks, labels, 2.5, "bilayer MoTe$_2$ (held out): DFT vs model")
+    fig.tight_layout()
+    fig.savefig(filename, dpi=150)
+    plt.close(fig)
+
+
+def _decorate(ax, x, xticks, labels, ylim: float, title: str) -> None:
+    ax.set_xticks(xticks, [r"$\Gamma$" if t == "G" else t for t in labels])
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-ylim, ylim)
+    ax.axhline(0, color="grey", ls="--", lw=0.5)
+    for t in xticks:
+        ax.axvline(t, color="grey", lw=0.5)
+    ax.set_ylabel(r"$E - \mu$ (eV)")
+    ax.set_title(title, fontsize=10)
 
 
 def _positions_on_path(kpts: np.ndarray, x: np.ndarray, k: np.ndarray) -> list[float]:
@@ -80,7 +184,15 @@ def _positions_on_path(kpts: np.ndarray, x: np.ndarray, k: np.ndarray) -> list[f
     return sorted(set(np.round(found, 8)))
 
 
-def _plot_bands(path, bands: np.ndarray, reference: list, fermi: float, filename: Path) -> None:
+def _plot_bands(
+    path,
+    bands: np.ndarray,
+    reference: list,
+    fermi: float,
+    filename: Path,
+    title: str = "bilayer MoTe$_2$ with SOC: converted H, S (lines)",
+    ylim: float = 2.5,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,14 +213,7 @@ def _plot_bands(path, bands: np.ndarray, reference: list, fermi: float, filename
         )
     if reference:
         ax.legend(loc="upper right", fontsize=8)
-    ax.set_xticks(xticks, [r"$\Gamma$" if t == "G" else t for t in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-2.5, 2.5)
-    ax.axhline(0, color="grey", ls="--", lw=0.5)
-    for t in xticks:
-        ax.axvline(t, color="grey", lw=0.5)
-    ax.set_ylabel(r"$E - \mu$ (eV)")
-    ax.set_title("bilayer MoTe$_2$ with SOC: converted H, S (lines)", fontsize=10)
+    _decorate(ax, x, xticks, labels, ylim, title)
     fig.tight_layout()
     fig.savefig(filename, dpi=150)
     plt.close(fig)

@@ -4,23 +4,30 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-from shared_data import converted, needs_shared
 
 from ase_moireh.basis import atom_rotation
 from ase_moireh.build import twisted_bilayer
+from ase_moireh.cli_model import bundled_model_path
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_bundle
 from ase_moireh.model.network import HamiltonianModel, ModelConfig
 from ase_moireh.model.overlap import OverlapModel
-from ase_moireh.model.predict import predict_operators
+from shared_data import converted, needs_shared
 
 BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
 
 
 def tiny_model(spinful: bool, seed: int = 0) -> HamiltonianModel:
     torch.manual_seed(seed)
-    config = ModelConfig(species=["Mo", "Te"], basis=BASIS, spinful=spinful, multiplicity=2,
-                         num_layers=1, radial_hidden=8, num_radial=8)
+    config = ModelConfig(
+        species=["Mo", "Te"],
+        basis=BASIS,
+        spinful=spinful,
+        multiplicity=2,
+        num_layers=1,
+        radial_hidden=8,
+        num_radial=8,
+    )
     model = HamiltonianModel(config).to(torch.float64)
     with torch.no_grad():  # non-trivial scale/shift so they are part of the test
         for ss in model.scale_shift.values():
@@ -62,12 +69,19 @@ def test_graph_edges_are_exactly_the_openmx_blocks(case):
     assert len(edges) == s.hamiltonian.nedges and np.all(found >= 0)
 
 
+def trained_model(spinful: bool) -> HamiltonianModel:
+    """The bundled (trained) model in float64."""
+    return load_bundle(bundled_model_path(spinful), dtype=torch.float64).models[0]
+
+
+@pytest.mark.parametrize("trained", [False, True])
 @pytest.mark.parametrize("spinful", [False, True])
 @pytest.mark.parametrize("improper", [False, True])
-def test_blocks_rotate_by_wigner_d(spinful, improper):
+def test_blocks_rotate_by_wigner_d(spinful, improper, trained):
     """Rotate (or rotate-reflect) the structure: every block transforms as
-    M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation)."""
-    model = tiny_model(spinful)
+    M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for an
+    untrained and for the bundled trained model, in float64."""
+    model = trained_model(spinful) if trained else tiny_model(spinful)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=1)
     q = Rotation.random(random_state=7).as_matrix() * (-1 if improper else 1)
@@ -83,8 +97,7 @@ def test_blocks_rotate_by_wigner_d(spinful, improper):
         np.abs(after[key] - rot[sym[key[0]]] @ block @ rot[sym[key[1]]].conj().T).max()
         for key, block in before.items()
     )
-    scale = max(np.abs(b).max() for b in before.values())
-    assert worst < 1e-5 * max(1.0, scale / 10)
+    assert worst < 1e-5  # eV
 
 
 def test_translation_and_permutation_invariance():

@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from shared_data import SI64, converted, needs_shared
 
 from ase_moireh.dataset import write_dftio
-from ase_moireh.model.io import load_bundle, merge_bundles
+from ase_moireh.model.io import merge_bundles
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.train import TrainConfig, load_train_config, train
+from shared_data import SI64, converted, needs_shared
 
 pytestmark = needs_shared
 
@@ -34,8 +34,13 @@ def data(tmp_path_factory):
 
 
 def config(data, out, **kw) -> TrainConfig:
-    base = {"datasets": [str(data / c) for c in CASES], "out": str(out), "epochs": 2,
-            "float64": True, "model": dict(TINY)}
+    base = {
+        "datasets": [str(data / c) for c in CASES],
+        "out": str(out),
+        "epochs": 2,
+        "float64": True,
+        "model": dict(TINY),
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -59,12 +64,21 @@ def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
 
 def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
     cfg = tmp_path / "train.json"
-    cfg.write_text(json.dumps({"datasets": [str(data / c) for c in CASES], "out": "run",
-                               "epochs": 200, "model": TINY}))
+    cfg.write_text(
+        json.dumps(
+            {"datasets": [str(data / c) for c in CASES], "out": "run", "epochs": 200, "model": TINY}
+        )
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from ase_moireh.cli import moireh; "
-         "sys.argv = ['moireh', 'train', sys.argv[1], '--no-progress']; moireh()", str(cfg)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ase_moireh.cli import moireh; "
+            "sys.argv = ['moireh', 'train', sys.argv[1], '--no-progress']; moireh()",
+            str(cfg),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     log = tmp_path / "run" / "log.csv"
     deadline = time.time() + 300
@@ -85,14 +99,21 @@ def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
 def test_finetune_starts_from_pretrained_weights_and_freezes(data, tmp_path):
     base = train(config(data, tmp_path / "pre", epochs=2), progress=False)
     atoms = converted("tw2179_nosoc").atoms
-    tuned_cfg = config(data, tmp_path / "ft", epochs=0, lr=1e-3,
-                       datasets=[str(data / "tw2179_nosoc")])
+    tuned_cfg = config(
+        data, tmp_path / "ft", epochs=0, lr=1e-3, datasets=[str(data / "tw2179_nosoc")]
+    )
     zero = train(tuned_cfg, pretrained=tmp_path / "pre" / "model.pt", progress=False)
     h0, _, _ = predict_operators(base, atoms)
     h1, _, _ = predict_operators(zero, atoms)
     assert np.allclose(h0.values, h1.values, atol=1e-10)  # all weights loaded
-    frozen_cfg = config(data, tmp_path / "ft2", epochs=2, lr=1e-3, freeze=["layers.", "embed"],
-                        datasets=[str(data / "tw2179_nosoc")])
+    frozen_cfg = config(
+        data,
+        tmp_path / "ft2",
+        epochs=2,
+        lr=1e-3,
+        freeze=["layers.", "embed"],
+        datasets=[str(data / "tw2179_nosoc")],
+    )
     tuned = train(frozen_cfg, pretrained=tmp_path / "pre" / "model.pt", progress=False)
     before = dict(base.models[0].named_parameters())
     for name, p in tuned.models[0].named_parameters():
@@ -104,8 +125,9 @@ def test_partition_shares_merge_and_cover(data, tmp_path):
     shares = []
     for shells in ("same", "other"):
         part = {"pairs": None, "shells": shells}
-        shares.append(train(config(data, tmp_path / shells, epochs=1, partition=part),
-                            progress=False))
+        shares.append(
+            train(config(data, tmp_path / shells, epochs=1, partition=part), progress=False)
+        )
     merged = merge_bundles(shares)
     assert merged.partitioned
     h, s, spread = predict_operators(merged, converted("bl1x1_nosoc_s00").atoms)
@@ -118,8 +140,9 @@ def test_partition_shares_merge_and_cover(data, tmp_path):
 
 
 def test_ensemble_mean_and_spread(data, tmp_path):
-    members = [train(config(data, tmp_path / f"s{k}", epochs=1, seed=k), progress=False)
-               for k in range(2)]
+    members = [
+        train(config(data, tmp_path / f"s{k}", epochs=1, seed=k), progress=False) for k in range(2)
+    ]
     ens = merge_bundles(members)
     atoms = converted("bl1x1_nosoc_s00").atoms
     h, _, spread = predict_operators(ens, atoms)
@@ -130,8 +153,12 @@ def test_ensemble_mean_and_spread(data, tmp_path):
 
 
 def test_soc_training_runs_and_predicts_spinors(data, tmp_path):
-    cfg = config(data, tmp_path / "soc", epochs=2,
-                 datasets=[str(data / "bl1x1_soc_s00"), str(data / "bl1x1_soc_s22")])
+    cfg = config(
+        data,
+        tmp_path / "soc",
+        epochs=2,
+        datasets=[str(data / "bl1x1_soc_s00"), str(data / "bl1x1_soc_s22")],
+    )
     bundle = train(cfg, progress=False)
     h, s, _ = predict_operators(bundle, converted("bl1x1_soc_s00").atoms)
     assert h.spinful and not s.spinful and h.hermiticity_error() < 1e-10
@@ -141,8 +168,9 @@ def test_soc_training_runs_and_predicts_spinors(data, tmp_path):
 
 @pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
 def test_trains_on_the_dftio_si64_peer_dataset(tmp_path):
-    cfg = TrainConfig(datasets=[str(SI64)], out=str(tmp_path), epochs=3, lr=5e-3,
-                      model={**TINY, "cutoff": 7.5})
+    cfg = TrainConfig(
+        datasets=[str(SI64)], out=str(tmp_path), epochs=3, lr=5e-3, model={**TINY, "cutoff": 7.5}
+    )
     bundle = train(cfg, progress=False)
     report = bundle.info["train"]["parts"]["train"]
     assert set(report["mae_meV"]) == {"Si-Si"}

@@ -1,0 +1,69 @@
+"""Table S1-like: Hamiltonian MAE per element pair, pretrain-only vs after fine-tuning.
+
+    python benchmarks/transfer.py --work bundled-work
+
+Needs the outputs of examples/train_bundled.py (same --work). Rows: held-out non-twisted
+1x1 cells (the pretraining split's validation and test structures) and the 21.79 deg
+twisted cell. The twisted cell is the fine-tuning data itself (the only twisted DFT run
+there is), so its after-fine-tuning number is a training error: it says how well the
+model can fit a twisted cell, not how it generalises. Writes
+benchmarks/results/transfer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ase_moireh.dataset import read_dftio
+from ase_moireh.model.io import load_bundle
+from ase_moireh.model.predict import predict_operators
+
+PAIRS = ["Mo-Mo", "Mo-Te", "Te-Mo", "Te-Te"]
+
+
+def mae_row(bundle, folder: Path) -> dict[str, float]:
+    ref = read_dftio(folder)
+    h, _, _ = predict_operators(bundle, ref.atoms)
+    return {k: v * 1e3 for k, v in h.mae_by_pair(ref.hamiltonian).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", default="bundled-work")
+    args = parser.parse_args()
+    work = Path(args.work)
+    pre = load_bundle(work / "nosoc_pretrain" / "model.pt")
+    tuned = load_bundle(work / "nosoc_finetune" / "model.pt")
+    parts = json.loads((work / "nosoc_pretrain" / "summary.json").read_text())["parts"]
+    held_out = parts["validation"]["structures"] + parts["test"]["structures"]
+    rows = []
+    for name in held_out:
+        rows.append(
+            (f"{name} (held out, non-twisted)", "pretrain", mae_row(pre, work / "data" / name))
+        )
+        rows.append(
+            (f"{name} (held out, non-twisted)", "fine-tuned", mae_row(tuned, work / "data" / name))
+        )
+    twisted = work / "data" / "tw2179_nosoc"
+    rows.append(("tw2179_nosoc (zero-shot)", "pretrain", mae_row(pre, twisted)))
+    rows.append(("tw2179_nosoc (fine-tuning data)", "fine-tuned", mae_row(tuned, twisted)))
+    lines = [
+        "| structure | model | " + " | ".join(f"{p} MAE (meV)" for p in PAIRS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in PAIRS) + " |",
+    ]
+    for name, model, mae in rows:
+        lines.append(f"| {name} | {model} | " + " | ".join(f"{mae[p]:.2f}" for p in PAIRS) + " |")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(__file__).parent / "results" / "transfer.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        "Collinear MoTe2, model and data of examples/train_bundled.py; command: "
+        f"`python benchmarks/transfer.py --work {args.work}`\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

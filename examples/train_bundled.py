@@ -1,0 +1,92 @@
+"""Recipe of the bundled MoTe2 models (ase_moireh/data/models/): rerun to retrain them.
+
+    python examples/train_bundled.py --shared ../shared/data/openmx --work bundled-work
+
+1. converts every shared OpenMX run to a dftio dataset;
+2. collinear model: pretrain on the non-twisted 1x1 bilayers (9 shifted + 1 exact), then
+   fine-tune (transfer learning) on the 21.79 deg twisted cell at a lower learning rate;
+3. SOC model: pretrain on the SOC 1x1 bilayers (4 shifted + 1 exact); there is no
+   converged twisted SOC run to fine-tune on (see the shared data README);
+4. fits the two-centre overlap model on all runs (S does not depend on spin) and writes
+   both model files with their training reports (``--install`` copies them into the
+   package).
+Every step resumes from its checkpoint when rerun; ``--only nosoc`` / ``--only soc``
+train one model (run both at once on two cores, then once more without ``--only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from ase_moireh.convert import convert_files
+from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
+from ase_moireh.train import TrainConfig, expand_datasets, fit_overlap, load_structures, train
+
+MODEL = {"multiplicity": 8}
+SCHEDULE = {"lr_patience": 20, "lr_cooldown": 10}
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "ase_moireh" / "data" / "models"
+
+
+def pretrain(data: Path, out: Path, pattern: str, epochs: int) -> ModelBundle:
+    config = TrainConfig(
+        datasets=[str(data / f"bl1x1_{pattern}_s*"), str(data / f"bl1x1_exact_{pattern}")],
+        out=str(out),
+        epochs=epochs,
+        lr=3e-3,
+        model=MODEL,
+        **SCHEDULE,
+    )
+    return train(config, progress=False)
+
+
+def finetune(data: Path, out: Path, pretrained: Path, epochs: int) -> ModelBundle:
+    config = TrainConfig(
+        datasets=[str(data / "tw2179_nosoc")], out=str(out), epochs=epochs, lr=1e-3, **SCHEDULE
+    )
+    return train(config, pretrained=pretrained, progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default="../shared/data/openmx")
+    parser.add_argument("--work", default="bundled-work")
+    parser.add_argument("--epochs-pretrain", type=int, default=400)
+    parser.add_argument("--epochs-finetune", type=int, default=150)
+    parser.add_argument("--only", choices=["nosoc", "soc"])
+    parser.add_argument("--install", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = Path(args.work)
+    data = work / "data"
+    convert_files("openmx", [args.shared], data, skip_existing=True, progress=False)
+    reports = {}
+    if args.only != "soc":
+        pre = pretrain(data, work / "nosoc_pretrain", "nosoc", args.epochs_pretrain)
+        nosoc = finetune(
+            data,
+            work / "nosoc_finetune",
+            work / "nosoc_pretrain" / "model.pt",
+            args.epochs_finetune,
+        )
+        reports["mote2_nosoc.pt"] = (nosoc, {"pretrain": pre.info, "finetune": nosoc.info})
+    if args.only != "nosoc":
+        soc = pretrain(data, work / "soc_pretrain", "soc", args.epochs_pretrain)
+        reports["mote2_soc.pt"] = (soc, {"pretrain": soc.info})
+    if args.only:
+        return
+    overlap = fit_overlap(soc.config, load_structures(expand_datasets([str(data / "*")])))
+    for name, (bundle, report) in reports.items():
+        info = {**report, "recipe": "examples/train_bundled.py"}
+        save_bundle(ModelBundle(bundle.models, overlap, info), work / name)
+        load_bundle(work / name)  # the file we ship must load
+        if args.install:
+            PACKAGE_MODELS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / name, PACKAGE_MODELS / name)
+    logging.info("done: %s", sorted(p.name for p in work.glob("*.pt")))
+
+
+if __name__ == "__main__":
+    main()
