@@ -25,6 +25,7 @@ from ase.data import atomic_numbers
 from ase.units import Bohr, Hartree
 
 from ase_moireh.basis import Basis, BasisError
+from ase_moireh.build.openmx_input import clean_lines, input_block, species_elements
 from ase_moireh.dataset import ElectronicStructure
 from ase_moireh.operator import (
     BlockOperator,
@@ -221,49 +222,25 @@ def parse_scfout(data: bytes) -> ScfoutRaw:
 # --------------------------------------------------------------------------- input file
 
 
-def _input_block(lines: list[str], name: str) -> list[list[str]]:
-    """Rows of ``<name ... name>`` in the embedded input file (case-insensitive)."""
-    start = end = None
-    for n, line in enumerate(lines):
-        token = line.strip().lower()
-        if token.startswith(f"<{name.lower()}"):
-            start = n + 1
-        elif token.startswith(f"{name.lower()}>") and start is not None:
-            end = n
-            break
-    if start is None or end is None:
-        raise ScfoutError(f"embedded input file has no complete <{name} block")
-    return [line.split() for line in lines[start:end] if line.strip()]
-
-
-def _element_of(label: str, pao: str) -> str:
-    """Chemical element of an OpenMX species: from its label, else its PAO name."""
-    for text in (label, pao):
-        match = re.match(r"([A-Z][a-z]?)", text)
-        if match and match.group(1) in atomic_numbers:
-            return match.group(1)
-        match = re.match(r"([A-Z])", text)
-        if match and match.group(1) in atomic_numbers:
-            return match.group(1)
-    raise ScfoutError(f"cannot tell the element of species {label!r} ({pao})")
-
-
 def species_from_input(lines: list[str], natoms: int) -> tuple[list[str], dict[str, str]]:
     """Per-atom element symbols and the OpenMX basis string of every element."""
+    lines = clean_lines(lines)
+    where = "embedded input file"
     try:
+        elements = species_elements(lines, where)
         definitions = {
-            row[0]: row[1] for row in _input_block(lines, "Definition.of.Atomic.Species")
+            row[0]: row[1] for row in input_block(lines, "Definition.of.Atomic.Species", where)
         }
-        coords = _input_block(lines, "Atoms.SpeciesAndCoordinates")
-    except IndexError:
-        raise ScfoutError("malformed species block in the embedded input file") from None
+        coords = input_block(lines, "Atoms.SpeciesAndCoordinates", where)
+    except (ValueError, IndexError) as err:
+        raise ScfoutError(str(err)) from None
     if len(coords) != natoms:
         raise ScfoutError(f"embedded input lists {len(coords)} atoms, the binary holds {natoms}")
     symbols, basis = [], {}
     for row in coords:
         if len(row) < 2 or row[1] not in definitions:
             raise ScfoutError(f"atom line {' '.join(row)!r} names an undefined species")
-        element = _element_of(row[1], definitions[row[1]])
+        element = elements[row[1]]
         if basis.setdefault(element, definitions[row[1]]) != definitions[row[1]]:
             raise ScfoutError(f"element {element} has two different bases")
         symbols.append(element)

@@ -241,14 +241,18 @@ def write_openmx_input(
 # --------------------------------------------------------------------------- reading
 
 
-def _input_lines(path: Path) -> list[str]:
+def clean_lines(raw: list[str]) -> list[str]:
     """Lines without comments (``#`` to the end of the line) and blank lines."""
+    lines = (line.split("#", 1)[0].strip() for line in raw)
+    return [line for line in lines if line]
+
+
+def _input_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(errors="replace")
     except OSError as err:
         raise ValueError(f"{path}: cannot read the OpenMX input ({err})") from None
-    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-    return [line for line in lines if line]
+    return clean_lines(text.splitlines())
 
 
 def _keywords(lines: list[str]) -> dict[str, str]:
@@ -265,7 +269,7 @@ def _keywords(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def _block(lines: list[str], name: str, path: Path) -> list[list[str]]:
+def input_block(lines: list[str], name: str, path: Path | str) -> list[list[str]]:
     """Rows (split into words) of the block ``<name`` ... ``name>``."""
     lowered = [line.lower() for line in lines]
     try:
@@ -293,7 +297,7 @@ def _unit_scale(value: str, allowed: dict[str, float | None], path: Path, key: s
     return allowed[unit]
 
 
-def _element(label: str, pao: str, vps: str, path: Path) -> str:
+def _element(label: str, pao: str, vps: str, path: Path | str) -> str:
     """Element of a species: from the VPS name (what OpenMX uses), else PAO, else label."""
     for name in (vps, pao, label):
         match = re.match(r"[A-Z][a-z]?", name)
@@ -302,9 +306,9 @@ def _element(label: str, pao: str, vps: str, path: Path) -> str:
     raise ValueError(f"{path}: cannot tell the element of species {label!r} ({pao}, {vps})")
 
 
-def _species_elements(lines: list[str], path: Path) -> dict[str, str]:
+def species_elements(lines: list[str], path: Path | str) -> dict[str, str]:
     elements = {}
-    for row in _block(lines, "Definition.of.Atomic.Species", path):
+    for row in input_block(lines, "Definition.of.Atomic.Species", path):
         if len(row) < 3:
             raise ValueError(f"{path}: species line needs 'label pao vps': {' '.join(row)}")
         elements[row[0]] = _element(*row[:3], path)
@@ -324,7 +328,7 @@ def read_openmx_input(path: str | os.PathLike) -> Atoms:
     cell_scale = _unit_scale(
         keys.get("atoms.unitvectors.unit", "Ang"), length, path, "Atoms.UnitVectors.Unit"
     )
-    rows = _block(lines, "Atoms.UnitVectors", path)
+    rows = input_block(lines, "Atoms.UnitVectors", path)
     if len(rows) != 3 or any(len(r) < 3 for r in rows):
         raise ValueError(f"{path}: Atoms.UnitVectors needs 3 rows of 3 numbers")
     cell = np.array([_floats(r[:3], path, "Atoms.UnitVectors") for r in rows]) * cell_scale
@@ -334,9 +338,9 @@ def read_openmx_input(path: str | os.PathLike) -> Atoms:
         path,
         "Atoms.SpeciesAndCoordinates.Unit",
     )
-    elements = _species_elements(lines, path)
+    elements = species_elements(lines, path)
     symbols, coords = [], []
-    for row in _block(lines, "Atoms.SpeciesAndCoordinates", path):
+    for row in input_block(lines, "Atoms.SpeciesAndCoordinates", path):
         if len(row) < 5:
             raise ValueError(f"{path}: atom line needs 'index species x y z': {' '.join(row)}")
         if row[1] not in elements:
