@@ -63,9 +63,10 @@ def main() -> None:
             f"({n},{m}) {len(atoms):5d} atoms  dim {hk.shape[0]:6d}  nnz {hk.nnz:10d}  "
             f"{seconds:8.2f} s  +{rows[-1]['peak_rss_growth_MiB']:.0f} MiB"
         )
-    out = Path(__file__).parent / "results" / "bands.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"sigma_eV": sigma, "nev": args.nev, "rows": rows}, indent=1) + "\n")
+        out = Path(__file__).parent / "results" / "bands.json"  # after every cell
+        out.parent.mkdir(exist_ok=True)
+        text = json.dumps({"sigma_eV": sigma, "nev": args.nev, "rows": rows}, indent=1)
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

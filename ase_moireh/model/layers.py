@@ -23,10 +23,13 @@ class RadialBasis(nn.Module):
         self.register_buffer("centers", torch.linspace(0.0, cutoff, num))
         self.width = cutoff / num
 
+    def envelope(self, r: torch.Tensor) -> torch.Tensor:
+        """0.5 (cos(pi r / cutoff) + 1) inside the cutoff, 0 beyond."""
+        return 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0) * (r < self.cutoff)
+
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         gauss = torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2))
-        envelope = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0) * (r < self.cutoff)
-        return gauss * envelope[:, None]
+        return gauss * self.envelope(r)[:, None]
 
 
 class EquivariantLayerNorm(nn.Module):

@@ -163,8 +163,9 @@ class HamiltonianModel(nn.Module):
                 groups[pair_key(a, b)] = torch.nonzero(mask).flatten()
         return groups
 
-    def features(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Node features, hopping-edge features and the hopping edge numbers."""
+    def features(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Node features, hopping-edge features, the hopping edge numbers and their
+        smooth cutoff envelope."""
         i, j = data.edge_index
         onsite = (i == j) & (data.edge_shift.abs().sum(dim=1) == 0)
         hop = torch.nonzero(~onsite).flatten()
@@ -178,11 +179,16 @@ class HamiltonianModel(nn.Module):
         for layer in self.layers:
             x = layer(x, src, dst, sh, radial)
         e = self.edge(x, i[hop], j[hop], sh, radial)
-        return x, e, hop
+        return x, e, hop, self.radial.envelope(r)
 
     def irreps_output(self, data) -> dict[str, torch.Tensor]:
-        """Per block key: (edges of that key, irreps vectors after scale/shift)."""
-        x, e, hop = self.features(data)
+        """Per block key: (edges of that key, irreps vectors after scale/shift).
+
+        Hopping blocks are multiplied by the smooth cutoff envelope: PAO matrix elements
+        vanish beyond the sum of the orbital radii, and without it the per-pair shift
+        (dominated by short bonds) would put spurious meV onto every long-range block.
+        """
+        x, e, hop, envelope = self.features(data)
         position = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=hop.device)
         position[hop] = torch.arange(len(hop), device=hop.device)
         out = {}
@@ -190,8 +196,11 @@ class HamiltonianModel(nn.Module):
         for key, edges in self.edge_groups(data).items():
             if len(edges) == 0:
                 continue
-            feats = x[i[edges]] if key in self.config.species else e[position[edges]]
-            out[key] = self.scale_shift[key](self.heads[key](feats))
+            if key in self.config.species:
+                out[key] = self.scale_shift[key](self.heads[key](x[i[edges]]))
+            else:
+                hops = position[edges]
+                out[key] = self.scale_shift[key](self.heads[key](e[hops])) * envelope[hops, None]
         return out
 
     def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
