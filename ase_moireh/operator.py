@@ -68,6 +68,9 @@ def reversed_edges(edges: np.ndarray) -> np.ndarray:
 class BlockOperator:
     """Packed real-space blocks of an operator in an atomic-orbital basis.
 
+    Treated as immutable once built: derived data (offsets, the sparse pattern, the
+    spinor lift) is cached.
+
     Attributes:
         numbers: atomic numbers (N,).
         basis: orbitals of every species present.
@@ -216,8 +219,10 @@ class BlockOperator:
         """A spinless operator as a spinful one (O x identity_2 in our spin layout)."""
         if self.spinful:
             return self
+        if "spinor" in self._cache:  # solvers ask for it at every k
+            return self._cache["spinor"]
         blocks = (np.kron(np.eye(2), b).astype(complex) for b in self.blocks())
-        return BlockOperator.from_blocks(
+        self._cache["spinor"] = BlockOperator.from_blocks(
             self.numbers,
             self.basis,
             self.edges,
@@ -226,6 +231,7 @@ class BlockOperator:
             cell=self.cell,
             positions=self.positions,
         )
+        return self._cache["spinor"]
 
     def permute_orbitals(self, perms: dict[str, np.ndarray]) -> BlockOperator:
         """New operator with every block's spatial orbitals reordered: new = old[perm].

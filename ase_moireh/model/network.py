@@ -181,7 +181,7 @@ class HamiltonianModel(nn.Module):
         e = self.edge(x, i[hop], j[hop], sh, radial)
         return x, e, hop, self.radial.envelope(r)
 
-    def irreps_output(self, data) -> dict[str, torch.Tensor]:
+    def irreps_output(self, data, groups: dict | None = None) -> dict[str, torch.Tensor]:
         """Per block key: (edges of that key, irreps vectors after scale/shift).
 
         Hopping blocks are multiplied by the smooth cutoff envelope: PAO matrix elements
@@ -193,7 +193,7 @@ class HamiltonianModel(nn.Module):
         position[hop] = torch.arange(len(hop), device=hop.device)
         out = {}
         i = data.edge_index[0]
-        for key, edges in self.edge_groups(data).items():
+        for key, edges in (groups or self.edge_groups(data)).items():
             if len(edges) == 0:
                 continue
             if key in self.config.species:
@@ -206,7 +206,7 @@ class HamiltonianModel(nn.Module):
     def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per block key: (edge numbers, flat Hermitian blocks (E_key, D_key))."""
         groups = self.edge_groups(data)
-        irreps = self.irreps_output(data)
+        irreps = self.irreps_output(data, groups)
         raw = {key: self.to_blocks(key, y) for key, y in irreps.items()}
         # position of every edge inside its key's prediction
         where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long)
