@@ -266,7 +266,8 @@ class BlockOperator:
         ]
 
     def mae_by_pair(self, other: BlockOperator) -> dict[str, float]:
-        """Mean absolute difference per element pair, over the edges both operators hold."""
+        """Mean absolute difference per element pair, over the edges both operators hold
+        (for complex blocks the modulus of the complex difference)."""
         idx = other.find(self.edges)
         if np.any(idx < 0):
             missing = int((idx < 0).sum())

@@ -195,7 +195,11 @@ def structure_loss(model: HamiltonianModel, g) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: HamiltonianModel, graphs) -> tuple[float, dict[str, float]]:
-    """(MSE eV^2, MAE per element pair in eV; on-site blocks count for their pair)."""
+    """(MSE eV^2, MAE per element pair in eV; on-site blocks count for their pair).
+
+    Errors are over the real numbers the model predicts: for SOC the real and imaginary
+    parts of every element separately (BlockOperator.mae_by_pair instead averages the
+    modulus of complex differences, which is larger)."""
     sq, n = 0.0, 0
     pair_abs: dict[str, list[float]] = {}
     for g in graphs:
