@@ -88,6 +88,16 @@ def dataset() -> None:
     """Generate training structures with their OpenMX inputs (one folder each)."""
 
 
+def _interlayer_sigma(default: float):
+    """The --interlayer-sigma option (the two kinds of dataset differ only in default)."""
+    return click.option(
+        "--interlayer-sigma",
+        default=default,
+        show_default=True,
+        help="Gaussian change of the interlayer distance (Å).",
+    )
+
+
 @dataset.command(name="shifted")
 @_MATERIAL
 @click.option(
@@ -101,12 +111,7 @@ def dataset() -> None:
 @click.option("--shifts", default=23, show_default=True, help="Shift grid: SHIFTS x SHIFTS.")
 @click.option("--count", default=1, show_default=True, help="Perturbed samples per shift.")
 @_AMPLITUDE
-@click.option(
-    "--interlayer-sigma",
-    default=0.2,
-    show_default=True,
-    help="Gaussian change of the interlayer distance (Å).",
-)
+@_interlayer_sigma(0.2)
 @_SEED
 @_SOC
 @_STACKING
@@ -150,12 +155,7 @@ def shifted_command(
 @click.argument("m", type=int)
 @click.option("--count", default=1, show_default=True, help="Perturbed copies.")
 @_AMPLITUDE
-@click.option(
-    "--interlayer-sigma",
-    default=0.0,
-    show_default=True,
-    help="Gaussian change of the interlayer distance (Å).",
-)
+@_interlayer_sigma(0.0)
 @_SEED
 @_SOC
 @_MATERIAL
