@@ -22,8 +22,9 @@ from ase.spectrum.band_structure import BandStructure
 
 from .build.openmx_input import DEFAULT_SPECIES
 from .dataset import ElectronicStructure, read_dftio
+from .factorize import mkl_library
 from .operator import BlockOperator
-from .solve import bloch_pair, dense_eigenvalues, shift_invert_eigh
+from .solve import band_edges, bloch_pair, dense_eigenvalues, gap_energy, shift_invert_eigh
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +159,30 @@ class MoireHCalculator(Calculator):
 
     def midgap(self, atoms: Atoms | None = None) -> float:
         """Middle of the gap between the valence-band maximum and conduction-band minimum
-        found at Gamma, the three M and the two K points (electron counting; dense
-        diagonalisation, so small cells only)."""
+        found at Gamma, the three M and the two K points, by electron counting: dense
+        diagonalisation for small cells, inertia counts plus shift-invert (PARDISO, i.e.
+        Intel MKL installed) for large ones."""
         if "midgap" not in self.results:
             h, s = self.operators(atoms)
-            if h.dimension > DENSE_LIMIT:
-                raise ValueError(
-                    f"H has {h.dimension} rows: pass sigma (eV, inside the gap) explicitly"
-                )
             nocc = self.occupied_bands(atoms)
-            e = dense_eigenvalues(h, s, EXTREMA_KPOINTS)
-            self.results["midgap"] = 0.5 * (e[:, nocc - 1].max() + e[:, nocc].min())
+            if h.dimension <= DENSE_LIMIT:
+                e = dense_eigenvalues(h, s, EXTREMA_KPOINTS)
+                vbm, cbm = e[:, nocc - 1].max(), e[:, nocc].min()
+            else:
+                vbm, cbm = self._band_edges_sparse(h, s, nocc)
+            self.results["midgap"] = 0.5 * (vbm + cbm)
         return self.results["midgap"]
+
+    @staticmethod
+    def _band_edges_sparse(h: BlockOperator, s: BlockOperator, nocc: int) -> tuple[float, float]:
+        if mkl_library() is None:
+            raise ValueError(
+                f"H has {h.dimension} rows: finding the gap of a large cell needs PARDISO "
+                "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
+            )
+        sigma = gap_energy(*bloch_pair(h, s, EXTREMA_KPOINTS[0]), nocc)
+        edges = [band_edges(*bloch_pair(h, s, k), nocc, sigma) for k in EXTREMA_KPOINTS]
+        return max(v for v, _ in edges), min(c for _, c in edges)
 
     def band_structure(
         self,

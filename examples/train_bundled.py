@@ -25,7 +25,7 @@ from ase_moireh.convert import convert_files
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
 from ase_moireh.train import TrainConfig, expand_datasets, fit_overlap, load_structures, train
 
-MODEL = {"multiplicity": 8}
+MODEL = {"multiplicity": 8, "convolution": "so2"}
 SCHEDULE = {"lr_patience": 20, "lr_cooldown": 10}
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "ase_moireh" / "data" / "models"
 
@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--epochs-finetune", type=int, default=150)
     parser.add_argument("--only", choices=["nosoc", "soc"])
     parser.add_argument("--install", action="store_true")
+    parser.add_argument("--convolution", choices=["so2", "tp"], default=MODEL["convolution"])
     args = parser.parse_args()
+    MODEL["convolution"] = args.convolution
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(args.work)
     data = work / "data"

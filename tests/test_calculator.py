@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+from ase_moireh import calculator
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
+from ase_moireh.factorize import count_below, mkl_library
+from ase_moireh.solve import bloch_pair
 from shared_data import converted, needs_shared
 
 pytestmark = needs_shared
@@ -63,3 +66,21 @@ def test_band_structure_is_an_ase_band_structure(tmp_path):
     assert np.all(np.isin(np.round(near.energies, 8), np.round(bs.energies, 8)))
     ax = bs.plot(filename=str(tmp_path / "bands.png"), show=False)
     assert ax is not None and (tmp_path / "bands.png").exists()
+
+
+@pytest.mark.skipif(mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)")
+@pytest.mark.parametrize("case", ["tw2179_nosoc", "bl1x1_soc_s22"])
+def test_sparse_midgap_equals_dense(case, monkeypatch):
+    """Electron counting by LDL^T inertia + shift-invert finds the same band edges as dense
+    diagonalisation (the path large cells take)."""
+    s = converted(case)
+    atoms = s.atoms.copy()
+    atoms.calc = dense = MoireHCalculator(dft=s)
+    expected = dense.midgap()
+    monkeypatch.setattr(calculator, "DENSE_LIMIT", 10)
+    atoms.calc = sparse = MoireHCalculator(dft=s)
+    assert abs(sparse.midgap() - expected) < 1e-8
+    nocc = sparse.occupied_bands()
+    hk, sk = bloch_pair(s.hamiltonian, s.overlap, (0.5, 0, 0))
+    below = np.sum(dense.get_eigenvalues((0.5, 0, 0)) < expected)
+    assert count_below(hk - expected * sk) == below and below == nocc

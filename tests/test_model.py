@@ -17,9 +17,10 @@ from shared_data import converted, needs_shared
 BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
 
 
-def tiny_model(spinful: bool, seed: int = 0) -> HamiltonianModel:
+def tiny_model(spinful: bool, seed: int = 0, convolution: str = "so2") -> HamiltonianModel:
     torch.manual_seed(seed)
     config = ModelConfig(
+        convolution=convolution,
         species=["Mo", "Te"],
         basis=BASIS,
         spinful=spinful,
@@ -74,14 +75,18 @@ def trained_model(spinful: bool) -> HamiltonianModel:
     return load_bundle(bundled_model_path(spinful), dtype=torch.float64).models[0]
 
 
-@pytest.mark.parametrize("trained", [False, True])
+@pytest.mark.parametrize("which", ["untrained-tp", "untrained-so2", "bundled"])
 @pytest.mark.parametrize("spinful", [False, True])
 @pytest.mark.parametrize("improper", [False, True])
-def test_blocks_rotate_by_wigner_d(spinful, improper, trained):
+def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     """Rotate (or rotate-reflect) the structure: every block transforms as
-    M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for an
-    untrained and for the bundled trained model, in float64."""
-    model = trained_model(spinful) if trained else tiny_model(spinful)
+    M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for
+    untrained models with either convolution and for the bundled trained model, in
+    float64."""
+    if which == "bundled":
+        model = trained_model(spinful)
+    else:
+        model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=1)
     q = Rotation.random(random_state=7).as_matrix() * (-1 if improper else 1)

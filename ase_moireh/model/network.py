@@ -1,7 +1,8 @@
 """The equivariant Hamiltonian model (DeepH-E3 class): structure -> blocks H_ij(R).
 
-Species embedding -> interaction layers (convolutions with spherical harmonics of the
-bond, gates, layer norm, residuals) -> edge update -> per element pair (and per species
+Species embedding -> interaction layers (convolutions with the bond: SO(2) maps in the
+edge frame by default, or full tensor products with its spherical harmonics; gates,
+layer norm, residuals) -> edge update -> per element pair (and per species
 for on-site blocks) a linear map to the block's irreps, a scale/shift from training
 statistics, and the constant Wigner-Eckart matrix of :mod:`.blocks`. Predictions are
 made Hermitian by construction: B_ij(R) <- (B_ij(R) + B_ji(-R)^dagger) / 2.
@@ -21,7 +22,7 @@ from ase_moireh.basis import E3NN_FRAME, Basis
 
 from .blocks import block_basis
 from .graph import MOTE2_CUTOFF, edge_vectors
-from .layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift
+from .layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift, edge_frame_rotations
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ModelConfig:
     num_layers: int = 2
     radial_hidden: int = 32
     avg_neighbors: float = 50.0
+    convolution: str = "so2"  # "so2" (edge-frame maps) or "tp" (full tensor products)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -45,7 +47,9 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        fields.setdefault("convolution", "tp")  # files written before "so2" existed
+        return cls(**fields)
 
     @property
     def basis_obj(self) -> Basis:
@@ -105,6 +109,7 @@ class HamiltonianModel(nn.Module):
                 config.num_radial,
                 config.radial_hidden,
                 config.avg_neighbors,
+                config.convolution,
             )
             for _ in range(config.num_layers)
         )
@@ -114,6 +119,7 @@ class HamiltonianModel(nn.Module):
             self.irreps_hidden,
             config.num_radial,
             config.radial_hidden,
+            config.convolution,
         )
         self.heads = nn.ModuleDict(
             {k: o3.Linear(self.irreps_hidden, out_irreps[k]) for k in self.block_keys}
@@ -171,14 +177,19 @@ class HamiltonianModel(nn.Module):
         hop = torch.nonzero(~onsite).flatten()
         vec = edge_vectors(data)[hop] @ self.frame.T  # into e3nn's y-polar frame
         r = vec.norm(dim=1)
-        sh = o3.spherical_harmonics(self.irreps_sh, vec, normalize=True, normalization="component")
+        if self.config.convolution == "so2":
+            geometry = edge_frame_rotations(vec, self.irreps_hidden.lmax)
+        else:
+            geometry = o3.spherical_harmonics(
+                self.irreps_sh, vec, normalize=True, normalization="component"
+            )
         radial = self.radial(r)
         onehot = torch.nn.functional.one_hot(data.species, len(self.config.species))
         x = self.embed(onehot.to(vec.dtype))
         src, dst = j[hop], i[hop]
         for layer in self.layers:
-            x = layer(x, src, dst, sh, radial)
-        e = self.edge(x, i[hop], j[hop], sh, radial)
+            x = layer(x, src, dst, geometry, radial)
+        e = self.edge(x, i[hop], j[hop], geometry, radial)
         return x, e, hop, self.radial.envelope(r)
 
     def irreps_output(self, data, groups: dict | None = None) -> dict[str, torch.Tensor]:
