@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "pardiso", "superlu")
 
+_MKL_THREADING_GNU = 3  # mkl_service.h
 #: PARDISO matrix types: complex Hermitian indefinite, real symmetric indefinite
 _MTYPE = {True: -4, False: -2}
 _ERRORS = {
@@ -82,6 +83,9 @@ def mkl_library() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(name)
         except OSError:
             continue
+        # GNU OpenMP threading: the libgomp torch already loaded, not a second runtime
+        lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+        lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_THREADING_GNU))
         log.debug("MKL runtime: %s", name)
         return lib
     return None
@@ -165,11 +169,11 @@ class PardisoLDL:
         return Factorization(self.solve, self.negative, "pardiso")
 
     def __del__(self):
-        if getattr(self, "pt", None) is not None and self.pt.any():
-            try:
+        try:  # release PARDISO's memory (phase -1); never raise from a finaliser
+            if self.pt.any():
                 self._call(-1, np.zeros((self.n, 1), dtype=self.dtype))
-            except Exception:  # noqa: BLE001 - never raise from a finaliser
-                pass
+        except Exception:  # noqa: BLE001, S110
+            pass
 
 
 def count_below(a: sp.spmatrix) -> int:

@@ -26,7 +26,7 @@ from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
 from ase_moireh.train import TrainConfig, expand_datasets, fit_overlap, load_structures, train
 
 MODEL = {"multiplicity": 8, "convolution": "so2"}
-SCHEDULE = {"lr_patience": 20, "lr_cooldown": 10}
+SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "ase_moireh" / "data" / "models"
 
 
