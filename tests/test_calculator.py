@@ -68,7 +68,9 @@ def test_band_structure_is_an_ase_band_structure(tmp_path):
     assert ax is not None and (tmp_path / "bands.png").exists()
 
 
-@pytest.mark.skipif(mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)")
+@pytest.mark.skipif(
+    mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)"
+)
 @pytest.mark.parametrize("case", ["tw2179_nosoc", "bl1x1_soc_s22"])
 def test_sparse_midgap_equals_dense(case, monkeypatch):
     """Electron counting by LDL^T inertia + shift-invert finds the same band edges as dense

@@ -1,5 +1,7 @@
 """The equivariant model: graphs, symmetry of predictions, Hermiticity, model files."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -50,15 +52,11 @@ def predicted_blocks(model, atoms):
 
 
 def predict_operators_no_overlap(model, atoms):
-    from ase_moireh.model import predict as p
+    from ase_moireh.model.predict import predict_hamiltonian
 
-    config = model.config
-    data = build_graph(atoms, config.species, config.cutoff)
-    edges = np.column_stack([data.edge_index.numpy().T, data.edge_shift.numpy().astype(int)])
-    flat = p._flat_predictions(model, data)
-    values = np.concatenate([flat[e] for e in range(len(edges))])
-    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
-    return p._to_operator(atoms, config.basis_obj, edges, values, config.spinful, meta), 0, 0
+    data = build_graph(atoms, model.config.species, model.config.cutoff)
+    h, _ = predict_hamiltonian([model], atoms, data)
+    return h, 0, 0
 
 
 @needs_shared
@@ -176,3 +174,15 @@ def test_overlap_model_reproduces_dft_overlap():
     assert pred.hermiticity_error() < 1e-12
     mae = held_out.overlap.mae_by_pair(pred)
     assert max(mae.values()) < 1e-5  # dimensionless; S elements are O(0.1-1)
+
+
+def test_model_files_from_before_so2_load_as_tensor_product_models():
+    """A config written before the "convolution" field existed means full tensor products;
+    new configs default to the SO(2) edge-frame convolution."""
+    config = tiny_model(spinful=False).config
+    fields = json.loads(config.to_json())
+    del fields["convolution"]
+    assert ModelConfig.from_json(json.dumps(fields)).convolution == "tp"
+    assert ModelConfig(species=["Si"], basis={"Si": "2s2p1d"}, spinful=False).convolution == "so2"
+    with pytest.raises(ValueError, match="unknown convolution"):
+        HamiltonianModel(ModelConfig(**{**fields, "convolution": "fft"}))

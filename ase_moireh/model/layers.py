@@ -295,8 +295,8 @@ class SO2Convolution(nn.Module):
             self.register_buffer(f"in_{lv}", idx, persistent=False)
         for lv, idx in self._lists_out.items():
             self.register_buffer(f"out_{lv}", idx, persistent=False)
-        self.weights_a = nn.ParameterList()
-        self.weights_b = nn.ParameterList()
+        self.weights_a = nn.ParameterList()  # one per m in self.ms
+        self.weights_b = nn.ParameterList()  # one per m > 0 in self.ms
         self.ms: list[int] = []
         n_mod = 0
         for m in range(self.lmax + 1):
@@ -310,9 +310,10 @@ class SO2Convolution(nn.Module):
             self.ms.append(m)
             self.register_buffer(f"mask_a_{m}", even / _fan_in(even), persistent=False)
             self.weights_a.append(nn.Parameter(torch.randn(len(cout), len(cin))))
-            odd = (1.0 - even) if m > 0 else torch.zeros_like(even)
-            self.register_buffer(f"mask_b_{m}", odd / _fan_in(odd), persistent=False)
-            self.weights_b.append(nn.Parameter(torch.randn(len(cout), len(cin)) * (m > 0)))
+            if m > 0:
+                odd = 1.0 - even
+                self.register_buffer(f"mask_b_{m}", odd / _fan_in(odd), persistent=False)
+                self.weights_b.append(nn.Parameter(torch.randn(len(cout), len(cin))))
             n_mod += len(cin)
         self.radial = FullyConnectedNet(
             [num_radial, radial_hidden, n_mod], torch.nn.functional.silu
@@ -337,7 +338,7 @@ class SO2Convolution(nn.Module):
                 _scatter_m(out_framed, 0, (plus * scale) @ a, +1)
                 continue
             minus = torch.cat([framed[lv][:, :, lv - m] for lv in framed if lv >= m], dim=1)
-            b = (self.weights_b[k] * getattr(self, f"mask_b_{m}")).T
+            b = (self.weights_b[k - 1] * getattr(self, f"mask_b_{m}")).T
             plus, minus = plus * scale, minus * scale
             _scatter_m(out_framed, m, plus @ a - minus @ b, +1)
             _scatter_m(out_framed, m, minus @ a + plus @ b, -1)

@@ -8,27 +8,60 @@ from ase import Atoms
 
 from ase_moireh.operator import BlockOperator
 
-from .blocks import flat_to_block
 from .graph import build_graph
 from .io import ModelBundle
 from .partition import Partition
 
 
-def _flat_predictions(model, data) -> dict[int, np.ndarray]:
-    """Edge number -> flat predicted block; only the model's partition share is kept
-    (other elements zero), so shares of a partitioned bundle simply add up."""
+def block_offsets(atoms: Atoms, basis, edges: np.ndarray, spinful: bool) -> np.ndarray:
+    """Start of every edge's block in BlockOperator's packed values (edge order), plus
+    the total as last entry."""
+    norb = basis.norbs(atoms.numbers) * (2 if spinful else 1)
+    sizes = norb[edges[:, 0]] * norb[edges[:, 1]]
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
+    """Packed BlockOperator values predicted by one model. Only the model's partition
+    share is kept (other elements zero), so shares of a partitioned bundle add up.
+    SOC: the model's flat layout (real parts, then imaginary parts) becomes complex."""
     share = Partition.from_dict(model.config.extra.get("partition"))
     basis, spinful = model.config.basis_obj, model.config.spinful
     with torch.no_grad():
         out = model(data)
-    flat = {}
+    values = np.zeros(offsets[-1], dtype=complex if spinful else float)
     for key, (edges, pred) in out.items():
-        values = pred.cpu().numpy().astype(np.float64)
+        flat = pred.cpu().numpy().astype(np.float64)
         mask = share.mask(key, basis, spinful)
-        values = values * mask if mask is not None else np.zeros_like(values)
-        for e, row in zip(edges.tolist(), values, strict=True):
-            flat[e] = row
-    return flat
+        flat = flat * mask if mask is not None else np.zeros_like(flat)
+        if spinful:
+            half = flat.shape[1] // 2
+            flat = flat[:, :half] + 1j * flat[:, half:]
+        starts = offsets[edges.cpu().numpy()]
+        values[starts[:, None] + np.arange(flat.shape[1])] = flat
+    return values
+
+
+def predict_hamiltonian(
+    models, atoms: Atoms, data, partitioned: bool = False
+) -> tuple[BlockOperator, BlockOperator | None]:
+    """(H, spread) from the members' predictions on one graph: the mean (the sum of the
+    shares when partitioned) and, for a true ensemble, the per-element standard deviation
+    (real and imaginary parts separately for SOC)."""
+    config = models[0].config
+    basis, spinful = config.basis_obj, config.spinful
+    edges = np.column_stack(
+        [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
+    )
+    offsets = block_offsets(atoms, basis, edges, spinful)
+    stack = np.array([member_values(model, data, offsets) for model in models])
+    mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
+    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+    h = BlockOperator(atoms.numbers, basis, edges, mean, spinful, **meta)
+    if len(models) == 1 or partitioned:
+        return h, None
+    std = stack.real.std(axis=0) + (1j * stack.imag.std(axis=0) if spinful else 0.0)
+    return h, BlockOperator(atoms.numbers, basis, edges, std, spinful, **meta)
 
 
 def predict_operators(
@@ -40,30 +73,7 @@ def predict_operators(
     config = bundle.config
     dtype = next(bundle.models[0].parameters()).dtype
     data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
-    edges = np.column_stack(
-        [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
-    )
-    members = []
-    for model in bundle.models:
-        flat = _flat_predictions(model.to(device), data)
-        members.append(np.concatenate([flat[e] for e in range(len(edges))]))
-    stack = np.array(members)
-    mean = stack.sum(axis=0) if bundle.partitioned else stack.mean(axis=0)
-    basis = config.basis_obj
-    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
-    h = _to_operator(atoms, basis, edges, mean, config.spinful, meta)
-    spread = None
-    if len(members) > 1 and not bundle.partitioned:
-        spread = _to_operator(atoms, basis, edges, stack.std(axis=0), config.spinful, meta)
-    s = bundle.overlap.predict(atoms, edges)
+    models = [model.to(device) for model in bundle.models]
+    h, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
+    s = bundle.overlap.predict(atoms, h.edges)
     return h, s, spread
-
-
-def _to_operator(atoms, basis, edges, flat, spinful, meta) -> BlockOperator:
-    norb = basis.norbs(atoms.numbers)
-    blocks, start = [], 0
-    for i, j in edges[:, :2]:
-        size = norb[i] * norb[j] * (8 if spinful else 1)
-        blocks.append(flat_to_block(flat[start : start + size], norb[i], norb[j], spinful))
-        start += size
-    return BlockOperator.from_blocks(atoms.numbers, basis, edges, blocks, spinful, **meta)
