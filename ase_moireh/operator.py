@@ -141,7 +141,12 @@ class BlockOperator:
     @property
     def shapes(self) -> np.ndarray:
         """(E, 2) block shapes."""
-        return np.stack([self.norbs[self.edges[:, 0]], self.norbs[self.edges[:, 1]]], axis=1)
+        if "shapes" not in self._cache:
+            norbs = self.norbs
+            self._cache["shapes"] = np.stack(
+                [norbs[self.edges[:, 0]], norbs[self.edges[:, 1]]], axis=1
+            )
+        return self._cache["shapes"]
 
     @property
     def offsets(self) -> np.ndarray:

@@ -295,8 +295,9 @@ class SO2Convolution(nn.Module):
             self.register_buffer(f"in_{lv}", idx, persistent=False)
         for lv, idx in self._lists_out.items():
             self.register_buffer(f"out_{lv}", idx, persistent=False)
-        self.weights_a = nn.ParameterList()  # one per m in self.ms
-        self.weights_b = nn.ParameterList()  # one per m > 0 in self.ms
+        # weights per m (keys str(m)), only where parity lets some pair couple
+        self.weights_a = nn.ParameterDict()
+        self.weights_b = nn.ParameterDict()
         self.ms: list[int] = []
         n_mod = 0
         for m in range(self.lmax + 1):
@@ -307,13 +308,13 @@ class SO2Convolution(nn.Module):
             even = torch.tensor(
                 [[float(po * pi * (-1) ** (lo + li) == 1) for li, pi in cin] for lo, po in cout]
             )
+            odd = (1.0 - even) * (m > 0)  # cross terms vanish for m = 0
+            for name, mask in (("a", even), ("b", odd)):
+                if mask.any():
+                    self.register_buffer(f"mask_{name}_{m}", mask / _fan_in(mask), persistent=False)
+                    weights = getattr(self, f"weights_{name}")
+                    weights[str(m)] = nn.Parameter(torch.randn(len(cout), len(cin)))
             self.ms.append(m)
-            self.register_buffer(f"mask_a_{m}", even / _fan_in(even), persistent=False)
-            self.weights_a.append(nn.Parameter(torch.randn(len(cout), len(cin))))
-            if m > 0:
-                odd = 1.0 - even
-                self.register_buffer(f"mask_b_{m}", odd / _fan_in(odd), persistent=False)
-                self.weights_b.append(nn.Parameter(torch.randn(len(cout), len(cin))))
             n_mod += len(cin)
         self.radial = FullyConnectedNet(
             [num_radial, radial_hidden, n_mod], torch.nn.functional.silu
@@ -329,24 +330,33 @@ class SO2Convolution(nn.Module):
         }
         scales = self.radial(radial)
         start = 0
-        for k, m in enumerate(self.ms):
+        for m in self.ms:
             plus = torch.cat([framed[lv][:, :, lv + m] for lv in framed if lv >= m], dim=1)
             scale = scales[:, start : start + plus.shape[1]]
             start += plus.shape[1]
-            a = (self.weights_a[k] * getattr(self, f"mask_a_{m}")).T
+            plus = plus * scale
             if m == 0:
-                _scatter_m(out_framed, 0, (plus * scale) @ a, +1)
+                _scatter_m(out_framed, 0, self._couple("a", m, plus), +1)
                 continue
             minus = torch.cat([framed[lv][:, :, lv - m] for lv in framed if lv >= m], dim=1)
-            b = (self.weights_b[k - 1] * getattr(self, f"mask_b_{m}")).T
-            plus, minus = plus * scale, minus * scale
-            _scatter_m(out_framed, m, plus @ a - minus @ b, +1)
-            _scatter_m(out_framed, m, minus @ a + plus @ b, -1)
+            minus = minus * scale
+            out_plus = self._couple("a", m, plus) - self._couple("b", m, minus)
+            out_minus = self._couple("a", m, minus) + self._couple("b", m, plus)
+            _scatter_m(out_framed, m, out_plus, +1)
+            _scatter_m(out_framed, m, out_minus, -1)
         out = x_src.new_zeros(x_src.shape[0], self.irreps_out.dim)
         for lv, block in out_framed.items():
             back = block @ rotations[lv].transpose(1, 2)
             out[:, getattr(self, f"out_{lv}")] = back
         return out
+
+    def _couple(self, name: str, m: int, x: torch.Tensor) -> torch.Tensor | float:
+        """x times the masked, fan-in normalised weights of kind ``name`` at this m
+        (0 where parity lets no pair couple)."""
+        weights = getattr(self, f"weights_{name}")
+        if str(m) not in weights:
+            return 0.0
+        return x @ (weights[str(m)] * getattr(self, f"mask_{name}_{m}")).T
 
 
 def _irrep_copies(irreps: o3.Irreps) -> list[tuple[int, int]]:
