@@ -9,7 +9,9 @@ Two back ends behind one call, :func:`factorize`:
   H - sigma S are negative, i.e., by Sylvester's law, how many levels lie below sigma).
 - ``"superlu"``: scipy's SuperLU (always available), a general LU.
 
-``"auto"`` takes PARDISO when MKL's runtime library can be loaded, SuperLU otherwise.
+``"auto"`` takes PARDISO for matrices of more than :data:`PARDISO_FROM` rows when MKL's
+runtime library can be loaded, SuperLU otherwise (below that size SuperLU was faster:
+benchmarks/results/bands_*.json).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import scipy.sparse.linalg as spla
 log = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "pardiso", "superlu")
+#: "auto" uses PARDISO from this many rows on (SOC tMoTe2: 3,952 rows 7 s SuperLU vs 9 s
+#: PARDISO; 7,696 rows 32 s vs 15 s)
+PARDISO_FROM = 6000
 
 _MKL_THREADING_GNU = 3  # mkl_service.h
 #: PARDISO matrix types: complex Hermitian indefinite, real symmetric indefinite
@@ -65,7 +70,8 @@ def factorize(a: sp.spmatrix, solver: str = "auto") -> Factorization:
     """Factorise a Hermitian sparse matrix with the chosen back end (see module doc)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {SOLVERS}")
-    if solver == "pardiso" or (solver == "auto" and mkl_library() is not None):
+    large = a.shape[0] >= PARDISO_FROM
+    if solver == "pardiso" or (solver == "auto" and large and mkl_library() is not None):
         return PardisoLDL(a).as_factorization()
     lu = spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A")
     return Factorization(lu.solve, None, "superlu")
@@ -115,9 +121,11 @@ class PardisoLDL:
             raise ValueError("matrix too large for 32-bit PARDISO indices")
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
-        self.iparm[[0, 1, 7, 9, 10, 12, 17, 20, 34]] = [1, 2, 2, 8, 1, 1, -1, 1, 1]
-        # not default, METIS, 2 refinement steps, pivot perturbation 1e-8, scaling and
-        # weighted matching (recommended for indefinite matrices), Bunch-Kaufman, 0-based
+        self.iparm[[0, 1, 7, 9, 10, 12, 17, 20, 34]] = [1, 2, 0, 8, 0, 0, -1, 1, 1]
+        # not default, METIS, no iterative refinement unless pivots were perturbed (it
+        # made every solve 7x dearer; Rayleigh-Ritz absorbs 1e-9 residuals), pivot
+        # perturbation 1e-8, no scaling / matching (faster here, same residuals), report
+        # factor size, Bunch-Kaufman pivoting, 0-based indices
         self._call(12, np.zeros((self.n, 1), dtype=self.dtype))
         self.negative = int(self.iparm[22])
         self.perturbed = int(self.iparm[13])

@@ -42,7 +42,11 @@ def main() -> None:
     small = twisted_bilayer(2, 1)
     small.calc = MoireHCalculator()
     sigma = small.calc.midgap()
-    rows = []
+    out = Path(__file__).parent / "results" / f"bands_{solver}.json"
+    # rows of cells not rerun now are kept: large cells can be added in runs of their own
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    rerun = {tuple(int(x) for x in cell.split(",")) for cell in args.cells}
+    rows = [r for r in rows if (r["n"], r["m"]) not in rerun]
     for cell in args.cells:
         n, m = (int(x) for x in cell.split(","))
         atoms = twisted_bilayer(n, m)
@@ -69,8 +73,8 @@ def main() -> None:
             f"({n},{m}) {len(atoms):5d} atoms  dim {hk.shape[0]:6d}  nnz {hk.nnz:10d}  "
             f"{seconds:8.2f} s  +{rows[-1]['peak_rss_growth_MiB']:.0f} MiB"
         )
-        out = Path(__file__).parent / "results" / f"bands_{solver}.json"  # after every cell
-        out.parent.mkdir(exist_ok=True)
+        rows.sort(key=lambda r: r["atoms"])
+        out.parent.mkdir(exist_ok=True)  # written after every cell
         meta = {"solver": solver, "threads": args.threads, "sigma_eV": sigma, "nev": args.nev}
         text = json.dumps({**meta, "rows": rows}, indent=1)
         out.write_text(text + "\n")
