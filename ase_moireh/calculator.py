@@ -145,14 +145,18 @@ class MoireHCalculator(Calculator):
         sigma: float | None = None,
         atoms: Atoms | None = None,
     ) -> np.ndarray:
-        """Eigenvalues (eV) at fractional k: all of them (dense) when nbands is None,
-        else the ``nbands`` nearest ``sigma`` (default: mid-gap estimate at Gamma)."""
+        """Eigenvalues (eV) at fractional k: all of them (dense) when nbands is None;
+        else ``nbands`` levels: the nearest ``sigma`` when given, otherwise (small cells)
+        the bands numbered nocc - nbands/2 ... around the gap, so that band lines stay
+        the same bands along a path, or (large cells) the nearest the mid-gap energy."""
         h, s = self.operators(atoms)
         if nbands is None or h.dimension <= DENSE_LIMIT:
             energies = dense_eigenvalues(h, s, [k])[0]
             if nbands is None:
                 return energies
-            sigma = self.midgap(atoms) if sigma is None else sigma
+            if sigma is None:
+                first = max(0, self.occupied_bands(atoms) - nbands // 2)
+                return energies[first : first + nbands]
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
         hk, sk = bloch_pair(h, s, k)
         return shift_invert_eigh(hk, sk, self.midgap(atoms) if sigma is None else sigma, nbands)
