@@ -54,27 +54,15 @@ _ERRORS = {
 }
 
 
-class Factorization:
-    """solve(b) = (H - sigma S)^-1 b; ``negative`` is the inertia count when known."""
-
-    def __init__(self, solve: Callable[[np.ndarray], np.ndarray], negative: int | None, name):
-        self.solve = solve
-        self.negative = negative
-        self.name = name
-
-    def __call__(self, b: np.ndarray) -> np.ndarray:
-        return self.solve(b)
-
-
-def factorize(a: sp.spmatrix, solver: str = "auto") -> Factorization:
-    """Factorise a Hermitian sparse matrix with the chosen back end (see module doc)."""
+def factorize(a: sp.spmatrix, solver: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """solve(b) = a^-1 b for a Hermitian sparse matrix, with the chosen back end (see
+    the module doc); the factorisation lives as long as the returned callable."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {SOLVERS}")
     large = a.shape[0] >= PARDISO_FROM
     if solver == "pardiso" or (solver == "auto" and large and mkl_library() is not None):
-        return PardisoLDL(a).as_factorization()
-    lu = spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A")
-    return Factorization(lu.solve, None, "superlu")
+        return PardisoLDL(a).solve
+    return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,7 +115,8 @@ class PardisoLDL:
         # perturbation 1e-8, no scaling / matching (faster here, same residuals), report
         # factor size, Bunch-Kaufman pivoting, 0-based indices
         self._call(12, np.zeros((self.n, 1), dtype=self.dtype))
-        self.negative = int(self.iparm[22])
+        # inertia: MKL reports it for real symmetric matrices only
+        self.negative = int(self.iparm[22]) if self.mtype == _MTYPE[False] else None
         self.perturbed = int(self.iparm[13])
         self.factor_nnz = int(self.iparm[17])
 
@@ -172,9 +161,6 @@ class PardisoLDL:
         else:
             x = self._call(33, b)
         return x[:, 0] if vector else x
-
-    def as_factorization(self) -> Factorization:
-        return Factorization(self.solve, self.negative, "pardiso")
 
     def __del__(self):
         try:  # release PARDISO's memory (phase -1); never raise from a finaliser

@@ -26,3 +26,12 @@ def test_shift_invert_matches_dense(case, k, solver):
     found = shift_invert_eigh(hk, sk, sigma, nev, solver=solver)
     nearest = np.sort(dense[np.argsort(np.abs(dense - sigma))[:nev]])
     assert np.abs(found - nearest).max() < 1e-8
+
+
+def test_unknown_solver_is_refused():
+    import scipy.sparse as sp
+
+    from ase_moireh.factorize import factorize
+
+    with pytest.raises(ValueError, match="unknown solver"):
+        factorize(sp.identity(3, format="csr"), "mumps")
