@@ -57,6 +57,13 @@ def lookup_edges(
     return np.where(keys[pos] == q, order[pos], -1)
 
 
+def packed_offsets(norbs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(E + 1,) start of every block in the packed values (edge order), the total last;
+    ``norbs``: rows of each atom's block (2x the spatial orbitals for SOC)."""
+    sizes = norbs[edges[:, 0]] * norbs[edges[:, 1]]
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
 def reversed_edges(edges: np.ndarray) -> np.ndarray:
     """(j, i, -R) for every (i, j, R) row."""
     rev = np.asarray(edges, dtype=np.int64)[:, [1, 0, 2, 3, 4]].copy()
@@ -152,8 +159,7 @@ class BlockOperator:
     def offsets(self) -> np.ndarray:
         """(E + 1,) start of every block in :attr:`values`."""
         if "offsets" not in self._cache:
-            sizes = self.shapes.prod(axis=1)
-            self._cache["offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            self._cache["offsets"] = packed_offsets(self.norbs, self.edges)
         return self._cache["offsets"]
 
     @property

@@ -6,19 +6,11 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from ase_moireh.operator import BlockOperator
+from ase_moireh.operator import BlockOperator, packed_offsets
 
 from .graph import build_graph
 from .io import ModelBundle
 from .partition import Partition
-
-
-def block_offsets(atoms: Atoms, basis, edges: np.ndarray, spinful: bool) -> np.ndarray:
-    """Start of every edge's block in BlockOperator's packed values (edge order), plus
-    the total as last entry."""
-    norb = basis.norbs(atoms.numbers) * (2 if spinful else 1)
-    sizes = norb[edges[:, 0]] * norb[edges[:, 1]]
-    return np.concatenate([[0], np.cumsum(sizes)])
 
 
 def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
@@ -53,7 +45,7 @@ def predict_hamiltonian(
     edges = np.column_stack(
         [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
     )
-    offsets = block_offsets(atoms, basis, edges, spinful)
+    offsets = packed_offsets(basis.norbs(atoms.numbers) * (2 if spinful else 1), edges)
     stack = np.array([member_values(model, data, offsets) for model in models])
     mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
     meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
