@@ -147,6 +147,9 @@ class Basis(Mapping[str, SpeciesBasis]):
         except KeyError:
             raise BasisError(f"no basis for species {symbol!r}") from None
 
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._species
+
     def __iter__(self):
         return iter(self._species)
 

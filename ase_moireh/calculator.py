@@ -24,6 +24,7 @@ from .build.openmx_input import DEFAULT_SPECIES
 from .dataset import ElectronicStructure, read_dftio
 from .factorize import mkl_library
 from .operator import BlockOperator
+from .overlap import resolve_overlap
 from .solve import band_edges, bloch_pair, dense_eigenvalues, gap_energy, shift_invert_eigh
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,20 @@ class MoireHCalculator(Calculator):
         soc: bool = True,
         device: str = "cpu",
         dft: str | Path | ElectronicStructure | None = None,
+        pao_dir: str | Path | None = None,
+        openmx_basis: dict[str, str] | None = None,
         **kwargs,
     ):
         """``model``: a model file, a loaded ModelBundle, or None for the bundled model
-        (``soc`` picks SOC or collinear). ``dft``: a dftio folder or ElectronicStructure
-        whose H and S are used instead of the model (same atoms required)."""
+        (``soc`` picks SOC or collinear); its S is exact, from the basis it carries.
+        ``dft``: a dftio folder or ElectronicStructure whose H (and S, if stored) are used
+        instead of the model (same atoms required); a dataset without S gets the exact
+        one, from the bundled MoTe2 radial functions or the ``.pao`` files in
+        ``pao_dir`` (``openmx_basis`` names them, e.g. {'W': 'W7.0-s3p2d2'}, when the
+        dataset does not)."""
         super().__init__(**kwargs)
+        self.pao_dir = pao_dir
+        self.openmx_basis = openmx_basis
         self.device = device
         self.soc = soc
         self._model = model
@@ -103,6 +112,9 @@ class MoireHCalculator(Calculator):
             from .model.predict import predict_operators
 
             h, s, spread = predict_operators(self.bundle, self.atoms, self.device)
+        if s is None:  # a dataset stored without S, or an H-only model
+            named = self.openmx_basis or (self.dft.extra if self.dft else {}).get("openmx_basis")
+            s = resolve_overlap(h.basis, named, self.pao_dir).operator(self.atoms, h.edges)
         self.results = {"hamiltonian": h, "overlap": s, "spread": spread}
 
     @staticmethod
@@ -159,7 +171,9 @@ class MoireHCalculator(Calculator):
                 return energies[first : first + nbands]
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
         hk, sk = bloch_pair(h, s, k)
-        return shift_invert_eigh(hk, sk, self.midgap(atoms) if sigma is None else sigma, nbands)
+        return shift_invert_eigh(
+            hk, sk, self.midgap(atoms) if sigma is None else sigma, nbands, k=k
+        )
 
     def midgap(self, atoms: Atoms | None = None) -> float:
         """Middle of the gap between the valence-band maximum and conduction-band minimum
@@ -185,7 +199,7 @@ class MoireHCalculator(Calculator):
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
         sigma = gap_energy(*bloch_pair(h, s, EXTREMA_KPOINTS[0]), nocc)
-        edges = [band_edges(*bloch_pair(h, s, k), nocc, sigma) for k in EXTREMA_KPOINTS]
+        edges = [band_edges(*bloch_pair(h, s, k), nocc, sigma, k=k) for k in EXTREMA_KPOINTS]
         return max(v for v, _ in edges), min(c for _, c in edges)
 
     def band_structure(

@@ -11,10 +11,10 @@ import numpy as np
 from .files import atomic_file
 
 
-def _calculator(model: str | None, dft: str | None, soc: bool):
+def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | None = None):
     from .calculator import MoireHCalculator
 
-    return MoireHCalculator(model=model, soc=soc, dft=dft)
+    return MoireHCalculator(model=model, soc=soc, dft=dft, pao_dir=pao_dir)
 
 
 def _read(structure: str):
@@ -65,23 +65,29 @@ def plot_bands(
     default=None,
     help="Converted DFT dataset of STRUCTURE: DFT bands, overlaid on the model's.",
 )
+@click.option(
+    "--pao-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="OpenMX .pao files for the exact S of a --dft dataset stored without S whose "
+    "basis is not the bundled MoTe2 one.",
+)
 @click.option("--soc/--no-soc", default=True, show_default=True)
 @click.option("--npoints", default=40, show_default=True)
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
 @click.option("--sigma", default=None, type=float, help="Energy (eV) to centre on.")
 @click.option("-o", "--out", default="bands.png", show_default=True)
-def bands_command(structure, model, dft, soc, npoints, nbands, sigma, out) -> None:
+def bands_command(structure, model, dft, pao_dir, soc, npoints, nbands, sigma, out) -> None:
     """Bands of STRUCTURE along Gamma-M-K-Gamma (model, DFT or both overlaid)."""
     atoms = _read(structure)
     curves = []
-    if dft:
-        dft_atoms = atoms.copy()
-        dft_atoms.calc = _calculator(None, dft, soc)
-        curves.append(
-            ("DFT", dft_atoms.calc.band_structure(npoints=npoints, nbands=nbands, sigma=sigma), "k")
-        )
-    atoms.calc = _calculator(model, None, soc)
     try:
+        if dft:
+            dft_atoms = atoms.copy()
+            dft_atoms.calc = _calculator(None, dft, soc, pao_dir)
+            bs = dft_atoms.calc.band_structure(npoints=npoints, nbands=nbands, sigma=sigma)
+            curves.append(("DFT", bs, "k"))
+        atoms.calc = _calculator(model, None, soc)
         curves.append(
             (
                 "model",

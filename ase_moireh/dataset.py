@@ -6,7 +6,10 @@ dftio layout, one folder per structure (what dftio itself writes, e.g. for DeePT
     basis.dat           {'Mo': '3s2p1d', 'Te': '3s2p2d'}
     hamiltonians.h5     group "0" per frame, dataset "{i}_{j}_{Rx}_{Ry}_{Rz}" per block (eV)
     overlaps.h5         same keys, spinless even for SOC
-    info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source)
+    info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source,
+                        and when known n_electrons and openmx_basis, e.g.
+                        {'Mo': 'Mo7.0-s3p2d1'}, which names the radial functions of the
+                        exact overlap, see :mod:`ase_moireh.overlap`)
 
 Atoms are 0-based; both (i, j, R) and (j, i, -R) are stored; orbital order and spin
 layout are those of :mod:`ase_moireh.basis`.
@@ -32,6 +35,9 @@ from ase.data import chemical_symbols
 from .basis import Basis
 from .files import atomic_folder
 from .operator import BlockOperator
+
+#: ElectronicStructure.extra entries that travel in info.json
+INFO_EXTRAS = ("n_electrons", "openmx_basis")
 
 
 class DatasetError(ValueError):
@@ -90,6 +96,7 @@ def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Pa
             "spinful": h.spinful,
             "fermi_level": structure.fermi_level,
             "source": structure.source,
+            **{k: structure.extra[k] for k in INFO_EXTRAS if k in structure.extra},
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return Path(folder)
@@ -210,6 +217,7 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
         overlap=s,
         fermi_level=info.get("fermi_level"),
         source=str(info.get("source", folder)),
+        extra={k: info[k] for k in INFO_EXTRAS if k in info},
     )
 
 

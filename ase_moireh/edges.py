@@ -45,7 +45,7 @@ def ribbon_bands(
         hk, sk = bloch_pair(h, s, k)
         if h.dimension <= nbands + 2:
             raise ValueError("ribbon too small for that many bands")
-        e, vec = shift_invert_eigh(hk, sk, sigma, nbands, return_vectors=True)
+        e, vec = shift_invert_eigh(hk, sk, sigma, nbands, return_vectors=True, k=k)
         svec = sk @ vec
         weights = np.real(vec.conj() * svec)  # Mulliken populations per row
         norm = weights.sum(axis=0)

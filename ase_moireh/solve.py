@@ -1,7 +1,9 @@
 """Eigenvalue problems of BlockOperators: H(k) c = E S(k) c.
 
 Dense solvers for small cells; shift-invert Lanczos for the levels near a chosen energy
-(the gap) of large ones.
+(the gap) of large ones. S(k) must be positive definite (a PAO overlap always is); when a
+supplied S is not, :class:`OverlapNotPositiveDefinite` names the k-point and the smallest
+eigenvalue instead of a raw linear-algebra traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +18,60 @@ import scipy.sparse.linalg as spla
 from .factorize import count_below, factorize
 from .operator import BlockOperator
 
+#: S(k) up to this size is diagonalised densely to report its smallest eigenvalue
+DENSE_CHECK_LIMIT = 4000
+
+
+class OverlapNotPositiveDefinite(ValueError):
+    """S(k) has a non-positive eigenvalue: the overlap is wrong (or atoms coincide)."""
+
+    def __init__(self, k, smallest: float):
+        kt = ", ".join(f"{x:.4g}" for x in np.asarray(k, dtype=float).ravel())
+        super().__init__(
+            f"the overlap S(k) is not positive definite at k = ({kt}): smallest eigenvalue "
+            f"{smallest:.3e}. A PAO overlap always is; check where S came from (a learned "
+            "or edited overlap, a truncated edge list) and that no two atoms coincide"
+        )
+        self.k = k
+        self.smallest = smallest
+
+
+def smallest_overlap_eigenvalue(sk: sp.spmatrix) -> float:
+    """Lowest eigenvalue of S(k): dense for small matrices; for large ones the lowest of
+    the few nearest 0 (shift-invert at 0 separates them well: 1/lambda), which is the
+    lowest of all for a positive-definite S and a non-positive one otherwise."""
+    if sk.shape[0] <= DENSE_CHECK_LIMIT:
+        return float(np.linalg.eigvalsh(sk.toarray())[0])
+    n = sk.shape[0]
+    try:
+        solve = factorize(sk, "auto")
+    except RuntimeError:  # exactly singular: the factorisation fails
+        return 0.0
+    opinv = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
+    values = spla.eigsh(
+        sk.astype(complex), k=6, sigma=0.0, OPinv=opinv, return_eigenvectors=False
+    )
+    return float(np.min(values.real))
+
+
+def check_positive_definite(sk: sp.spmatrix, k) -> None:
+    """Raise :class:`OverlapNotPositiveDefinite` unless S(k) is positive definite."""
+    smallest = smallest_overlap_eigenvalue(sk)
+    if smallest <= 0:
+        raise OverlapNotPositiveDefinite(k, smallest)
+
+
+def generalized_eigh(h: np.ndarray, s: np.ndarray, k, vectors: bool = False):
+    """Dense H c = E S c (eigenvalues ascending; with eigenvectors when ``vectors``),
+    with a clear error when S is not positive definite."""
+    try:
+        return sl.eigh(h, s, eigvals_only=not vectors)
+    except np.linalg.LinAlgError:
+        smallest = float(np.linalg.eigvalsh(s)[0])
+        if smallest <= 0:
+            raise OverlapNotPositiveDefinite(k, smallest) from None
+        raise
+
 
 def dense_eigenvalues(
     hamiltonian: BlockOperator, overlap: BlockOperator, kpts: Iterable[Sequence[float]]
@@ -26,7 +82,7 @@ def dense_eigenvalues(
     out = []
     for k in kpts:
         h, s = hamiltonian.bloch(k).toarray(), overlap.bloch(k).toarray()
-        out.append(sl.eigh(h, s, eigvals_only=True))
+        out.append(generalized_eigh(h, s, k))
     return np.array(out)
 
 
@@ -47,6 +103,7 @@ def shift_invert_eigh(
     s_tol: float = 1e-10,
     return_vectors: bool = False,
     solver: str = "auto",
+    k=None,
 ):
     """The ``nev`` generalised eigenvalues of H c = E S c nearest ``sigma`` (eV).
 
@@ -54,19 +111,27 @@ def shift_invert_eigh(
     then a Rayleigh-Ritz step in the Ritz subspace with the directions in which S is
     nearly singular (relative eigenvalue < s_tol) projected out, which guards against an
     ill-conditioned overlap. ``solver``: see :func:`.factorize.factorize` (PARDISO when
-    MKL is installed, SuperLU otherwise).
+    MKL is installed, SuperLU otherwise). ``k`` only labels errors: a Ritz subspace in
+    which S is not positive definite (or an ARPACK failure caused by such an S) raises
+    :class:`OverlapNotPositiveDefinite`.
     """
     n = hk.shape[0]
     if nev >= n - 1:
         raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
     solve = factorize(hk - sigma * sk, solver)
     opinv = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
-    _, ritz = spla.eigsh(
-        hk.astype(complex), k=nev, M=sk.astype(complex), sigma=sigma, OPinv=opinv, which="LM"
-    )
+    try:
+        _, ritz = spla.eigsh(
+            hk.astype(complex), k=nev, M=sk.astype(complex), sigma=sigma, OPinv=opinv, which="LM"
+        )
+    except spla.ArpackError:
+        check_positive_definite(sk, k)
+        raise
     hs = ritz.conj().T @ (hk @ ritz)
     ss = ritz.conj().T @ (sk @ ritz)
     w, u = np.linalg.eigh(0.5 * (ss + ss.conj().T))
+    if w.min() <= 0:
+        check_positive_definite(sk, k)
     keep = w > s_tol * w.max()
     x = u[:, keep] / np.sqrt(w[keep])
     energies, y = np.linalg.eigh(x.conj().T @ (0.5 * (hs + hs.conj().T)) @ x)
@@ -108,13 +173,14 @@ def band_edges(
     sigma: float,
     nev: int = 16,
     solver: str = "auto",
+    k=None,
 ) -> tuple[float, float]:
     """(highest occupied, lowest empty) level at this k for cells too large for dense
     solvers: the inertia count at sigma numbers the ``nev`` shift-invert levels near
     it; sigma moves until levels nocc-1 and nocc are both in that window."""
     for _ in range(50):
         below = count_below(hk - sigma * sk)
-        levels = shift_invert_eigh(hk, sk, sigma, nev, solver=solver)
+        levels = shift_invert_eigh(hk, sk, sigma, nev, solver=solver, k=k)
         index = nocc - 1 - (below - int(np.sum(levels < sigma)))  # of the top filled level
         if 0 <= index < len(levels) - 1:
             return float(levels[index]), float(levels[index + 1])

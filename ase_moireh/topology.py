@@ -29,6 +29,7 @@ from ase.data import chemical_symbols
 
 from .basis import Basis, atom_rotation
 from .operator import BlockOperator
+from .solve import generalized_eigh
 from .symmetry import SpaceGroupOperation, atom_images, space_group_operations
 
 
@@ -57,7 +58,7 @@ def fukui_chern(h: BlockOperator, s: BlockOperator, bands, nk: int = 24) -> floa
         for b in range(nk):
             k = (a / nk, b / nk, 0.0)
             hk, sk = h.bloch(k).toarray(), s.bloch(k).toarray()
-            _, vec = sl.eigh(hk, sk)
+            _, vec = generalized_eigh(hk, sk, k, vectors=True)
             half = sl.sqrtm(sk)
             states[a, b] = half @ vec[:, bands]
     flux = 0.0
@@ -148,7 +149,7 @@ def c3_eigenvalues(
     values = {}
     for label, k in c3_invariant_kpoints(op).items():
         hk, sk = dense_pair(h, s, k)
-        energies, vec = sl.eigh(hk, sk)
+        energies, vec = generalized_eigh(hk, sk, k, vectors=True)
         u = c3_matrix(atoms, h.basis, h.spinful, op, k)
         values[label] = _band_eigenvalues(energies, vec, sk, u, bands, degeneracy_tol)
     product = complex(np.prod([np.prod(v) for v in values.values()]))
@@ -167,7 +168,7 @@ def c3_group_eigenvalues(
     out = {}
     for label, k in c3_invariant_kpoints(op).items():
         hk, sk = dense_pair(h, s, k)
-        energies, vec = sl.eigh(hk, sk)
+        energies, vec = generalized_eigh(hk, sk, k, vectors=True)
         group = np.flatnonzero(np.abs(energies - energies[band]) < tol)
         u = c3_matrix(atoms, h.basis, h.spinful, op, k)
         out[label] = np.linalg.eigvals(vec[:, group].conj().T @ sk @ u @ vec[:, group])
@@ -205,7 +206,7 @@ def sector_c3_eigenvalues(
     values = {}
     for label, k in c3_invariant_kpoints(op).items():
         hk, sk = dense_pair(h, s, k)
-        energies, vec = sl.eigh(hk, sk)
+        energies, vec = generalized_eigh(hk, sk, k, vectors=True)
         u = c3_matrix(atoms, h.basis, True, op, k)
         window = np.arange(max(0, nocc - 4 * nbands - 2), nocc)
         states = []  # (energy, s_z, theta)

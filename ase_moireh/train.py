@@ -31,8 +31,8 @@ from .dataset import ElectronicStructure, read_dftio
 from .model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from .model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
 from .model.network import HamiltonianModel, ModelConfig
-from .model.overlap import OverlapModel, species_of
 from .model.partition import Partition
+from .overlap import OverlapError, TwoCentreOverlap, resolve_overlap
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class TrainConfig:
     test_datasets: list[str] = field(default_factory=list)  # extra held-out structures
     model: dict = field(default_factory=dict)  # ModelConfig fields (multiplicity, ...)
     partition: dict | None = None  # {"pairs": ["Mo-Te"], "shells": "same"}: one share
+    pao_dir: str | None = None  # .pao files of a basis other than the bundled MoTe2 one
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -76,8 +77,9 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     base = path.parent
     for key in ("datasets", "test_datasets"):
         raw[key] = [str(base / p) if not Path(p).is_absolute() else p for p in raw.get(key, [])]
-    if "out" in raw and not Path(raw["out"]).is_absolute():
-        raw["out"] = str(base / raw["out"])
+    for key in ("out", "pao_dir"):
+        if raw.get(key) is not None and not Path(raw[key]).is_absolute():
+            raw[key] = str(base / raw[key])
     try:
         config = TrainConfig(**raw)
     except TypeError as err:
@@ -114,7 +116,7 @@ def split_indices(n: int, fractions, seed: int) -> tuple[list[int], list[int], l
 def default_model_config(structures: list[ElectronicStructure], **overrides) -> ModelConfig:
     """Species, basis and spin from the data; average neighbour count from the graphs."""
     first = structures[0].hamiltonian
-    species = species_of(np.concatenate([s.atoms.numbers for s in structures]))
+    species = sorted({sym for s in structures for sym in s.atoms.get_chemical_symbols()})
     spinful = first.spinful
     if any(s.spinful != spinful for s in structures):
         raise ValueError("datasets mix spinful and spinless Hamiltonians")
@@ -263,6 +265,12 @@ def train(
         model_config = base.config
     else:
         model_config = default_model_config(structures, **config.model)
+    # resolved before training, so a missing basis file fails now, not after hours
+    overlap = (
+        base.overlap
+        if base is not None
+        else training_overlap(model_config, structures, config.pao_dir)
+    )
     if config.partition is not None:
         Partition.from_dict(config.partition)  # validate early
         model_config.extra = {**model_config.extra, "partition": config.partition}
@@ -335,7 +343,6 @@ def train(
         )
     model.load_state_dict(best_weights)
     model.eval()
-    overlap = base.overlap if base is not None else fit_overlap(model_config, structures)
     report = _report(model, graphs, tr, va, te, paths, config)
     bundle = ModelBundle([model], overlap, {"train": report})
     save_bundle(bundle, out / "model.pt")
@@ -358,11 +365,23 @@ def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
     return total / max(len(graphs), 1)
 
 
-def fit_overlap(model_config: ModelConfig, structures) -> OverlapModel:
-    overlap = OverlapModel(model_config.species, model_config.basis_obj, model_config.cutoff)
-    residual = overlap.fit((s.atoms, s.overlap) for s in structures if s.overlap is not None)
-    log.info("overlap fit RMS residual per pair: %s", residual)
-    return overlap
+def training_overlap(
+    model_config: ModelConfig, structures: list[ElectronicStructure], pao_dir: str | None
+) -> TwoCentreOverlap | None:
+    """The exact overlap a trained model carries: from ``pao_dir`` or the bundled
+    radial functions, for the OpenMX basis the datasets record (if they do). A basis
+    with no radial functions at hand (e.g. another code's orbitals) gives an H-only
+    model, with a warning; a ``pao_dir`` that cannot serve is an error."""
+    named = [s.extra.get("openmx_basis") for s in structures if s.extra.get("openmx_basis")]
+    if any(b != named[0] for b in named):
+        raise ValueError("the datasets were computed with different OpenMX bases")
+    try:
+        return resolve_overlap(model_config.basis_obj, named[0] if named else None, pao_dir)
+    except OverlapError as err:
+        if pao_dir is not None:
+            raise
+        log.warning("the model will predict H only, without S: %s", err)
+        return None
 
 
 def _report(model, graphs, tr, va, te, paths, config) -> dict:

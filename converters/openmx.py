@@ -363,7 +363,12 @@ def scfout_to_structure(raw: ScfoutRaw, source: str = "") -> ElectronicStructure
         overlap=overlap,
         fermi_level=raw.chem_pot * Hartree,
         source=source,
-        extra={"n_electrons": raw.n_electrons, "code": "OpenMX", "scfout_version": 3},
+        extra={
+            "n_electrons": raw.n_electrons,
+            "openmx_basis": basis_strings,
+            "code": "OpenMX",
+            "scfout_version": 3,
+        },
         reference_eigenvalues=parse_out_eigenvalues(raw.text, kgrid_from_input(raw.input_lines)),
     )
 

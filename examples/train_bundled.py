@@ -7,9 +7,8 @@
    fine-tune (transfer learning) on the 21.79 deg twisted cell at a lower learning rate;
 3. SOC model: pretrain on the SOC 1x1 bilayers (4 shifted + 1 exact); there is no
    converged twisted SOC run to fine-tune on (see the shared data README);
-4. fits the two-centre overlap model on all runs (S does not depend on spin) and writes
-   both model files with their training reports (``--install`` copies them into the
-   package).
+4. writes both model files with their training reports and the exact overlap's radial
+   functions (``--install`` copies them into the package).
 Every step resumes from its checkpoint when rerun; ``--only nosoc`` / ``--only soc``
 train one model (run both at once on two cores, then once more without ``--only``).
 """
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from ase_moireh.convert import convert_files
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
-from ase_moireh.train import TrainConfig, expand_datasets, fit_overlap, load_structures, train
+from ase_moireh.train import TrainConfig, train
 
 MODEL = {"multiplicity": 8, "convolution": "so2"}
 SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40
@@ -79,10 +78,9 @@ def main() -> None:
         reports["mote2_soc.pt"] = (soc, {"pretrain": soc.info})
     if args.only:
         return
-    overlap = fit_overlap(soc.config, load_structures(expand_datasets([str(data / "*")])))
     for name, (bundle, report) in reports.items():
         info = {**report, "recipe": "examples/train_bundled.py"}
-        save_bundle(ModelBundle(bundle.models, overlap, info), work / name)
+        save_bundle(ModelBundle(bundle.models, bundle.overlap, info), work / name)
         load_bundle(work / name)  # the file we ship must load
         if args.install:
             PACKAGE_MODELS.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ from ase_moireh.cli_model import bundled_model_path
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_bundle
 from ase_moireh.model.network import HamiltonianModel, ModelConfig
-from ase_moireh.model.overlap import OverlapModel
+from ase_moireh.model.predict import predict_operators
+from ase_moireh.overlap import bundled_overlap
 from shared_data import converted, needs_shared
 
 BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
@@ -40,8 +41,7 @@ def tiny_model(spinful: bool, seed: int = 0, convolution: str = "so2") -> Hamilt
 
 
 def bundle_of(model: HamiltonianModel) -> ModelBundle:
-    overlap = OverlapModel(["Mo", "Te"], model.config.basis_obj, model.config.cutoff)
-    return ModelBundle([model], overlap)
+    return ModelBundle([model], bundled_overlap())
 
 
 def predicted_blocks(model, atoms):
@@ -139,6 +139,9 @@ def test_model_file_round_trip_and_tampering(tmp_path):
     a, _, _ = predict_operators_no_overlap(model, atoms)
     b, _, _ = predict_operators_no_overlap(loaded.models[0], atoms)
     assert np.allclose(a.values, b.values, atol=1e-12)
+    edges = graph_edges(atoms, MOTE2_CUTOFF)  # the radial functions travel with the model
+    exact = bundled_overlap().operator(atoms, edges).values
+    assert np.array_equal(loaded.overlap.operator(atoms, edges).values, exact)
     raw = path.read_bytes()
     caught = 0
     for offset in np.linspace(0, len(raw) - 1, 40).astype(int):  # header, weights, index
@@ -156,7 +159,7 @@ def test_model_file_round_trip_and_tampering(tmp_path):
         assert np.array_equal(c.values, b.values)
     assert caught >= 30
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "ase-moireh model 1", "payload": Rotation}, evil)  # a class
+    torch.save({"format": "ase-moireh model 2", "payload": Rotation}, evil)  # a class
     with pytest.raises(ModelFileError, match="evil.pt"):
         load_bundle(evil)
     (tmp_path / "text.pt").write_text("not a model")
@@ -164,16 +167,20 @@ def test_model_file_round_trip_and_tampering(tmp_path):
         load_bundle(tmp_path / "text.pt")
 
 
-@needs_shared
-def test_overlap_model_reproduces_dft_overlap():
-    train = [converted(c) for c in ("bl1x1_nosoc_s00", "bl1x1_nosoc_s22", "tw2179_nosoc")]
-    overlap = OverlapModel(["Mo", "Te"], train[0].overlap.basis, MOTE2_CUTOFF)
-    overlap.fit((s.atoms, s.overlap) for s in train)
-    held_out = converted("bl1x1_nosoc_s44")
-    pred = overlap.predict(held_out.atoms, held_out.overlap.edges)
-    assert pred.hermiticity_error() < 1e-12
-    mae = held_out.overlap.mae_by_pair(pred)
-    assert max(mae.values()) < 1e-5  # dimensionless; S elements are O(0.1-1)
+def test_models_without_radial_functions_and_old_files(tmp_path):
+    """A basis with no radial functions (another code's orbitals) gives an H-only model
+    whose S must come from somewhere else; a file with the removed learned overlap is
+    refused with a reason."""
+    model = tiny_model(spinful=False)
+    save_bundle(ModelBundle([model], None), tmp_path / "h_only.pt")
+    loaded = load_bundle(tmp_path / "h_only.pt")
+    assert loaded.overlap is None
+    atoms = twisted_bilayer(2, 1)
+    h, s, _ = predict_operators(loaded, atoms)
+    assert s is None and h.nedges > 0
+    torch.save({"format": "ase-moireh model 1", "configs": []}, tmp_path / "old.pt")
+    with pytest.raises(ModelFileError, match="old.pt: .* learned overlap"):
+        load_bundle(tmp_path / "old.pt")
 
 
 def test_model_files_from_before_so2_load_as_tensor_product_models():

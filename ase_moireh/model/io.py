@@ -1,7 +1,9 @@
-"""Self-describing model files: config + weights + overlap model + statistics.
+"""Self-describing model files: config + weights + the basis's radial functions + statistics.
 
 One ``torch.save`` file of plain tensors and strings, loaded with
-``torch.load(weights_only=True)``: opening a model never runs code from it.
+``torch.load(weights_only=True)``: opening a model never runs code from it. The radial
+functions of the PAO basis travel with the model, so its exact overlap S needs no
+OpenMX files (:mod:`ase_moireh.overlap`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ase_moireh.files import atomic_file
+from ase_moireh.overlap import OverlapError, TwoCentreOverlap
 
 from .network import HamiltonianModel, ModelConfig
-from .overlap import OverlapModel
 
-FORMAT = "ase-moireh model 1"
+FORMAT = "ase-moireh model 2"
+#: format 1 carried a learned overlap model, replaced by the exact two-centre overlap
+OLD_FORMATS = ("ase-moireh model 1",)
 
 
 class ModelFileError(ValueError):
@@ -27,10 +31,10 @@ class ModelFileError(ValueError):
 
 @dataclass
 class ModelBundle:
-    """A trained Hamiltonian model (or several: an ensemble) and its overlap model."""
+    """A trained Hamiltonian model (or several: an ensemble) and its basis's exact overlap."""
 
     models: list[HamiltonianModel]
-    overlap: OverlapModel
+    overlap: TwoCentreOverlap | None  # None: a basis without radial functions (H only)
     info: dict = field(default_factory=dict)  # training provenance and metrics
 
     @property
@@ -78,6 +82,7 @@ def _digest(payload: dict) -> str:
     h.update(payload["format"].encode())
     h.update("".join(payload["configs"]).encode())
     h.update(payload["info"].encode())
+    h.update(payload["overlap_basis"].encode())
     for state in [*payload["members"], payload["overlap"]]:
         for name in sorted(state):
             h.update(name.encode())
@@ -93,10 +98,23 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
         "members": [
             {k: v.detach().cpu() for k, v in m.state_dict().items()} for m in bundle.models
         ],
-        "overlap": bundle.overlap.state(),
     }
+    basis, arrays = bundle.overlap.state() if bundle.overlap is not None else ({}, {})
+    payload["overlap_basis"] = json.dumps(basis)
+    payload["overlap"] = {k: torch.as_tensor(v) for k, v in arrays.items()}
     payload["sha256"] = _digest(payload)
     atomic_torch_save(payload, path)
+
+
+def _load_overlap(payload: dict, config: ModelConfig) -> TwoCentreOverlap | None:
+    basis = json.loads(payload["overlap_basis"])
+    if not basis:
+        return None
+    arrays = {k: v.numpy() for k, v in payload["overlap"].items()}
+    overlap = TwoCentreOverlap.from_state(basis, arrays)
+    if not overlap.covers(config.basis_obj):
+        raise ValueError("the radial functions do not match the model's basis")
+    return overlap
 
 
 def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> ModelBundle:
@@ -106,6 +124,11 @@ def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         raise ModelFileError(f"{path}: no such model file") from None
     except Exception as err:  # unpickling refused or corrupt archive
         raise ModelFileError(f"{path}: not a loadable ase-moireh model ({err})") from None
+    if isinstance(payload, dict) and payload.get("format") in OLD_FORMATS:
+        raise ModelFileError(
+            f"{path}: model file format {payload['format']!r} carries a learned overlap; "
+            "this version computes S exactly from the basis: retrain or re-save the model"
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an ase-moireh model file (format tag missing)")
     try:
@@ -123,9 +146,8 @@ def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
             model.load_state_dict(state)
             model.eval()
             models.append(model)
-        overlap = OverlapModel(config.species, config.basis_obj, config.cutoff)
-        overlap.load_state(payload["overlap"])
+        overlap = _load_overlap(payload, config)
         info = json.loads(payload.get("info", "{}"))
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverlapError) as err:
         raise ModelFileError(f"{path}: inconsistent model file ({err})") from None
     return ModelBundle(models, overlap, info)

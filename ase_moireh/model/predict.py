@@ -58,7 +58,7 @@ def predict_hamiltonian(
 
 def predict_operators(
     bundle: ModelBundle, atoms: Atoms, device: str = "cpu"
-) -> tuple[BlockOperator, BlockOperator, BlockOperator | None]:
+) -> tuple[BlockOperator, BlockOperator | None, BlockOperator | None]:
     """(H, S, spread): H is the ensemble mean (or the sum of the shares of a partitioned
     bundle), spread the members' per-element standard deviation (None for a single or
     partitioned model); S from the two-centre overlap model."""
@@ -67,5 +67,5 @@ def predict_operators(
     data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
     models = [model.to(device) for model in bundle.models]
     h, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
-    s = bundle.overlap.predict(atoms, h.edges)
+    s = bundle.overlap.operator(atoms, h.edges) if bundle.overlap is not None else None
     return h, s, spread
