@@ -48,9 +48,7 @@ def smallest_overlap_eigenvalue(sk: sp.spmatrix) -> float:
     except RuntimeError:  # exactly singular: the factorisation fails
         return 0.0
     opinv = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
-    values = spla.eigsh(
-        sk.astype(complex), k=6, sigma=0.0, OPinv=opinv, return_eigenvectors=False
-    )
+    values = spla.eigsh(sk.astype(complex), k=6, sigma=0.0, OPinv=opinv, return_eigenvectors=False)
     return float(np.min(values.real))
 
 
