@@ -21,7 +21,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.spectrum.band_structure import BandStructure
 
 from .build.openmx_input import DEFAULT_SPECIES
-from .dataset import ElectronicStructure, read_dftio
+from .dataset import ElectronicStructure, read_structure
 from .factorize import mkl_library
 from .operator import BlockOperator
 from .overlap import resolve_overlap
@@ -77,7 +77,7 @@ class MoireHCalculator(Calculator):
         self.soc = soc
         self._model = model
         self._bundle = None
-        self.dft = read_dftio(dft) if isinstance(dft, str | Path) else dft
+        self.dft = read_structure(dft) if isinstance(dft, str | Path) else dft
         self._attached: Atoms | None = None
 
     def set_atoms(self, atoms: Atoms) -> None:

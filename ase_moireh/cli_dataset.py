@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -64,15 +65,15 @@ def _parse_species(values: tuple[str, ...]) -> dict[str, tuple]:
     return species
 
 
-def _run(kind: str, out: str, soc: bool, common: dict, **params) -> None:
-    from .build.generate import generate_dataset
+def _generate(generator: str, kind: str, out: str, common: dict, **params) -> list[Path]:
+    """Call ``build.generate.<generator>`` with the shared options; errors as messages."""
+    from .build import generate
 
     openmx = {"species": _parse_species(common["species"]), "data_path": common["data_path"]}
     try:
-        folders = generate_dataset(
+        return getattr(generate, generator)(
             kind,
             out,
-            soc=soc,
             overwrite=common["overwrite"],
             progress=not common["no_progress"],
             openmx=openmx,
@@ -80,6 +81,10 @@ def _run(kind: str, out: str, soc: bool, common: dict, **params) -> None:
         )
     except ValueError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _run(kind: str, out: str, soc: bool, common: dict, **params) -> None:
+    folders = _generate("generate_dataset", kind, out, common, soc=soc, **params)
     click.echo(f"wrote {len(folders)} structure folders and {Path(out) / 'interlayer_hist.png'}")
 
 
@@ -183,3 +188,182 @@ def twisted_command(
         material=material,
         stacking=stacking,
     )
+
+
+# --------------------------------------------------------------------------- corpus sampling
+
+
+@dataset.command(name="sample")
+@click.argument("kind", type=click.Choice(["shifted", "twisted"]))
+@click.argument("twist", nargs=-1, type=int)
+@click.option("--supercell", default=2, show_default=True, help="Shifted: N x N supercell.")
+@click.option("--count", default=1, show_default=True, help="Structures to sample.")
+@click.option("--first", default=0, show_default=True, help="Index of the first structure.")
+@click.option("--seed", default=None, type=int, help="Seed (default 10 shifted, 20 twisted).")
+@click.option(
+    "--noise",
+    nargs=2,
+    type=float,
+    default=(0.02, 0.06),
+    show_default=True,
+    help="Range of the per-structure Gaussian noise sigma (A).",
+)
+@click.option(
+    "--interlayer-range",
+    default=0.3,
+    show_default=True,
+    help="Interlayer distance uniform within +- this of the material's (A).",
+)
+@click.option(
+    "--spin",
+    type=click.Choice(["collinear", "soc", "both"]),
+    default="collinear",
+    show_default=True,
+    help="both: a SOC twin of every structure (same geometry, name + '_soc').",
+)
+@_MATERIAL
+@_STACKING
+@_OUT
+@_SPECIES
+@_DATA_PATH
+@_OVERWRITE
+@_NO_PROGRESS
+def sample_command(
+    kind,
+    twist,
+    supercell,
+    count,
+    first,
+    seed,
+    noise,
+    interlayer_range,
+    spin,
+    material,
+    stacking,
+    out,
+    **common,
+) -> None:
+    """Corpus structures: random interlayer shift, distance and per-atom noise.
+
+    KIND shifted samples N x N bilayer supercells; KIND twisted N M samples the twisted
+    (N, M) cell with random stacking. Each structure's split (train / validation / test /
+    holdout) is fixed now, in its meta.json.
+    """
+    params = dict(
+        count=count,
+        first=first,
+        noise=tuple(noise),
+        interlayer_range=interlayer_range,
+        material=material,
+        stacking=stacking,
+    )
+    if kind == "twisted":
+        if len(twist) != 2:
+            raise click.BadParameter("twisted needs N M, e.g. 'sample twisted 2 1'")
+        params.update(n=twist[0], m=twist[1], seed=20 if seed is None else seed)
+    else:
+        if twist:
+            raise click.BadParameter("shifted takes no N M (use --supercell)")
+        params.update(n=supercell, seed=10 if seed is None else seed)
+    folders = _generate("generate_sampled", kind, out, common, spin=spin, **params)
+    click.echo(f"wrote {len(folders)} structure folders under {out}")
+
+
+# --------------------------------------------------------------------------- running OpenMX
+
+
+def _folders(paths: tuple[str, ...]) -> list[Path]:
+    """Dataset folders named directly or found one level below the given paths."""
+    from .openmx_runner import INPUT
+
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / INPUT).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(q.parent for q in p.glob(f"*/{INPUT}"))
+        else:
+            raise click.BadParameter(f"{p}: not a folder", param_hint="FOLDERS")
+    if not found:
+        raise click.ClickException(f"no folders with an OpenMX input under {', '.join(paths)}")
+    return list(dict.fromkeys(found))
+
+
+@dataset.command(name="run")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--np", "np_", default=2, show_default=True, help="MPI processes per run.")
+@click.option("--openmx", default=None, help="OpenMX executable (default: openmx on PATH).")
+@click.option(
+    "--corpus",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Convert converged runs into this corpus (entries + manifest.json).",
+)
+@click.option("--retry-failed", is_flag=True, help="Run failed folders again.")
+@click.option("--no-staging", is_flag=True, help="No gentle-mixing restart of hard SCFs.")
+@click.option(
+    "--no-twin-seed",
+    is_flag=True,
+    help="SOC runs start from scratch, not from their converged collinear twin's density.",
+)
+@_NO_PROGRESS
+def run_command(
+    folders, np_, openmx, corpus, retry_failed, no_staging, no_twin_seed, no_progress
+) -> None:
+    """Run OpenMX in FOLDERS (dataset folders, or folders holding them), resumably."""
+    from .openmx_runner import convert_to_corpus, find_openmx, openmx_command, run_folders
+
+    try:
+        command = openmx_command(find_openmx(openmx), np_)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    convert = None if corpus is None else functools.partial(convert_to_corpus, corpus=corpus)
+    results = run_folders(
+        _folders(folders),
+        command,
+        convert,
+        staged=not no_staging,
+        retry_failed=retry_failed,
+        progress=not no_progress,
+        seed_from_twin=not no_twin_seed,
+    )
+    failed = [(f, r) for f, r in results if r.status != "converged"]
+    click.echo(f"{len(results) - len(failed)} converged, {len(failed)} not")
+    for folder, record in failed:
+        click.echo(f"  {folder}: {record.status} {record.reason}")
+    if failed:
+        raise SystemExit(1)
+
+
+@dataset.command(name="status")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True))
+def status_command(folders) -> None:
+    """Table of the OpenMX runs in FOLDERS: converged, failed, running, pending."""
+    import json as _json
+
+    from .openmx_runner import RunRecord
+
+    rows, counts = [], {}
+    for folder in _folders(folders):
+        record = RunRecord.read(folder)
+        meta_path = folder / "meta.json"
+        meta = _json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        kind = f"{meta.get('kind', '?')}{' SOC' if meta.get('soc') else ''}"
+        counts.setdefault(kind, {}).setdefault(record.status, 0)
+        counts[kind][record.status] += 1
+        nrd = "" if record.norm_rd is None else f"{record.norm_rd:.1e}"
+        electrons = "" if record.electrons is None else f"{record.electrons:g}"
+        rows.append(
+            f"{folder.name:<22} {kind:<12} {meta.get('natoms', ''):>5} {record.status:<9} "
+            f"{record.scf_steps or '':>5} {nrd:>8} {electrons:>7} "
+            f"{record.wall_seconds / 60 if record.wall_seconds else 0:>7.1f} {record.reason}"
+        )
+    click.echo(
+        f"{'folder':<22} {'kind':<12} {'atoms':>5} {'status':<9} {'SCF':>5} {'NormRD':>8} "
+        f"{'elec.':>7} {'minutes':>7} reason"
+    )
+    click.echo("\n".join(rows))
+    click.echo("")
+    for kind, by_status in sorted(counts.items()):
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        click.echo(f"{kind}: {parts}")

@@ -125,11 +125,11 @@ def predict_command(structures, model_path, soc, out) -> None:
 def analyze_command(pred, ref, out) -> None:
     """MAE of PRED against REF (dftio folders) per element pair and orbital block."""
     from .analysis import error_maps, plot_error_maps, shell_pair_mae
-    from .dataset import DatasetError, read_dftio
+    from .dataset import DatasetError, read_structure
     from .files import atomic_file
 
     try:
-        p, r = read_dftio(pred), read_dftio(ref)
+        p, r = read_structure(pred), read_structure(ref)
         maps = error_maps(p.hamiltonian, r.hamiltonian)
     except (DatasetError, ValueError) as err:
         raise click.ClickException(str(err)) from None

@@ -221,6 +221,19 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
     )
 
 
+def read_structure(folder: str | os.PathLike) -> ElectronicStructure:
+    """Any dataset folder: a corpus entry (compact H, :mod:`ase_moireh.corpus`) or a
+    dftio folder."""
+    if (Path(folder) / "hamiltonian.h5").is_file():
+        from .corpus import CorpusError, read_entry
+
+        try:
+            return read_entry(folder)
+        except CorpusError as err:
+            raise DatasetError(str(err)) from None
+    return read_dftio(folder)
+
+
 # --------------------------------------------------------------------------- DeepH
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .dataset import ElectronicStructure, read_dftio
+from .dataset import ElectronicStructure, read_structure
 from .model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from .model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
 from .model.network import HamiltonianModel, ModelConfig
@@ -233,7 +233,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def load_structures(paths: list[Path]) -> list[ElectronicStructure]:
-    return [read_dftio(p) for p in tqdm(paths, desc="load", unit="structure", leave=False)]
+    return [read_structure(p) for p in tqdm(paths, desc="load", unit="structure", leave=False)]
 
 
 def _make_graphs(model_config: ModelConfig, structures, dtype):

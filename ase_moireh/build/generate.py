@@ -156,6 +156,127 @@ def perturbed_twisted(
     return structures
 
 
+# --------------------------------------------------------------------------- corpus sampling
+
+#: defaults of the corpus sampling (DFT-corpus issue): interlayer distance within
+#: +-0.3 A of the material's, Gaussian noise of 0.02-0.06 A on every atom
+INTERLAYER_RANGE = 0.3
+NOISE_RANGE = (0.02, 0.06)
+
+
+def _sample_perturbation(
+    atoms: Atoms,
+    rng: np.random.Generator,
+    prim: np.ndarray,
+    interlayer_range: float,
+    noise: tuple[float, float],
+) -> dict:
+    """Slide the top layer by a uniform random shift over a primitive cell, move it by a
+    uniform dz in [-range, range], then add Gaussian noise (sigma uniform in ``noise``)
+    to every coordinate; wrap. The order of the draws fixes every structure by its seed."""
+    shift = rng.uniform(0.0, 1.0, 2)
+    dz = rng.uniform(-interlayer_range, interlayer_range)
+    sigma = rng.uniform(*noise)
+    top = atoms.arrays["layer"] == 1
+    atoms.positions[top, :2] += shift @ prim
+    atoms.positions[top, 2] += dz
+    atoms.positions += rng.normal(0.0, sigma, size=(len(atoms), 3))
+    atoms.wrap()
+    return {"shift": shift.tolist(), "interlayer_change": dz, "noise_sigma": sigma}
+
+
+def _check_ranges(interlayer_range: float, noise: tuple[float, float], count: int) -> None:
+    if interlayer_range < 0 or not 0 <= noise[0] <= noise[1]:
+        raise ValueError(
+            f"need interlayer_range >= 0 and 0 <= noise min <= max, got {interlayer_range}, {noise}"
+        )
+    if int(count) != count or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count}")
+
+
+def sampled_shifted_bilayers(
+    n: int,
+    count: int,
+    seed: int = 10,
+    first: int = 0,
+    interlayer_range: float = INTERLAYER_RANGE,
+    noise: tuple[float, float] = NOISE_RANGE,
+    material: str | Material = "MoTe2",
+    stacking: str = "R",
+    vacuum: float = DEFAULT_VACUUM,
+) -> list[Atoms]:
+    """Non-twisted n x n bilayer supercells with a random interlayer shift over the whole
+    cell, a random interlayer distance and per-atom Gaussian noise (the corpus kind;
+    :func:`shifted_bilayers` is the paper's shift grid). Structure ``index`` (from
+    ``first``) draws from ``default_rng((seed, n, index))``, so it is reproducible alone."""
+    mat = get_material(material)
+    _check_stacking(stacking)
+    _check_ranges(interlayer_range, noise, count)
+    if int(n) != n or n < 1:
+        raise ValueError(f"supercell size must be a positive integer, got {n}")
+    prim = primitive_vectors(mat.a)
+    cell2d = n * prim
+    base = assemble_bilayer(
+        mat, cell2d, [(prim, False), (prim, stacking == "H")], mat.interlayer, vacuum
+    )
+    out = []
+    for index in range(first, first + count):
+        atoms = base.copy()
+        drawn = _sample_perturbation(
+            atoms, np.random.default_rng((seed, n, index)), prim, interlayer_range, noise
+        )
+        atoms.info.update(
+            kind="shifted",
+            sampling="random",
+            material=mat.name,
+            stacking=stacking,
+            supercell=(n, n),
+            sample=index,
+            seed=seed,
+            rng_entropy=(seed, n, index),
+            **drawn,
+        )
+        out.append(atoms)
+    return out
+
+
+def sampled_twisted_bilayers(
+    n: int,
+    m: int,
+    count: int,
+    seed: int = 20,
+    first: int = 0,
+    interlayer_range: float = INTERLAYER_RANGE,
+    noise: tuple[float, float] = NOISE_RANGE,
+    material: str | Material = "MoTe2",
+    stacking: str = "R",
+) -> list[Atoms]:
+    """The twisted (n, m) cell with a random stacking (top layer slid by a uniform point
+    of the bottom layer's primitive cell: every local stacking shows up), interlayer
+    distance and noise as :func:`sampled_shifted_bilayers`; structure ``index`` draws
+    from ``default_rng((seed, n, m, index))``."""
+    _check_ranges(interlayer_range, noise, count)
+    base = twisted_bilayer(n, m, material=material, stacking=stacking)
+    n, m = base.info["twist_nm"]
+    prim = primitive_vectors(get_material(material).a)
+    out = []
+    for index in range(first, first + count):
+        atoms = base.copy()
+        drawn = _sample_perturbation(
+            atoms, np.random.default_rng((seed, n, m, index)), prim, interlayer_range, noise
+        )
+        atoms.info.update(
+            kind="twisted",
+            sampling="random",
+            sample=index,
+            seed=seed,
+            rng_entropy=(seed, n, m, index),
+            **drawn,
+        )
+        out.append(atoms)
+    return out
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -273,7 +394,15 @@ def interlayer_histogram(structures: Iterable[Atoms], filename: str | os.PathLik
 
 
 def structure_name(atoms: Atoms) -> str:
-    """Folder name: ``shift_i_j_k`` or ``twist_n_m_k`` (k = sample index)."""
+    """Folder name: ``shift_i_j_k`` or ``twist_n_m_k`` (k = sample index) for the shift
+    grid; ``shift{n}x{n}_kkk`` or ``twist{n}-{m}_kkk`` for sampled structures."""
+    if atoms.info.get("sampling") == "random":
+        k = atoms.info["sample"]
+        if atoms.info["kind"] == "shifted":
+            n = atoms.info["supercell"][0]
+            return f"shift{n}x{n}_{k:03d}"
+        n, m = atoms.info["twist_nm"]
+        return f"twist{n}-{m}_{k:03d}"
     if atoms.info.get("kind") == "shifted":
         i, j = atoms.info["shift_index"]
         return f"shift_{i}_{j}_{atoms.info['sample']}"
@@ -289,10 +418,14 @@ def _meta(atoms: Atoms) -> dict:
 
 
 def _preflight(
-    structures: Sequence[Atoms], out: Path, overwrite: bool, openmx_kwargs: dict
+    structures: Sequence[Atoms],
+    out: Path,
+    overwrite: bool,
+    openmx_kwargs: dict,
+    folders: list[Path] | None = None,
 ) -> list[Path]:
     """Every check that can fail, before the first folder is written."""
-    folders = [out / structure_name(atoms) for atoms in structures]
+    folders = folders or [out / structure_name(atoms) for atoms in structures]
     if len(set(folders)) != len(folders):
         raise ValueError("two structures would share a folder name")
     existing = [f for f in folders if f.exists()]
@@ -311,6 +444,57 @@ def _preflight(
     for folder, atoms in zip(folders, structures, strict=True):
         _check_distance(atoms, folder.name)
     return folders
+
+
+#: spin variants of sampled structures: folder suffix and SOC flag
+SPINS = {"collinear": [("", False)], "soc": [("_soc", True)], "both": [("", False), ("_soc", True)]}
+
+
+def generate_sampled(
+    kind: str,
+    out: str | os.PathLike,
+    spin: str = "both",
+    overwrite: bool = False,
+    progress: bool = True,
+    openmx: dict | None = None,
+    **params,
+) -> list[Path]:
+    """Sampled corpus structures (:func:`sampled_shifted_bilayers` or
+    :func:`sampled_twisted_bilayers`, ``params`` go there) as OpenMX folders, collinear,
+    SOC or both (twins: the same structure, ``_soc`` appended). ``meta.json`` carries the
+    fixed split (:func:`ase_moireh.corpus.assign_split`, the same for twins) and the twin's
+    name. Every check runs before anything is written."""
+    from ..corpus import assign_split
+
+    if spin not in SPINS:
+        raise ValueError(f"spin must be one of {', '.join(SPINS)}, got {spin!r}")
+    if kind == "shifted":
+        structures = sampled_shifted_bilayers(**params)
+    elif kind == "twisted":
+        structures = sampled_twisted_bilayers(**params)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    out = Path(out)
+    jobs = []
+    for atoms in structures:
+        base = structure_name(atoms)
+        for suffix, soc in SPINS[spin]:
+            twin = base + ("" if suffix else "_soc")
+            meta = {
+                **_meta(atoms),
+                "split": assign_split(kind, atoms.info["sample"]),
+                "twin": twin,
+            }
+            jobs.append((out / (base + suffix), atoms, soc, meta))
+    openmx_kwargs = dict(openmx or {})
+    _preflight([a for _, a, _, _ in jobs], out, overwrite, openmx_kwargs, [f for f, *_ in jobs])
+    for folder, atoms, soc, meta in tqdm(
+        jobs, desc=f"{kind} structures", unit="structure", disable=not progress
+    ):
+        write_structure_folder(folder, atoms, soc, meta, **openmx_kwargs)
+    interlayer_histogram(structures, out / "interlayer_hist.png")
+    log.info("wrote %d folders to %s", len(jobs), out)
+    return [f for f, *_ in jobs]
 
 
 def build_structures(kind: str, **params) -> list[Atoms]:

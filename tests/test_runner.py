@@ -1,0 +1,268 @@
+"""``moireh dataset run / status / sample``: OpenMX runs that resume, restart in stages,
+record why they fail, and land in the corpus losslessly. A stand-in ``openmx``
+(tests/data/fake_openmx.py) replays a recorded run; one test runs the real OpenMX when
+it is on PATH."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ase_moireh import openmx_runner
+from ase_moireh.build.generate import sampled_shifted_bilayers, write_structure_folder
+from ase_moireh.cli import moireh
+from ase_moireh.corpus import load_manifest, read_entry
+from ase_moireh.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
+from ase_moireh.overlap import bundled_overlap
+from ase_moireh.solve import dense_eigenvalues
+from ase_moireh_converters.openmx import read_scfout
+from shared_data import OPENMX
+
+DATA = Path(__file__).parent / "data"
+PACKAGED = Path(__file__).parents[1] / "ase_moireh" / "data" / "bl1x1_soc_s00.scfout.xz"
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch):
+    monkeypatch.setattr(openmx_runner, "POLL_SECONDS", 0.01)
+
+
+@pytest.fixture
+def fake_openmx(tmp_path) -> list[str]:
+    script = tmp_path / "bin" / "openmx"
+    script.parent.mkdir()
+    shutil.copy(DATA / "fake_openmx.py", script)
+    script.write_text(
+        script.read_text().replace(
+            "HERE = Path(__file__).resolve().parent", f"HERE = Path({str(DATA)!r})"
+        )
+    )
+    script.chmod(0o755)
+    return [sys.executable, str(script)]
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """The recorded run (the packaged 6-atom SOC bilayer)."""
+    return read_scfout(PACKAGED)
+
+
+def make_folder(root: Path, recorded, name="shift1x1_000_soc", scenario: str = "") -> Path:
+    atoms = recorded.atoms.copy()
+    meta = {
+        "kind": "shifted",
+        "sample": 0,
+        "split": "train",
+        "twin": "shift1x1_000",
+        "rng_entropy": [10, 1, 0],
+        "shift": [0.0, 0.0],
+        "noise_sigma": 0.03,
+    }
+    folder = write_structure_folder(root / name, atoms, True, meta, kgrid=(9, 9, 1))
+    if scenario:
+        (folder / "scenario").write_text(scenario)
+    return folder
+
+
+def invocations(folder: Path) -> list[str]:
+    return (folder / "invocations").read_text().splitlines()
+
+
+def test_converged_run_is_recorded_converted_and_skipped_next_time(tmp_path, fake_openmx, recorded):
+    folder = make_folder(tmp_path / "runs", recorded)
+    corpus = tmp_path / "corpus"
+
+    def convert(f, record):
+        return convert_to_corpus(f, record, corpus)
+
+    [(_, record)] = run_folders([folder], fake_openmx, convert, progress=False)
+    assert record.status == "converged" and record.stage == "target"
+    assert record.scf_steps == 28 and record.norm_rd == pytest.approx(4.669e-9)
+    assert record.electrons == record.electrons_expected == 92
+    row = load_manifest(corpus)["shift1x1_000_soc"]
+    assert (row.split, row.soc, row.scf_steps, row.twin) == ("train", True, 28, "shift1x1_000")
+    assert row.n_atoms == 6 and row.status == "converged"
+    run_folders([folder], fake_openmx, convert, progress=False)
+    assert len(invocations(folder)) == 1  # converged: skipped
+
+
+def test_stored_entry_is_lossless_for_bands(tmp_path, fake_openmx, recorded):
+    """H in one triangle and single precision, with the exact S: eigenvalues equal the
+    ones OpenMX printed to 1 meV (the corpus issue's check), all printed bands."""
+    folder = make_folder(tmp_path / "runs", recorded)
+    [(_, record)] = run_folders([folder], fake_openmx, progress=False)
+    entry = Path(convert_to_corpus(folder, record, tmp_path / "corpus"))
+    stored = read_entry(entry)
+    assert stored.spinful and stored.overlap is None
+    assert stored.hamiltonian.hermiticity_error() < 1e-7  # on-site blocks as OpenMX wrote them
+    index = recorded.hamiltonian.find(stored.hamiltonian.edges)
+    assert sorted(index) == list(range(recorded.hamiltonian.nedges))
+    s = bundled_overlap().operator(stored.atoms, stored.hamiltonian.edges)
+    kpts = np.array([k for k, _ in stored.reference_eigenvalues])
+    printed = np.array([e for _, e in stored.reference_eigenvalues])
+    ours = dense_eigenvalues(stored.hamiltonian, s, kpts[::8])[:, : printed.shape[1]]
+    assert len(kpts) > 20 and np.abs(ours - printed[::8]).max() < 1e-3
+    sizes = sum(p.stat().st_size for p in entry.iterdir())
+    assert sizes < 0.4 * PACKAGED.stat().st_size  # H alone, compact
+
+
+def test_stalled_scf_gets_a_staged_restart(tmp_path, fake_openmx, recorded):
+    folder = make_folder(tmp_path / "runs", recorded, scenario="stall\nconverge\nconverge")
+    [(_, record)] = run_folders([folder], fake_openmx, progress=False)
+    assert invocations(folder) == [
+        "openmx_in.dat off",
+        "openmx_gentle.dat off",
+        "openmx_restart.dat on",
+    ]
+    gentle = (folder / "openmx_gentle.dat").read_text()
+    assert "scf.ElectronicTemperature  1000.0" in gentle
+    assert "scf.Init.Mixing.Weight     0.0750" in gentle  # a quarter of the 0.30 written
+    assert record.status == "converged" and record.stage == "restart"
+    assert record.scf_steps == 10 + 28 + 28
+
+
+def test_failures_are_recorded_with_reasons_and_retried_on_request(tmp_path, fake_openmx, recorded):
+    crash = make_folder(tmp_path / "runs", recorded, "a_soc", scenario="crash\nconverge")
+    bad = make_folder(tmp_path / "runs", recorded, "b_soc", scenario="electrons")
+    results = dict(run_folders([crash, bad], fake_openmx, progress=False))
+    assert results[crash].status == "failed"
+    assert "stopped (exit code 1) after 5 SCF steps" in results[crash].reason
+    assert results[bad].status == "failed" and "electron count 613.0 != neutral 644.0" in (
+        results[bad].reason
+    )
+    run_folders([crash], fake_openmx, progress=False)
+    assert len(invocations(crash)) == 1  # failed folders wait for --retry-failed
+    [(_, again)] = run_folders([crash], fake_openmx, retry_failed=True, progress=False)
+    assert again.status == "converged" and again.attempts == 2
+
+
+def test_a_killed_runner_leaves_a_folder_that_is_run_again(tmp_path, fake_openmx, recorded):
+    folder = make_folder(tmp_path / "runs", recorded)
+    RunRecord(status="running", stage="target", scf_steps=3).write(folder)
+    (folder / "openmx_rst").mkdir()  # a stale density from the killed run
+    [(_, record)] = run_folders([folder], fake_openmx, progress=False)
+    assert record.status == "converged" and record.scf_steps == 28
+
+
+def test_soc_run_starts_from_its_converged_collinear_twin(tmp_path, fake_openmx, recorded):
+    runs = tmp_path / "runs"
+    collinear = make_folder(runs, recorded, "shift1x1_000")
+    soc = make_folder(runs, recorded, "shift1x1_000_soc")
+    meta = json.loads((soc / "meta.json").read_text())
+    assert meta["soc"] and meta["twin"] == "shift1x1_000"
+    run_folders([collinear, soc], fake_openmx, progress=False)
+    assert invocations(soc) == ["openmx_target.dat c2n"]
+    assert RunRecord.read(soc).seeded_from == "shift1x1_000"
+    assert "scf.restart                c2n" in (soc / "openmx_target.dat").read_text()
+    lone = make_folder(tmp_path / "other", recorded, "shift1x1_001_soc")
+    run_folders([lone], fake_openmx, progress=False)  # no converged twin: from scratch
+    assert invocations(lone) == ["openmx_in.dat off"]
+
+
+def test_parse_std_reads_steps_normrd_and_electrons():
+    state = parse_std((DATA / "openmx_soc_6atoms.std").read_text())
+    assert (state.steps, state.electrons, state.finished) == (28, 92.0, True)
+    assert parse_std("").steps == 0 and parse_std("").norm_rd is None
+
+
+def test_run_and_status_commands(tmp_path, fake_openmx, recorded):
+    runs = tmp_path / "runs"
+    make_folder(runs, recorded, "a_soc")
+    make_folder(runs, recorded, "b_soc", scenario="crash")
+    wrapper = tmp_path / "openmx-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(fake_openmx)} "$@"\n')
+    wrapper.chmod(0o755)
+    cli = CliRunner()
+    result = cli.invoke(
+        moireh,
+        [
+            "dataset",
+            "run",
+            str(runs),
+            "--np",
+            "1",
+            "--openmx",
+            str(wrapper),
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 1, result.output  # one failure: non-zero exit
+    assert "1 converged, 1 not" in result.output and "exit code 1" in result.output
+    status = cli.invoke(moireh, ["dataset", "status", str(runs)])
+    assert status.exit_code == 0
+    assert "shifted SOC: 1 converged, 1 failed" in status.output
+    missing = cli.invoke(moireh, ["dataset", "run", str(runs), "--openmx", "no-such-openmx"])
+    assert missing.exit_code == 1 and "no OpenMX executable 'no-such-openmx'" in missing.output
+
+
+def test_sample_command_writes_twins_with_fixed_splits(tmp_path):
+    out = tmp_path / "sampled"
+    result = CliRunner().invoke(
+        moireh,
+        [
+            "dataset",
+            "sample",
+            "shifted",
+            "--supercell",
+            "2",
+            "--count",
+            "2",
+            "--first",
+            "8",
+            "--spin",
+            "both",
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == ["shift2x2_008", "shift2x2_008_soc", "shift2x2_009", "shift2x2_009_soc"]
+    meta = json.loads((out / "shift2x2_009_soc" / "meta.json").read_text())
+    assert (meta["split"], meta["twin"], meta["soc"]) == ("holdout", "shift2x2_009", True)
+    assert 0.02 <= meta["noise_sigma"] <= 0.06 and abs(meta["interlayer_change"]) <= 0.3
+    import ase.io
+
+    written = ase.io.read(out / "shift2x2_009" / "structure.extxyz")
+    again = sampled_shifted_bilayers(2, 1, first=9)[0]  # reproducible from its seed alone
+    assert np.abs(written.positions - again.positions).max() < 1e-6
+    assert (
+        "scf.SpinOrbit.Coupling     on" in (out / "shift2x2_009_soc" / "openmx_in.dat").read_text()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openmx") is None, reason="no real openmx on PATH")
+@pytest.mark.skipif(not (OPENMX / "DFT_DATA").is_dir(), reason="no OpenMX DFT_DATA in ../shared")
+def test_real_openmx_run_lands_in_the_corpus(tmp_path):
+    """A 6-atom collinear bilayer at a coarse k-grid and cutoff: converged, stored, and
+    its stored H reproduces the eigenvalues OpenMX printed."""
+    atoms = sampled_shifted_bilayers(1, 1)[0]
+    folder = write_structure_folder(
+        tmp_path / "runs" / "real",
+        atoms,
+        False,
+        {"kind": "shifted", "sample": 0},
+        kgrid=(3, 3, 1),
+        ecut=120.0,
+        data_path=str(OPENMX / "DFT_DATA"),
+    )
+    corpus = tmp_path / "corpus"
+    result = CliRunner().invoke(
+        moireh,
+        ["dataset", "run", str(folder), "--np", "1", "--corpus", str(corpus), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    entry = read_entry(corpus / "real")
+    s = bundled_overlap().operator(entry.atoms, entry.hamiltonian.edges)
+    kpts = np.array([k for k, _ in entry.reference_eigenvalues])
+    printed = np.array([e for _, e in entry.reference_eigenvalues])
+    ours = dense_eigenvalues(entry.hamiltonian, s, kpts)[:, : printed.shape[1]]
+    assert np.abs(ours - printed).max() < 1e-3
