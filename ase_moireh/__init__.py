@@ -7,14 +7,14 @@ Main entry points: :class:`ase_moireh.calculator.MoireHCalculator`,
 
 __version__ = "0.1.0"
 
-from .operator import BlockOperator
+from ase_moireh.block_operator import BlockOperator
 
 __all__ = ["BlockOperator", "MoireHCalculator", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "MoireHCalculator":  # imported lazily: it pulls in torch and e3nn
-        from .calculator import MoireHCalculator
+        from ase_moireh.calculator import MoireHCalculator
 
         return MoireHCalculator
     raise AttributeError(name)

@@ -41,6 +41,11 @@ OPENMX_TO_INTERNAL: dict[int, tuple[int, ...]] = {0: (0,), 1: (1, 2, 0), 2: (2, 
 E3NN_FRAME = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 
 
+def spin_factor(spinful: bool) -> int:
+    """Rows per spatial orbital: 2 in the SOC spinor layout, 1 without spin."""
+    return 2 if spinful else 1
+
+
 class BasisError(ValueError):
     """A basis string or orbital specification that cannot be understood."""
 

@@ -1,13 +1,20 @@
-"""MoireHCalculator: an ASE calculator giving H, S, bands and Chern numbers of a structure.
+"""MoireHCalculator: an ASE calculator giving the Hamiltonian, overlap, bands and Chern
+numbers of a structure.
 
-    atoms.calc = MoireHCalculator()              # bundled SOC model
-    h = atoms.calc.get_hamiltonian()             # BlockOperator (or CSR at k=...)
-    bs = atoms.calc.band_structure(npoints=40, nbands=20)   # ase BandStructure
-    atoms.calc.chern_numbers(nbands=2)           # C3 eigenvalues -> C mod 3
+    atoms.calc = MoireHCalculator()                   # bundled SOC model
+    h = atoms.calc.get_hamiltonian()                  # BlockOperator (CSR with k=...)
+    tb = atoms.calc.get_tight_binding()               # H and S together
+    atoms.calc.set(kpts=atoms.cell.bandpath("GMKG", npoints=40), nbands=20)
+    bs = atoms.calc.band_structure()                  # ASE's own machinery
+    atoms.calc.eigenvalues_at((1/3, 1/3, 0), nbands=20)   # one k, our solver
+    atoms.calc.chern_numbers(nbands=2)                # C3 eigenvalues -> C mod 3
 
-Results are cached against the Atoms like any ASE calculator (``check_state``). With
-``dft=`` a converted DFT dataset supplies H and S instead of the model, so DFT and model
-bands go through the same code.
+It follows ASE's contract: options live in ``parameters`` (``default_parameters``,
+``todict()``, ``set()``), results in ``results`` are recomputed when ``check_state``
+sees the atoms change, and the band-structure interface (``get_eigenvalues(kpt, spin)``,
+``get_ibz_k_points``, ``get_number_of_spins``, ``get_fermi_level``) is ASE's, so
+``band_structure()`` and ``ase.dft`` tools work. With ``dft=`` a DFT dataset supplies H
+(and S, if stored) instead of the model, so DFT and model bands go through one code path.
 """
 
 from __future__ import annotations
@@ -20,16 +27,16 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.spectrum.band_structure import BandStructure
 
-from .build.openmx_input import DEFAULT_SPECIES
-from .dataset import ElectronicStructure, read_structure
-from .factorize import mkl_library
-from .operator import BlockOperator
-from .overlap import resolve_overlap
-from .solve import band_edges, bloch_pair, dense_eigenvalues, gap_energy, shift_invert_eigh
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.data import bundled_model_path
+from ase_moireh.factorize import mkl_library
+from ase_moireh.io.dataset import read_structure
+from ase_moireh.overlap import resolve_overlap
+from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 
 log = logging.getLogger(__name__)
 
-#: dense diagonalisation below this matrix size, shift-invert above
+#: dense diagonalisation up to this matrix size, shift-invert above
 DENSE_LIMIT = 3000
 #: Gamma, M1, M2, M3, K, K' of a hexagonal cell (fractional): where band edges sit
 EXTREMA_KPOINTS = [
@@ -40,194 +47,290 @@ EXTREMA_KPOINTS = [
     (1 / 3, 1 / 3, 0),
     (2 / 3, 2 / 3, 0),
 ]
-
-
-def valence_electrons(atoms: Atoms) -> int:
-    """Electrons of the OpenMX pseudopotentials the models were trained with."""
-    try:
-        return int(sum(DEFAULT_SPECIES[s][2] for s in atoms.get_chemical_symbols()))
-    except KeyError as err:
-        raise ValueError(f"valence electron count unknown for {err}") from None
+#: parameters that change H or S (the others only change which levels are computed)
+OPERATOR_PARAMETERS = ("model", "soc", "device", "dft", "pao_dir", "openmx_basis")
 
 
 class MoireHCalculator(Calculator):
-    implemented_properties = ["hamiltonian", "overlap"]
+    """H, S and bands of a structure from a trained model (or a DFT dataset).
 
-    def __init__(
-        self,
-        model=None,
-        soc: bool = True,
-        device: str = "cpu",
-        dft: str | Path | ElectronicStructure | None = None,
-        pao_dir: str | Path | None = None,
-        openmx_basis: dict[str, str] | None = None,
-        **kwargs,
-    ):
-        """``model``: a model file, a loaded ModelBundle, or None for the bundled model
-        (``soc`` picks SOC or collinear); its S is exact, from the basis it carries.
-        ``dft``: a dftio folder or ElectronicStructure whose H (and S, if stored) are used
-        instead of the model (same atoms required); a dataset without S gets the exact
-        one, from the bundled MoTe2 radial functions or the ``.pao`` files in
-        ``pao_dir`` (``openmx_basis`` names them, e.g. {'W': 'W7.0-s3p2d2'}, when the
-        dataset does not)."""
-        super().__init__(**kwargs)
-        self.pao_dir = pao_dir
-        self.openmx_basis = openmx_basis
-        self.device = device
-        self.soc = soc
-        self._model = model
+    Parameters (ASE ``parameters``, changeable with ``set``):
+
+    * ``model``: model file or loaded ModelBundle; None: the bundled MoTe2 model
+      (``soc`` chooses the SOC or the collinear one). Its S is exact, from the basis
+      it carries.
+    * ``device``: torch device of the model ("cpu", "cuda").
+    * ``dft``: a dataset folder (dftio or corpus entry) or ElectronicStructure whose H
+      (and S, if stored) are used instead of the model; same atoms required.
+    * ``pao_dir`` / ``openmx_basis``: radial functions for S when neither the model
+      nor the dataset brings them (e.g. ``{'W': 'W7.0-s3p2d2'}`` and its .pao folder).
+    * ``valence``: electrons per element (e.g. ``{'Mo': 14, 'Te': 16}``) when neither
+      the model nor the dataset records them.
+    * ``kpts``: k-points of ``get_eigenvalues(kpt)`` / ``band_structure()``: a BandPath,
+      a list of fractional k, or None for the cell's Gamma-M-K-Gamma path (60 points).
+    * ``nbands`` / ``sigma``: levels per k-point: all (None, dense) or the ``nbands``
+      nearest ``sigma`` (eV; None: around the gap).
+    """
+
+    implemented_properties = ["hamiltonian", "overlap", "hamiltonian_spread", "band_edges"]
+    default_parameters = {
+        "model": None,
+        "soc": True,
+        "device": "cpu",
+        "dft": None,
+        "pao_dir": None,
+        "openmx_basis": None,
+        "valence": None,
+        "kpts": None,
+        "nbands": None,
+        "sigma": None,
+    }
+
+    def __init__(self, **kwargs):
         self._bundle = None
-        self.dft = read_structure(dft) if isinstance(dft, str | Path) else dft
+        self._dft: ElectronicStructure | None = None
         self._attached: Atoms | None = None
+        super().__init__(**kwargs)
 
+    def set(self, **kwargs) -> dict:
+        unknown = sorted(set(kwargs) - set(self.default_parameters))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown}; known: {sorted(self.default_parameters)}"
+            )
+        changed = super().set(**kwargs)
+        if any(key in changed for key in OPERATOR_PARAMETERS):
+            self._bundle = None if {"model", "soc"} & set(changed) else self._bundle
+            self._dft = None
+            self.reset()
+        elif changed:  # other k-points or levels: H and S stay valid
+            self.results.pop("eigenvalues", None)
+        return changed
+
+    # ------------------------------------------------------------------ atoms
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: the Atoms the methods default to."""
         self._attached = atoms
 
-    def _atoms(self, atoms: Atoms | None) -> Atoms:
+    def _update(self, atoms: Atoms | None) -> Atoms:
+        """The atoms to work on; H and S computed for them (ASE's ``check_state`` drops
+        every cached result when they changed since the last calculation)."""
         atoms = atoms if atoms is not None else self._attached
         if atoms is None:
             raise ValueError("no Atoms: attach the calculator (atoms.calc = ...) or pass atoms")
+        self.get_property("hamiltonian", atoms)
         return atoms
 
+    # ------------------------------------------------------------------ sources
     @property
     def bundle(self):
-        """The model, loaded on first use."""
+        """The model, loaded on first use (on ``device``)."""
         if self._bundle is None:
-            from .cli_model import bundled_model_path
-            from .model.io import ModelBundle, load_bundle
+            from ase_moireh.model.io import ModelBundle, load_bundle
 
-            if isinstance(self._model, ModelBundle):
-                self._bundle = self._model
+            model = self.parameters["model"]
+            if isinstance(model, ModelBundle):
+                self._bundle = model
             else:
-                self._bundle = load_bundle(self._model or bundled_model_path(self.soc))
+                self._bundle = load_bundle(model or bundled_model_path(self.parameters["soc"]))
         return self._bundle
 
+    @property
+    def dft(self) -> ElectronicStructure | None:
+        """The DFT dataset of the ``dft`` parameter, loaded on first use."""
+        source = self.parameters["dft"]
+        if source is not None and self._dft is None:
+            self._dft = read_structure(source) if isinstance(source, str | Path) else source
+        return self._dft
+
     def calculate(self, atoms=None, properties=("hamiltonian",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+        if "hamiltonian" not in self.results or system_changes:
+            super().calculate(atoms, properties, system_changes)
+            self.results = self._operators(self.atoms)
+        if "band_edges" in properties:
+            self.results["band_edges"] = self._band_edges()
+
+    def _operators(self, atoms: Atoms) -> dict:
+        """H, S (exact where not stored) and, for an ensemble, the spread of H."""
         if self.dft is not None:
-            self._check_same_structure(self.atoms, self.dft.atoms)
+            _check_same_structure(atoms, self.dft.atoms)
             h, s, spread = self.dft.hamiltonian, self.dft.overlap, None
         else:
-            from .model.predict import predict_operators
+            from ase_moireh.model.predict import predict_operators
 
-            h, s, spread = predict_operators(self.bundle, self.atoms, self.device)
+            h, s, spread = predict_operators(self.bundle, atoms, self.parameters["device"])
         if s is None:  # a dataset stored without S, or an H-only model
-            named = self.openmx_basis or (self.dft.extra if self.dft else {}).get("openmx_basis")
-            s = resolve_overlap(h.basis, named, self.pao_dir).operator(self.atoms, h.edges)
-        self.results = {"hamiltonian": h, "overlap": s, "spread": spread}
-
-    @staticmethod
-    def _check_same_structure(a: Atoms, b: Atoms) -> None:
-        if (
-            len(a) != len(b)
-            or not np.array_equal(a.numbers, b.numbers)
-            or (
-                np.abs(a.positions - b.positions).max() > 1e-4
-                or np.abs(np.asarray(a.cell) - np.asarray(b.cell)).max() > 1e-4
-            )
-        ):
-            raise ValueError("the DFT dataset describes a different structure than the Atoms")
+            extra = self.dft.extra if self.dft is not None else {}
+            named = self.parameters["openmx_basis"] or extra.get("openmx_basis")
+            s = resolve_overlap(h.basis, named, self.parameters["pao_dir"]).operator(atoms, h.edges)
+        results = {"hamiltonian": h, "overlap": s, "tight_binding": TightBinding(h, s)}
+        if spread is not None:
+            results["hamiltonian_spread"] = spread
+        return results
 
     # ------------------------------------------------------------------ operators
     def get_hamiltonian(self, atoms: Atoms | None = None, k=None):
-        """H as a BlockOperator, or as CSR at fractional k."""
-        h = self.get_property("hamiltonian", self._atoms(atoms))
+        """H as a BlockOperator, or H(k) as CSR at fractional k."""
+        h = self.get_property("hamiltonian", self._update(atoms))
         return h if k is None else h.bloch(k)
 
     def get_overlap(self, atoms: Atoms | None = None, k=None):
-        """S as a BlockOperator (spinless), or as CSR at fractional k."""
-        s = self.get_property("overlap", self._atoms(atoms))
-        return s if k is None else s.bloch(k)
+        """S as a spinless BlockOperator, or S(k) as CSR in H's layout at fractional k."""
+        self._update(atoms)
+        return self.results["overlap"] if k is None else self.get_tight_binding().Sk(k)
 
-    def operators(self, atoms: Atoms | None = None) -> tuple[BlockOperator, BlockOperator]:
-        return self.get_hamiltonian(atoms), self.get_overlap(atoms)
+    def get_tight_binding(self, atoms: Atoms | None = None) -> TightBinding:
+        """H and S together (:class:`ase_moireh.tightbinding.TightBinding`)."""
+        self._update(atoms)
+        return self.results["tight_binding"]
 
-    # ------------------------------------------------------------------ bands
+    def get_hamiltonian_spread(self, atoms: Atoms | None = None) -> BlockOperator:
+        """Per-element standard deviation of H over the ensemble's members."""
+        return self.get_property("hamiltonian_spread", self._update(atoms))
+
+    # ------------------------------------------------------------------ electrons
+    def valence(self) -> dict[str, float]:
+        """Electrons per element: the ``valence`` parameter, else what the model or
+        dataset recorded (from the DFT runs it came from)."""
+        table = self.parameters["valence"]
+        if table is None and self.dft is not None:
+            table = self.dft.extra.get("valence")
+        if table is None and self.dft is None:
+            table = self.bundle.info.get("valence")
+        if not table:
+            raise ValueError(
+                "the number of valence electrons is unknown (neither the model nor the "
+                "dataset records it): pass valence={'Mo': 14, 'Te': 16}-style counts"
+            )
+        return {str(k): float(v) for k, v in table.items()}
+
     def occupied_bands(self, atoms: Atoms | None = None) -> int:
-        """Number of filled bands of the neutral structure (SOC: one electron per band)."""
-        h = self.get_hamiltonian(atoms)
-        electrons = valence_electrons(self.atoms)
-        return electrons if h.spinful else electrons // 2
+        """Filled bands of the neutral structure (SOC: one electron per band)."""
+        atoms = self._update(atoms)
+        table = self.valence()
+        missing = sorted(set(atoms.get_chemical_symbols()) - set(table))
+        if missing:
+            raise ValueError(f"no valence electron count for {', '.join(missing)}")
+        electrons = int(round(sum(table[s] for s in atoms.get_chemical_symbols())))
+        return electrons if self.results["hamiltonian"].spinful else electrons // 2
 
-    def get_eigenvalues(
+    # ------------------------------------------------------------------ our k-resolved solver
+    def eigenvalues_at(
         self,
         k=(0.0, 0.0, 0.0),
         nbands: int | None = None,
         sigma: float | None = None,
         atoms: Atoms | None = None,
     ) -> np.ndarray:
-        """Eigenvalues (eV) at fractional k: all of them (dense) when nbands is None;
-        else ``nbands`` levels: the nearest ``sigma`` when given, otherwise (small cells)
-        the bands numbered nocc - nbands/2 ... around the gap, so that band lines stay
-        the same bands along a path, or (large cells) the nearest the mid-gap energy."""
-        h, s = self.operators(atoms)
-        if nbands is None or h.dimension <= DENSE_LIMIT:
-            energies = dense_eigenvalues(h, s, [k])[0]
+        """Levels (eV) at fractional k: all of them (dense) when nbands is None; else
+        ``nbands`` levels: the nearest ``sigma`` when given, otherwise (small cells) the
+        bands numbered nocc - nbands/2 ... around the gap, so that band lines stay the
+        same bands along a path, or (large cells) those nearest the mid-gap energy."""
+        tb = self.get_tight_binding(atoms)
+        if nbands is None or tb.dimension <= DENSE_LIMIT:
+            energies = tb.eigh(k)
             if nbands is None:
                 return energies
             if sigma is None:
                 first = max(0, self.occupied_bands(atoms) - nbands // 2)
                 return energies[first : first + nbands]
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
-        hk, sk = bloch_pair(h, s, k)
-        return shift_invert_eigh(
-            hk, sk, self.midgap(atoms) if sigma is None else sigma, nbands, k=k
-        )
+        return tb.eigsh(k, self.midgap(atoms) if sigma is None else sigma, nbands)
+
+    def band_edges(self, atoms: Atoms | None = None) -> tuple[float, float]:
+        """(valence-band maximum, conduction-band minimum) in eV over Gamma, the three M
+        and the two K points, by electron counting (dense for small cells, inertia
+        counts and shift-invert with PARDISO for large ones)."""
+        return tuple(self.get_property("band_edges", self._update(atoms)))
 
     def midgap(self, atoms: Atoms | None = None) -> float:
-        """Middle of the gap between the valence-band maximum and conduction-band minimum
-        found at Gamma, the three M and the two K points, by electron counting: dense
-        diagonalisation for small cells, inertia counts plus shift-invert (PARDISO, i.e.
-        Intel MKL installed) for large ones."""
-        if "midgap" not in self.results:
-            h, s = self.operators(atoms)
-            nocc = self.occupied_bands(atoms)
-            if h.dimension <= DENSE_LIMIT:
-                e = dense_eigenvalues(h, s, EXTREMA_KPOINTS)
-                vbm, cbm = e[:, nocc - 1].max(), e[:, nocc].min()
-            else:
-                vbm, cbm = self._band_edges_sparse(h, s, nocc)
-            self.results["midgap"] = 0.5 * (vbm + cbm)
-        return self.results["midgap"]
+        """The middle of the gap (eV)."""
+        vbm, cbm = self.band_edges(atoms)
+        return 0.5 * (vbm + cbm)
 
-    @staticmethod
-    def _band_edges_sparse(h: BlockOperator, s: BlockOperator, nocc: int) -> tuple[float, float]:
+    def _band_edges(self) -> tuple[float, float]:
+        tb = self.results["tight_binding"]
+        nocc = self.occupied_bands()
+        if tb.dimension <= DENSE_LIMIT:
+            e = tb.eigenvalues(EXTREMA_KPOINTS)
+            return float(e[:, nocc - 1].max()), float(e[:, nocc].min())
         if mkl_library() is None:
             raise ValueError(
-                f"H has {h.dimension} rows: finding the gap of a large cell needs PARDISO "
+                f"H has {tb.dimension} rows: finding the gap of a large cell needs PARDISO "
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
-        sigma = gap_energy(*bloch_pair(h, s, EXTREMA_KPOINTS[0]), nocc)
-        edges = [band_edges(*bloch_pair(h, s, k), nocc, sigma, k=k) for k in EXTREMA_KPOINTS]
+        sigma = tb.gap_energy(EXTREMA_KPOINTS[0], nocc)
+        edges = [tb.band_edges(k, nocc, sigma) for k in EXTREMA_KPOINTS]
         return max(v for v, _ in edges), min(c for _, c in edges)
 
-    def band_structure(
-        self,
-        path: str = "GMKG",
-        npoints: int = 60,
-        nbands: int | None = None,
-        sigma: float | None = None,
-        atoms: Atoms | None = None,
-    ) -> BandStructure:
-        """Bands along a path of the (moire) Brillouin zone as an ASE BandStructure,
-        energies in eV with the mid-gap energy as reference."""
-        self.get_hamiltonian(atoms)
-        bandpath = self.atoms.cell.bandpath(path, npoints=npoints)
-        energies = np.array([self.get_eigenvalues(k, nbands, sigma) for k in bandpath.kpts])
-        return BandStructure(bandpath, energies[None], reference=self.midgap())
+    # ------------------------------------------------------------------ ASE's band interface
+    def get_ibz_k_points(self) -> np.ndarray:
+        """The ``kpts`` parameter as fractional k-points (no symmetry reduction)."""
+        kpts = self.parameters["kpts"]
+        if kpts is None:
+            atoms = self._update(None)
+            kpts = atoms.cell.bandpath("GMKG", npoints=60)
+        kpts = getattr(kpts, "kpts", kpts)
+        return np.array(kpts, dtype=float).reshape(-1, 3)
 
+    def get_k_point_weights(self) -> np.ndarray:
+        n = len(self.get_ibz_k_points())
+        return np.full(n, 1.0 / n)
+
+    def get_number_of_spins(self) -> int:
+        """1: spinless bands (doubly degenerate) or, with SOC, spinor bands."""
+        return 1
+
+    def get_spin_polarized(self) -> bool:
+        return False
+
+    def get_eigenvalues(self, kpt: int = 0, spin: int = 0) -> np.ndarray:
+        """ASE's interface: levels (eV) at the ``kpt``-th k-point of ``kpts`` (all, or
+        ``nbands`` around the gap / ``sigma``)."""
+        if spin != 0:
+            raise ValueError("one spin channel (spinors with SOC): spin must be 0")
+        self._update(None)
+        cache = self.results.setdefault("eigenvalues", {})
+        if kpt not in cache:
+            k = self.get_ibz_k_points()[kpt]
+            cache[kpt] = self.eigenvalues_at(k, self.parameters["nbands"], self.parameters["sigma"])
+        return cache[kpt].copy()
+
+    def get_fermi_level(self) -> float:
+        """The mid-gap energy, where the Fermi level of the neutral insulator lies."""
+        return self.midgap()
+
+    def band_structure(self, path: str | None = None, npoints: int = 60) -> BandStructure:
+        """ASE's band structure at ``kpts`` (mid-gap reference); with ``path`` (e.g.
+        "GMKG") ``kpts`` is first set to that path of the cell."""
+        if path is not None:
+            self.set(kpts=self._update(None).cell.bandpath(path, npoints=npoints))
+        from ase.spectrum.band_structure import get_band_structure
+
+        self._update(None)
+        return get_band_structure(atoms=self.atoms, calc=self)
+
+    # ------------------------------------------------------------------ topology
     def chern_numbers(
         self, nbands: int = 1, spin: int | None = 1, atoms: Atoms | None = None, tol: float = 5e-3
     ):
         """C3 eigenvalues at Gamma, K, K' and the Chern number mod 3 of the top ``nbands``
         valence bands; with SOC those of one spin sector (``spin`` = +1 / -1, None: all
-        bands regardless of spin). See :mod:`.topology`."""
-        from .topology import c3_eigenvalues, sector_c3_eigenvalues
+        bands regardless of spin). See :mod:`ase_moireh.topology`."""
+        from ase_moireh.topology import c3_eigenvalues, sector_c3_eigenvalues
 
-        h, s = self.operators(atoms)
+        tb = self.get_tight_binding(atoms)
         nocc = self.occupied_bands(atoms)
-        if h.spinful and spin:
-            return sector_c3_eigenvalues(h, s, self.atoms, nbands, nocc, spin=spin, tol=tol)
-        bands = np.arange(nocc - nbands, nocc)
-        return c3_eigenvalues(h, s, self.atoms, bands, degeneracy_tol=tol)
+        if tb.spinful and spin:
+            return sector_c3_eigenvalues(tb, self.atoms, nbands, nocc, spin=spin, tol=tol)
+        return c3_eigenvalues(tb, self.atoms, np.arange(nocc - nbands, nocc), degeneracy_tol=tol)
+
+
+def _check_same_structure(a: Atoms, b: Atoms) -> None:
+    if (
+        len(a) != len(b)
+        or not np.array_equal(a.numbers, b.numbers)
+        or np.abs(a.positions - b.positions).max() > 1e-4
+        or np.abs(np.asarray(a.cell) - np.asarray(b.cell)).max() > 1e-4
+    ):
+        raise ValueError("the DFT dataset describes a different structure than the Atoms")

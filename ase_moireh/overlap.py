@@ -28,8 +28,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -37,10 +35,11 @@ from ase.units import Bohr
 from scipy.interpolate import CubicSpline
 from scipy.special import sph_harm_y, spherical_jn
 
-from .basis import Basis, SpeciesBasis, parse_openmx_basis, real_spherical_harmonics
-from .files import atomic_file
-from .operator import BlockOperator, packed_offsets
-from .pao import RadialFunction, find_pao, read_pao
+from ase_moireh.basis import Basis, SpeciesBasis, parse_openmx_basis, real_spherical_harmonics
+from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.data import bundled_radials_path
+from ase_moireh.files import atomic_file
+from ase_moireh.io.pao import RadialFunction, find_pao, read_pao
 
 #: OpenMX's default 1DFFT.EnergyCutoff (3600 Ry): k up to 60 Bohr^-1
 KMAX = 60.0 / Bohr
@@ -49,8 +48,6 @@ NK = 900
 NR = 900
 #: spacing of the distance tables (Angstrom); spline error below 1e-8
 TABLE_STEP = 0.01
-#: the radial functions shipped with the package (MoTe2, PBE19 PAOs of the shared runs)
-BUNDLED_RADIALS = "mote2_pbe19.npz"
 
 
 class OverlapError(ValueError):
@@ -351,9 +348,7 @@ class _PairTable:
 def bundled_overlap() -> TwoCentreOverlap:
     """The MoTe2 basis of the shared runs and the bundled models (Mo7.0-s3p2d1,
     Te7.0-s3p2d2, DFT_DATA19): no OpenMX files needed."""
-    ref = resources.files("ase_moireh") / "data" / "pao" / BUNDLED_RADIALS
-    with resources.as_file(ref) as path:
-        return TwoCentreOverlap.load(path)
+    return TwoCentreOverlap.load(bundled_radials_path())
 
 
 def resolve_overlap(
@@ -389,8 +384,3 @@ def resolve_overlap(
             "files (pao_dir / --pao-dir)"
         )
     return source
-
-
-def bundled_radials_path() -> Path:
-    """Where :func:`bundled_overlap` reads from (``examples/bundle_radials.py`` writes it)."""
-    return Path(__file__).parent / "data" / "pao" / BUNDLED_RADIALS

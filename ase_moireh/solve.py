@@ -1,4 +1,4 @@
-"""Eigenvalue problems of BlockOperators: H(k) c = E S(k) c.
+"""Generalised eigenvalue problems H(k) c = E S(k) c of Bloch matrices.
 
 Dense solvers for small cells; shift-invert Lanczos for the levels near a chosen energy
 (the gap) of large ones. S(k) must be positive definite (a PAO overlap always is); when a
@@ -8,15 +8,12 @@ eigenvalue instead of a raw linear-algebra traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .factorize import count_below, factorize
-from .operator import BlockOperator
+from ase_moireh.factorize import count_below, factorize
 
 #: S(k) up to this size is diagonalised densely to report its smallest eigenvalue
 DENSE_CHECK_LIMIT = 4000
@@ -69,28 +66,6 @@ def generalized_eigh(h: np.ndarray, s: np.ndarray, k, vectors: bool = False):
         if smallest <= 0:
             raise OverlapNotPositiveDefinite(k, smallest) from None
         raise
-
-
-def dense_eigenvalues(
-    hamiltonian: BlockOperator, overlap: BlockOperator, kpts: Iterable[Sequence[float]]
-) -> np.ndarray:
-    """All generalised eigenvalues (eV) at each fractional k, shape (nk, nbands)."""
-    if hamiltonian.spinful and not overlap.spinful:
-        overlap = overlap.to_spinor()  # lift once, not per k
-    out = []
-    for k in kpts:
-        h, s = hamiltonian.bloch(k).toarray(), overlap.bloch(k).toarray()
-        out.append(generalized_eigh(h, s, k))
-    return np.array(out)
-
-
-def bloch_pair(
-    hamiltonian: BlockOperator, overlap: BlockOperator, k
-) -> tuple[sp.csc_matrix, sp.csc_matrix]:
-    """Sparse H(k), S(k) in one layout (the spinless S lifted to spinors for SOC)."""
-    if hamiltonian.spinful and not overlap.spinful:
-        overlap = overlap.to_spinor()
-    return hamiltonian.bloch(k).tocsc(), overlap.bloch(k).tocsc()
 
 
 def shift_invert_eigh(

@@ -20,8 +20,8 @@ import spglib
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from .basis import atom_rotation
-from .operator import BlockOperator
+from ase_moireh.basis import atom_rotation
+from ase_moireh.block_operator import BlockOperator
 
 
 @dataclass(frozen=True)

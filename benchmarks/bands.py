@@ -21,7 +21,7 @@ import torch
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.factorize import SOLVERS, mkl_library
-from ase_moireh.solve import bloch_pair, shift_invert_eigh
+from ase_moireh.solve import shift_invert_eigh
 
 
 def max_rss_mib() -> float:
@@ -51,8 +51,7 @@ def main() -> None:
         n, m = (int(x) for x in cell.split(","))
         atoms = twisted_bilayer(n, m)
         atoms.calc = MoireHCalculator(model=small.calc.bundle)
-        h, s = atoms.calc.operators()
-        hk, sk = bloch_pair(h, s, (0.1234, 0.0567, 0.0))
+        hk, sk = atoms.calc.get_tight_binding().pair((0.1234, 0.0567, 0.0))
         before = max_rss_mib()
         start = time.perf_counter()
         energies = shift_invert_eigh(hk, sk, sigma, args.nev, solver=solver)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ase_moireh.build import twisted_bilayer
-from ase_moireh.cli_model import bundled_model_path
+from ase_moireh.data import bundled_model_path
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
 

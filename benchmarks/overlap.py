@@ -27,14 +27,15 @@ import numpy as np
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.model.graph import MOTE2_CUTOFF, graph_edges
 from ase_moireh.overlap import bundled_overlap
-from ase_moireh.solve import dense_eigenvalues, smallest_overlap_eigenvalue
+from ase_moireh.solve import smallest_overlap_eigenvalue
+from ase_moireh.tightbinding import TightBinding
 
 RESULTS = Path(__file__).parent / "results"
 WINDOW_EV = 10.0
 
 
 def agreement(shared: Path) -> list[dict]:
-    from ase_moireh_converters.openmx import read_scfout
+    from ase_moireh.io.openmx import read_scfout
 
     rows = []
     for path in sorted(shared.glob("*/openmx.scfout.xz")):
@@ -43,7 +44,7 @@ def agreement(shared: Path) -> list[dict]:
         ref = run.reference_eigenvalues
         kpts = np.array([k for k, _ in ref])
         printed = np.array([e for _, e in ref])
-        ours = dense_eigenvalues(run.hamiltonian, s, kpts)[:, : printed.shape[1]]
+        ours = TightBinding(run.hamiltonian, s).eigenvalues(kpts)[:, : printed.shape[1]]
         diff = np.abs(ours - printed)
         near = np.abs(printed - run.fermi_level) < WINDOW_EV
         rows.append(

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
-from ase_moireh.dataset import read_dftio
+from ase_moireh.io.dataset import read_dftio
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.solve import dense_eigenvalues
 from ase_moireh.symmetry import space_group_operations, symmetry_deviation
 
 PAIRS = ["Mo-Mo", "Mo-Te", "Te-Mo", "Te-Te"]
@@ -39,13 +38,12 @@ def gap_row(bundle, ref) -> tuple[float, float]:
     at Gamma, M and K, model against DFT (None: the DFT bands themselves)."""
     atoms = ref.atoms.copy()
     atoms.calc = MoireHCalculator(dft=ref) if bundle is None else MoireHCalculator(model=bundle)
-    h, s = atoms.calc.operators()
     nocc = atoms.calc.occupied_bands()
-    e = dense_eigenvalues(h, s, EXTREMA_KPOINTS)[:, nocc - 4 : nocc + 2]
+    e = atoms.calc.get_tight_binding().eigenvalues(EXTREMA_KPOINTS)[:, nocc - 4 : nocc + 2]
     gap = 1e3 * (e[:, 4].min() - e[:, 3].max())
     if bundle is None:
         return gap, 0.0
-    reference = dense_eigenvalues(ref.hamiltonian, ref.overlap, EXTREMA_KPOINTS)
+    reference = ref.tight_binding.eigenvalues(EXTREMA_KPOINTS)
     return gap, 1e3 * float(np.abs(e - reference[:, nocc - 4 : nocc + 2]).max())
 
 

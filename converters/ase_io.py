@@ -20,7 +20,7 @@ openmx_scfout_format = ExternalIOFormat(
 
 def read_openmx_scfout(fd: BinaryIO, **kwargs) -> Atoms:
     """Atoms of a .scfout; ``atoms.info['fermi_level']`` in eV."""
-    from .openmx import read_scfout
+    from ase_moireh.io.openmx import read_scfout
 
     structure = read_scfout(fd)
     atoms = structure.atoms

@@ -20,9 +20,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from ase_moireh.convert import convert_files
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
-from ase_moireh.train import TrainConfig, train
+from ase_moireh.tools.convert import convert_files
+from ase_moireh.tools.train import TrainConfig, train
 
 MODEL = {"multiplicity": 8, "convolution": "so2"}
 SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40

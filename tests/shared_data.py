@@ -28,6 +28,6 @@ def scfout_path(case: str) -> Path:
 @functools.cache
 def converted(case: str):
     """The converted run (read once per test session)."""
-    from ase_moireh_converters.openmx import read_scfout
+    from ase_moireh.io.openmx import read_scfout
 
     return read_scfout(scfout_path(case))

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ase_moireh.cli import moireh, moireh_convert
-from ase_moireh.dataset import read_dftio
+from ase_moireh.io.dataset import read_dftio
 from ase_moireh_converters import available_converters
 from shared_data import OPENMX, converted, needs_shared, scfout_path
 

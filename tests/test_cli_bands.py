@@ -1,17 +1,21 @@
 """moireh bands / chern / ribbon, and C3 symmetry of predicted Hamiltonians."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
+from ase.io import read
 from click.testing import CliRunner
 
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.cli import moireh
-from ase_moireh.cli_model import bundled_model_path
-from ase_moireh.dataset import write_dftio
+from ase_moireh.data import bundled_model_path
+from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import load_bundle
-from ase_moireh.topology import c3_invariant_kpoints, c3_matrix, c3_operation, dense_pair
+from ase_moireh.topology import c3_invariant_kpoints, c3_matrix, c3_operation
 from shared_data import OPENMX, converted, needs_shared
 
 pytestmark = needs_shared
@@ -21,78 +25,68 @@ pytestmark = needs_shared
 def test_predicted_hamiltonians_commute_with_c3(soc):
     atoms = twisted_bilayer(2, 1)
     atoms.calc = MoireHCalculator(model=load_bundle(bundled_model_path(soc), torch.float64))
-    h, s = atoms.calc.operators()
+    tb = atoms.calc.get_tight_binding()
     op = c3_operation(atoms)
     for k in c3_invariant_kpoints(op).values():
-        hk, sk = dense_pair(h, s, k)
-        u = c3_matrix(atoms, h.basis, h.spinful, op, k)
+        hk, sk = tb.dense(k)
+        u = c3_matrix(atoms, tb.H.basis, tb.spinful, op, k)
         assert np.abs(u @ hk - hk @ u).max() < 1e-8
         assert np.abs(u @ sk - sk @ u).max() < 1e-8
 
 
 def test_bands_model_vs_dft_and_chern(tmp_path):
+    """The commands print the library's numbers: the band MAE of model against DFT and
+    the C3 table and Chern number of chern_numbers()."""
     case = "bl1x1_exact_soc"
     write_dftio(converted(case), tmp_path / case)
     structure = str(OPENMX / case / "structure.extxyz")
     runner = CliRunner()
     out = tmp_path / "bands.png"
-    result = runner.invoke(
-        moireh,
-        [
-            "bands",
-            structure,
-            "--dft",
-            str(tmp_path / case),
-            "--npoints",
-            "6",
-            "--nbands",
-            "8",
-            "-o",
-            str(out),
-        ],
-    )
+    args = ["bands", structure, "--dft", str(tmp_path / case), "--npoints", "6"]
+    result = runner.invoke(moireh, [*args, "--nbands", "8", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "band MAE model vs DFT" in result.output and out.stat().st_size > 10_000
-    result = runner.invoke(
-        moireh,
-        [
-            "chern",
-            structure,
-            "--dft",
-            str(tmp_path / case),
-            "--nbands",
-            "1",
-            "-o",
-            str(tmp_path / "c.json"),
-        ],
-    )
+    assert out.stat().st_size > 10_000
+    printed = float(re.search(r"band MAE model vs DFT: (\S+) meV", result.output).group(1))
+    atoms = read(structure)
+    curves = []
+    for calc in (MoireHCalculator(dft=str(tmp_path / case)), MoireHCalculator()):
+        atoms.calc = calc
+        calc.set(nbands=8)
+        curves.append(calc.band_structure("GMKG", 6).energies)
+    assert printed == pytest.approx(np.abs(curves[0] - curves[1]).mean() * 1e3, abs=1e-3)
+
+    json_out = tmp_path / "c.json"
+    args = ["chern", structure, "--dft", str(tmp_path / case), "--nbands", "1"]
+    result = runner.invoke(moireh, [*args, "-o", str(json_out)])
     assert result.exit_code == 0, result.output
-    assert "Chern number mod 3" in result.output and (tmp_path / "c.json").exists()
+    atoms.calc = MoireHCalculator(dft=str(tmp_path / case))
+    library = atoms.calc.chern_numbers(nbands=1, spin=1)
+    assert f"Chern number mod 3: {library.chern_mod3}" in result.output
+    written = json.loads(json_out.read_text())
+    assert written["chern_mod3"] == library.chern_mod3
+    for label, values in library.eigenvalues.items():
+        assert np.allclose(written["c3_phases_deg"][label], np.angle(values, deg=True))
 
 
-def test_ribbon_edge_state_plot(tmp_path):
+def test_ribbon_edge_state_weights(tmp_path):
+    """Every state's Mulliken weights on the lower edge, upper edge and bulk lie in
+    [0, 1] and add up to 1 (a partition of the atoms), its eigenvector is S-normalised,
+    and the plot is written."""
     atoms = twisted_bilayer(2, 1)
     atoms.calc = MoireHCalculator(soc=False)
     sigma = atoms.calc.midgap()
-    out = tmp_path / "ribbon.png"
+    out, data = tmp_path / "ribbon.png", tmp_path / "ribbon.json"
+    args = ["ribbon", "2", "1", "--repeats", "2", "--no-soc", "--sigma", str(sigma)]
     result = CliRunner().invoke(
-        moireh,
-        [
-            "ribbon",
-            "2",
-            "1",
-            "--repeats",
-            "2",
-            "--no-soc",
-            "--sigma",
-            str(sigma),
-            "--nk",
-            "4",
-            "--nbands",
-            "6",
-            "-o",
-            str(out),
-        ],
+        moireh, [*args, "--nk", "4", "--nbands", "6", "-o", str(out), "--json", str(data)]
     )
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 10_000
+    bands = json.loads(data.read_text())
+    lower, upper, bulk = (np.array(bands[k]) for k in ("lower", "upper", "bulk"))
+    assert lower.shape == (4, 6)
+    for w in (lower, upper, bulk):
+        assert np.all(w > -1e-3) and np.all(w < 1 + 1e-3)
+    assert np.allclose(lower + upper + bulk, 1.0, atol=1e-10)
+    assert np.allclose(bands["norm"], 1.0, atol=1e-8)
+    assert (lower + upper).max() > 0.5  # some states do live on the edges

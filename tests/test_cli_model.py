@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from ase_moireh.cli import moireh
-from ase_moireh.dataset import read_dftio, write_dftio
+from ase_moireh.io.dataset import read_dftio, write_dftio
 from shared_data import OPENMX, converted, needs_shared
 
 pytestmark = needs_shared

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 
-from ase_moireh.dataset import DatasetError, read_dftio, write_deeph, write_dftio
-from ase_moireh.solve import dense_eigenvalues
+from ase_moireh.io.dataset import DatasetError, read_dftio, write_deeph, write_dftio
+from ase_moireh.tightbinding import TightBinding
 from shared_data import SI64, converted, needs_shared
 
 pytestmark = needs_shared
@@ -77,7 +77,7 @@ def test_dftio_written_si64_peer_dataset_loads():
     assert np.abs(hk - hk.conj().T).max() < 1e-5
     assert np.abs(sk - sk.conj().T).max() < 1e-5
     assert sl.eigvalsh(sk).min() > 0  # positive definite
-    bands = dense_eigenvalues(s.hamiltonian, s.overlap, [[0, 0, 0]])
+    bands = TightBinding(s.hamiltonian, s.overlap).eigenvalues([[0, 0, 0]])
     assert np.all(np.isfinite(bands))
 
 

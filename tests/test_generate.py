@@ -20,13 +20,10 @@ from ase_moireh.build.generate import (
     write_structure_folder,
 )
 from ase_moireh.build.materials import get_material
-from ase_moireh.build.openmx_input import (
-    default_kgrid,
-    read_openmx_input,
-    write_openmx_input,
-)
+from ase_moireh.build.openmx_writer import default_kgrid, write_openmx_input
 from ase_moireh.build.twist import twisted_bilayer
 from ase_moireh.cli import moireh
+from ase_moireh.io.openmx_input import read_openmx_input
 
 OPENMX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openmx"
 needs_openmx = pytest.mark.skipif(

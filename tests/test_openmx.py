@@ -8,8 +8,8 @@ import pytest
 from ase.io import read
 from ase.units import Hartree
 
-from ase_moireh.solve import dense_eigenvalues
 from ase_moireh.symmetry import space_group_operations, symmetry_deviation
+from ase_moireh.tightbinding import TightBinding
 from shared_data import OPENMX_CASES, SYMMETRIC_CASES, converted, needs_shared, scfout_path
 
 pytestmark = needs_shared
@@ -27,7 +27,7 @@ def test_eigenvalues_match_openmx_output(case):
     ref = s.reference_eigenvalues
     assert len(ref) >= 5, "the appended openmx.out text must list k-points"
     kpts = np.array([k for k, _ in ref])
-    ours = dense_eigenvalues(s.hamiltonian, s.overlap, kpts)
+    ours = TightBinding(s.hamiltonian, s.overlap).eigenvalues(kpts)
     # OpenMX prints every band of small cells; for the twisted cell the lowest 467 of 728
     nprinted = len(ref[0][1])
     assert nprinted == ours.shape[1] or case.startswith("tw")

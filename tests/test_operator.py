@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ase_moireh.basis import Basis
-from ase_moireh.operator import BlockOperator
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.tightbinding import TightBinding
 
 BASIS = Basis.from_dftio({"H": "1s", "C": "1s1p"})
 
@@ -85,15 +86,21 @@ def test_save_load_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["h.h5"]  # no temporary left
 
 
-def test_spinor_lift_and_mae_by_pair():
+def test_spinor_lift_of_s_and_mae_by_pair():
+    """TightBinding.Sk lifts the spinless S to H's SOC layout (per atom: up, then down),
+    and spin_z labels those rows."""
     op = random_hermitian_operator()
-    lifted = op.to_spinor()
+    spinful_h = BlockOperator(
+        op.numbers, op.basis, op.edges, np.zeros(op.values.size * 4, complex), spinful=True
+    )
+    tb = TightBinding(spinful_h, op)
     k = [0.3, 0, 0]
     hk = op.bloch(k).toarray()
     # per-atom spin layout: atom C rows (4 up, 4 down), then atom H (1 up, 1 down)
     order = [0, 1, 2, 3, 5, 6, 7, 8, 4, 9]
     expect = np.kron(np.eye(2), hk)[np.ix_(order, order)]
-    assert np.allclose(lifted.bloch(k).toarray(), expect)
+    assert np.allclose(tb.Sk(k).toarray(), expect)
+    assert list(tb.spin_z()) == [1, 1, 1, 1, -1, -1, -1, -1, 1, -1]
     other = BlockOperator(op.numbers, op.basis, op.edges, op.values + 0.01)
     mae = op.mae_by_pair(other)
     assert set(mae) == {"C-C", "C-H", "H-C", "H-H"}

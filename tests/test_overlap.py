@@ -9,11 +9,11 @@ import scipy.sparse as sp
 from scipy.spatial.transform import Rotation
 
 from ase_moireh.basis import orbital_rotation
+from ase_moireh.block_operator import BlockOperator
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
-from ase_moireh.dataset import ElectronicStructure
+from ase_moireh.io.pao import PAOError, read_pao
 from ase_moireh.model.graph import MOTE2_CUTOFF, graph_edges
-from ase_moireh.operator import BlockOperator
 from ase_moireh.overlap import (
     OverlapError,
     TwoCentreOverlap,
@@ -23,12 +23,11 @@ from ase_moireh.overlap import (
     real_gaunt,
     resolve_overlap,
 )
-from ase_moireh.pao import PAOError, read_pao
 from ase_moireh.solve import (
     OverlapNotPositiveDefinite,
-    dense_eigenvalues,
     shift_invert_eigh,
 )
+from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 from shared_data import OPENMX, OPENMX_CASES, converted, needs_shared
 
 PAO = OPENMX / "DFT_DATA" / "PAO"
@@ -140,7 +139,7 @@ def test_eigenvalues_with_exact_overlap_match_openmx_output(case):
     s = bundled_overlap().operator(run.atoms, run.hamiltonian.edges)
     ref = run.reference_eigenvalues
     kpts = np.array([k for k, _ in ref])
-    ours = dense_eigenvalues(run.hamiltonian, s, kpts)
+    ours = TightBinding(run.hamiltonian, s).eigenvalues(kpts)
     printed = np.array([e for _, e in ref])
     diff = np.abs(ours[:, : printed.shape[1]] - printed)
     near = np.abs(printed - run.fermi_level) < EIGENVALUE_WINDOW_EV
@@ -227,7 +226,7 @@ def _not_positive_definite_pair():
 def test_dense_solver_names_k_and_smallest_eigenvalue():
     h, bad = _not_positive_definite_pair()
     with pytest.raises(OverlapNotPositiveDefinite, match=r"at k = \(0\.5, 0, 0\): smallest eig"):
-        dense_eigenvalues(h, bad, [(0.5, 0, 0)])
+        TightBinding(h, bad).eigenvalues([(0.5, 0, 0)])
 
 
 def test_shift_invert_names_k_and_smallest_eigenvalue():
@@ -248,5 +247,5 @@ def test_calculator_computes_s_for_datasets_without_it():
     atoms.calc = MoireHCalculator(dft=h_only)
     assert np.abs(atoms.calc.get_overlap().values - run.overlap.values).max() < OLP_TOL
     ref = run.reference_eigenvalues[0]
-    ours = atoms.calc.get_eigenvalues(ref[0])[: len(ref[1])]
+    ours = atoms.calc.eigenvalues_at(ref[0])[: len(ref[1])]
     assert np.abs(ours - ref[1]).max() < EIGENVALUE_TOL_EV

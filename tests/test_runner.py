@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ase_moireh import openmx_runner
 from ase_moireh.build.generate import sampled_shifted_bilayers, write_structure_folder
 from ase_moireh.cli import moireh
-from ase_moireh.corpus import load_manifest, read_entry
-from ase_moireh.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
+from ase_moireh.io.corpus import load_manifest, read_entry
+from ase_moireh.io.openmx import read_scfout
 from ase_moireh.overlap import bundled_overlap
-from ase_moireh.solve import dense_eigenvalues
-from ase_moireh_converters.openmx import read_scfout
+from ase_moireh.tightbinding import TightBinding
+from ase_moireh.tools import openmx_runner
+from ase_moireh.tools.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
 from shared_data import OPENMX
 
 DATA = Path(__file__).parent / "data"
@@ -104,7 +104,7 @@ def test_stored_entry_is_lossless_for_bands(tmp_path, fake_openmx, recorded):
     s = bundled_overlap().operator(stored.atoms, stored.hamiltonian.edges)
     kpts = np.array([k for k, _ in stored.reference_eigenvalues])
     printed = np.array([e for _, e in stored.reference_eigenvalues])
-    ours = dense_eigenvalues(stored.hamiltonian, s, kpts[::8])[:, : printed.shape[1]]
+    ours = TightBinding(stored.hamiltonian, s).eigenvalues(kpts[::8])[:, : printed.shape[1]]
     assert len(kpts) > 20 and np.abs(ours - printed[::8]).max() < 1e-3
     sizes = sum(p.stat().st_size for p in entry.iterdir())
     assert sizes < 0.4 * PACKAGED.stat().st_size  # H alone, compact
@@ -264,5 +264,5 @@ def test_real_openmx_run_lands_in_the_corpus(tmp_path):
     s = bundled_overlap().operator(entry.atoms, entry.hamiltonian.edges)
     kpts = np.array([k for k, _ in entry.reference_eigenvalues])
     printed = np.array([e for _, e in entry.reference_eigenvalues])
-    ours = dense_eigenvalues(entry.hamiltonian, s, kpts)[:, : printed.shape[1]]
+    ours = TightBinding(entry.hamiltonian, s).eigenvalues(kpts)[:, : printed.shape[1]]
     assert np.abs(ours - printed).max() < 1e-3

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg as sl
 
 from ase_moireh.factorize import mkl_library
-from ase_moireh.solve import bloch_pair, shift_invert_eigh
+from ase_moireh.solve import shift_invert_eigh
 from shared_data import converted, needs_shared
 
 pytestmark = needs_shared
@@ -19,7 +19,7 @@ needs_mkl = pytest.mark.skipif(
 @pytest.mark.parametrize("solver", ["superlu", pytest.param("pardiso", marks=needs_mkl)])
 def test_shift_invert_matches_dense(case, k, solver):
     s = converted(case)
-    hk, sk = bloch_pair(s.hamiltonian, s.overlap, k)
+    hk, sk = s.tight_binding.pair(k)
     dense = sl.eigh(hk.toarray(), sk.toarray(), eigvals_only=True)
     sigma = s.fermi_level + 0.01
     nev = 12

@@ -5,17 +5,18 @@ import math
 
 import numpy as np
 import pytest
+from toy_models import haldane_model, rashba_exchange_model
 
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.tightbinding import TightBinding
 from ase_moireh.topology import (
     c3_eigenvalues,
     c3_group_eigenvalues,
     c3_invariant_kpoints,
     c3_matrix,
     c3_operation,
-    dense_pair,
     fukui_chern,
-    haldane_model,
-    rashba_exchange_model,
+    sector_c3_eigenvalues,
 )
 from shared_data import SYMMETRIC_CASES, converted, needs_shared
 
@@ -29,38 +30,38 @@ HALDANE_PHASES = [  # (mass, phi, |C|): Haldane 1988, gap closes at |M| = 3 sqrt
 ]
 
 
-def commutator_error(atoms, h, s) -> float:
+def commutator_error(atoms, tb: TightBinding) -> float:
     op = c3_operation(atoms)
     worst = 0.0
     for k in c3_invariant_kpoints(op).values():
-        hk, sk = dense_pair(h, s, k)
-        u = c3_matrix(atoms, h.basis, h.spinful, op, k)
+        hk, sk = tb.dense(k)
+        u = c3_matrix(atoms, tb.H.basis, tb.spinful, op, k)
         worst = max(worst, np.abs(u @ hk - hk @ u).max(), np.abs(u @ sk - sk @ u).max())
     return worst
 
 
 @pytest.mark.parametrize("mass, phi, expected", HALDANE_PHASES)
 def test_haldane_chern_from_two_methods(mass, phi, expected):
-    atoms, h, s = haldane_model(t1=1.0, t2=0.1, phi=phi, mass=mass)
-    lattice = fukui_chern(h, s, [0], nk=18)
+    atoms, tb = haldane_model(t1=1.0, t2=0.1, phi=phi, mass=mass)
+    lattice = fukui_chern(tb, [0], nk=18)
     assert abs(lattice - round(lattice)) < 1e-6
     assert abs(round(lattice)) == expected
     if expected:  # the sign flips with the chirality of the NNN hopping
         assert np.sign(lattice) == -np.sign(math.sin(phi))
-    assert c3_eigenvalues(h, s, atoms, [0]).chern_mod3 == round(lattice) % 3
-    assert commutator_error(atoms, h, s) < 1e-8
+    assert c3_eigenvalues(tb, atoms, [0]).chern_mod3 == round(lattice) % 3
+    assert commutator_error(atoms, tb) < 1e-8
 
 
 @pytest.mark.parametrize("exchange", [0.5, -0.5])
 def test_spinful_rashba_exchange_model(exchange):
-    atoms, h, s = rashba_exchange_model(rashba=0.3, exchange=exchange)
-    lattice = fukui_chern(h, s, [0, 1], nk=24)
+    atoms, tb = rashba_exchange_model(rashba=0.3, exchange=exchange)
+    lattice = fukui_chern(tb, [0, 1], nk=24)
     assert abs(round(lattice)) == 2 and abs(lattice - round(lattice)) < 1e-6
-    result = c3_eigenvalues(h, s, atoms, [0, 1])
+    result = c3_eigenvalues(tb, atoms, [0, 1])
     assert result.chern_mod3 == round(lattice) % 3
     for values in result.eigenvalues.values():  # spin-1/2: cube roots of -1
         assert np.allclose(values**3, -1)
-    assert commutator_error(atoms, h, s) < 1e-8
+    assert commutator_error(atoms, tb) < 1e-8
 
 
 @needs_shared
@@ -69,10 +70,10 @@ def test_c3_commutes_with_dft_hamiltonians_within_grid_noise(case):
     """The shared symmetric cells: OpenMX's real-space grid breaks C3 by up to ~25 meV
     on a few elements (data README), while a wrong representation breaks it by eV."""
     s = converted(case)
-    assert commutator_error(s.atoms, s.hamiltonian, s.overlap) < 0.05
+    assert commutator_error(s.atoms, s.tight_binding) < 0.05
     nval = 644 if case.startswith("tw") else 92  # valence electrons (data README)
     top = nval - 1 if s.spinful else nval // 2 - 1
-    groups = c3_group_eigenvalues(s.hamiltonian, s.overlap, s.atoms, top)
+    groups = c3_group_eigenvalues(s.tight_binding, s.atoms, top)
     roots = -1 if s.spinful else 1
     for values in groups.values():
         assert np.allclose(values**3, roots, atol=1e-3)  # clean cube roots
@@ -81,18 +82,16 @@ def test_c3_commutes_with_dft_hamiltonians_within_grid_noise(case):
 def test_spin_sector_c3_chern_of_an_sz_conserving_model():
     """Spin up = Haldane(phi), spin down = Haldane(-phi) (Kane-Mele with s_z conserved):
     the sector Chern numbers from C3 eigenvalues match FHS of each sector, C_up = -C_down."""
-    from ase_moireh.operator import BlockOperator
-    from ase_moireh.topology import sector_c3_eigenvalues
-
-    atoms, up, s = haldane_model(t2=0.1, phi=math.pi / 2)
-    _, down, _ = haldane_model(t2=0.1, phi=-math.pi / 2)
+    atoms, up_tb = haldane_model(t2=0.1, phi=math.pi / 2)
+    _, down_tb = haldane_model(t2=0.1, phi=-math.pi / 2)
+    up, down, s = up_tb.H, down_tb.H, up_tb.S
     zero = np.zeros((1, 1))
     blocks = [
         np.block([[up.block(e), zero], [zero, down.block(down.index(i, j, r))]])
         for e, (i, j, *r) in enumerate(up.edges)
     ]
     h = BlockOperator.from_blocks(atoms.numbers, up.basis, up.edges, blocks, spinful=True)
-    for spin, sector in ((1, up), (-1, down)):
-        lattice = round(fukui_chern(sector, s, [0], nk=12))
-        result = sector_c3_eigenvalues(h, s, atoms, nbands=1, nocc=2, spin=spin)
+    for spin, sector in ((1, up_tb), (-1, down_tb)):
+        lattice = round(fukui_chern(sector, [0], nk=12))
+        result = sector_c3_eigenvalues(TightBinding(h, s), atoms, nbands=1, nocc=2, spin=spin)
         assert result.chern_mod3 == lattice % 3 and lattice == -spin

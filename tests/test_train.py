@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from ase_moireh.dataset import write_dftio
+from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import merge_bundles
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.train import TrainConfig, load_train_config, train
+from ase_moireh.tools.train import TrainConfig, load_train_config, train
 from shared_data import SI64, converted, needs_shared
 
 pytestmark = needs_shared

@@ -1,8 +1,8 @@
 """Structure builders: twisted bilayers, strain, nanoribbons, dataset generation."""
 
-from .materials import MATERIALS, Material, get_material
-from .ribbon import nanoribbon
-from .strain import (
+from ase_moireh.build.materials import MATERIALS, Material, get_material
+from ase_moireh.build.ribbon import nanoribbon
+from ase_moireh.build.strain import (
     HeterostrainCell,
     HeterostrainError,
     heterostrain_cells,
@@ -10,7 +10,7 @@ from .strain import (
     homostrain,
     uniaxial_strain_tensor,
 )
-from .twist import (
+from ase_moireh.build.twist import (
     CommensurateCell,
     commensurate_cells,
     natoms_twisted,

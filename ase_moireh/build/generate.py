@@ -22,10 +22,16 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
-from ..files import atomic_file, atomic_folder
-from .materials import MATERIALS, Material, get_material
-from .openmx_input import default_kgrid, resolve_species, write_openmx_input
-from .twist import DEFAULT_VACUUM, assemble_bilayer, primitive_vectors, twisted_bilayer
+from ase_moireh.build.materials import MATERIALS, Material, get_material
+from ase_moireh.build.openmx_writer import default_kgrid, resolve_species, write_openmx_input
+from ase_moireh.build.twist import (
+    DEFAULT_VACUUM,
+    assemble_bilayer,
+    primitive_vectors,
+    twisted_bilayer,
+)
+from ase_moireh.files import atomic_folder
+from ase_moireh.plotting import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -374,23 +380,14 @@ def write_structure_folder(
 
 def interlayer_histogram(structures: Iterable[Atoms], filename: str | os.PathLike) -> Path:
     """PNG histogram of the interlayer distances: shows the sampled range at a glance."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     distances = [interlayer_distance(atoms) for atoms in structures]
-    fig = Figure(figsize=(5, 3.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, axes = new_figure(1, 5.0, 3.5)
+    ax = axes[0, 0]
     ax.hist(distances, bins=min(30, max(1, len(distances))), color="tab:blue")
     ax.set_xlabel("interlayer metal-metal distance (Å)")
     ax.set_ylabel("structures")
     ax.set_title(f"{len(distances)} structures")
-    fig.tight_layout()
-    filename = Path(filename)
-    filename.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(filename) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    return filename
+    return save_figure(fig, filename, dpi=120)
 
 
 def structure_name(atoms: Atoms) -> str:
@@ -464,7 +461,7 @@ def generate_sampled(
     SOC or both (twins: the same structure, ``_soc`` appended). ``meta.json`` carries the
     fixed split (:func:`ase_moireh.corpus.assign_split`, the same for twins) and the twin's
     name. Every check runs before anything is written."""
-    from ..corpus import assign_split
+    from ase_moireh.io.corpus import assign_split
 
     if spin not in SPINS:
         raise ValueError(f"spin must be one of {', '.join(SPINS)}, got {spin!r}")

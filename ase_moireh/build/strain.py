@@ -23,8 +23,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from ase import Atoms
 
-from .materials import Material, get_material
-from .twist import DEFAULT_VACUUM, assemble_bilayer, primitive_vectors, rotation_z
+from ase_moireh.build.materials import Material, get_material
+from ase_moireh.build.twist import DEFAULT_VACUUM, assemble_bilayer, primitive_vectors, rotation_z
 
 #: a pair of cell vectors must enclose an angle in [30, 150] degrees (sin >= 1/2)
 MIN_SIN_ANGLE = 0.5

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from .materials import Material, get_material
+from ase_moireh.build.materials import Material, get_material
 
 log = logging.getLogger(__name__)
 

@@ -99,13 +99,5 @@ def _spinor_flat(block: np.ndarray) -> np.ndarray:
     return np.concatenate([block.real.ravel(), block.imag.ravel()])
 
 
-def flat_to_block(flat: np.ndarray, ni: int, nj: int, spinful: bool) -> np.ndarray:
-    """Flat layout back to the (complex for SOC) block."""
-    if not spinful:
-        return flat.reshape(ni, nj)
-    half = flat.shape[-1] // 2
-    return (flat[..., :half] + 1j * flat[..., half:]).reshape(2 * ni, 2 * nj)
-
-
 def block_to_flat(block: np.ndarray, spinful: bool) -> np.ndarray:
     return _spinor_flat(block) if spinful else block.ravel()

@@ -13,9 +13,8 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 from torch_geometric.data import Data
 
-from ase_moireh.operator import BlockOperator, lookup_edges, reversed_edges, sorted_edge_keys
-
-from .blocks import block_to_flat
+from ase_moireh.block_operator import BlockOperator, lookup_edges, reversed_edges, sorted_edge_keys
+from ase_moireh.model.blocks import block_to_flat
 
 #: 2 x 7.0 Bohr, the PAO radius of Mo7.0 and Te7.0, in Angstrom
 MOTE2_CUTOFF = 14.0 * 0.529177210903

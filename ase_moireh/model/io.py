@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ase_moireh.files import atomic_file
+from ase_moireh.model.network import HamiltonianModel, ModelConfig
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap
-
-from .network import HamiltonianModel, ModelConfig
 
 FORMAT = "ase-moireh model 2"
 #: format 1 carried a learned overlap model, replaced by the exact two-centre overlap
@@ -50,7 +49,7 @@ class ModelBundle:
 def merge_bundles(bundles: list[ModelBundle], info: dict | None = None) -> ModelBundle:
     """One bundle of all members: a true ensemble (mean and spread) or, when the members
     hold partition shares, the paper's partitioned model (coverage checked here)."""
-    from .partition import Partition, check_coverage
+    from ase_moireh.model.partition import Partition, check_coverage
 
     models = [m for b in bundles for m in b.models]
     first = models[0].config

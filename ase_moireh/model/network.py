@@ -20,11 +20,11 @@ from e3nn import o3
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from ase_moireh.basis import E3NN_FRAME, Basis
-
-from .blocks import block_basis
-from .graph import MOTE2_CUTOFF, edge_vectors
-from .layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift, edge_frame_rotations
+from ase_moireh.basis import E3NN_FRAME, Basis, spin_factor
+from ase_moireh.model.blocks import block_basis
+from ase_moireh.model.graph import MOTE2_CUTOFF, edge_vectors
+from ase_moireh.model.layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift
+from ase_moireh.model.so2 import edge_frame_rotations
 
 
 @dataclass
@@ -64,7 +64,7 @@ def pair_key(a: str, b: str) -> str:
 
 def _hermitian_map(ni: int, nj: int, spinful: bool) -> tuple[np.ndarray, np.ndarray]:
     """Index into the flat block of (j, i, -R) and sign giving flat(B_ji^dagger)."""
-    m = 2 if spinful else 1
+    m = spin_factor(spinful)
     p, q = np.meshgrid(np.arange(m * ni), np.arange(m * nj), indexing="ij")
     index = (q * (m * ni) + p).ravel()
     if not spinful:
@@ -266,9 +266,10 @@ class HamiltonianModel(nn.Module):
         irreps = self.irreps_output(data, groups)
         raw = {key: self.to_blocks(key, y) for key, y in irreps.items()}
         # position of every edge inside its key's prediction
-        where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long)
+        device = data.edge_index.device
+        where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=device)
         for edges in groups.values():
-            where[edges] = torch.arange(len(edges))
+            where[edges] = torch.arange(len(edges), device=device)
         i, j = data.edge_index
         species = self.config.species
         result = {}

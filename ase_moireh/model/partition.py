@@ -8,7 +8,7 @@ share; merged models must cover every element of every block exactly once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,9 +25,6 @@ class Partition:
             raise ValueError(f"shells must be 'same', 'other' or 'all', got {self.shells!r}")
         if self.pairs is not None:
             object.__setattr__(self, "pairs", tuple(self.pairs))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Partition:
@@ -50,16 +47,6 @@ def _orbital_l(basis: Basis, symbol: str, spinful: bool) -> np.ndarray:
     spec = basis[symbol]
     ls = np.concatenate([[l] * (2 * l + 1) for l in spec.shells])
     return np.concatenate([ls, ls]) if spinful else ls
-
-
-def paper_partitions(species: list[str]) -> list[Partition]:
-    """Per ordered element pair: same-shell and other blocks (8 shares for Mo, Te)."""
-    return [
-        Partition((f"{a}-{b}",), shells)
-        for a in species
-        for b in species
-        for shells in ("same", "other")
-    ]
 
 
 def check_coverage(

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from ase_moireh.operator import BlockOperator, packed_offsets
-
-from .graph import build_graph
-from .io import ModelBundle
-from .partition import Partition
+from ase_moireh.basis import spin_factor
+from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.model.graph import build_graph
+from ase_moireh.model.io import ModelBundle
+from ase_moireh.model.partition import Partition
 
 
 def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def predict_hamiltonian(
     edges = np.column_stack(
         [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
     )
-    offsets = packed_offsets(basis.norbs(atoms.numbers) * (2 if spinful else 1), edges)
+    offsets = packed_offsets(basis.norbs(atoms.numbers) * spin_factor(spinful), edges)
     stack = np.array([member_values(model, data, offsets) for model in models])
     mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
     meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}

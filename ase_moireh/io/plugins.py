@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
-from ase_moireh.dataset import ElectronicStructure
+from ase_moireh.tightbinding import ElectronicStructure
 
 GROUP = "ase_moireh.converters"
 

@@ -20,8 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 from ase.data import chemical_symbols
 
-from .basis import Basis
-from .files import atomic_file
+from ase_moireh.basis import Basis, spin_factor
+from ase_moireh.files import atomic_file
 
 FORMAT_TAG = "ase-moireh BlockOperator 1"
 
@@ -75,8 +75,7 @@ def reversed_edges(edges: np.ndarray) -> np.ndarray:
 class BlockOperator:
     """Packed real-space blocks of an operator in an atomic-orbital basis.
 
-    Treated as immutable once built: derived data (offsets, the sparse pattern, the
-    spinor lift) is cached.
+    Treated as immutable once built: derived data (offsets, the sparse pattern) is cached.
 
     Attributes:
         numbers: atomic numbers (N,).
@@ -136,7 +135,7 @@ class BlockOperator:
 
     @property
     def spin_factor(self) -> int:
-        return 2 if self.spinful else 1
+        return spin_factor(self.spinful)
 
     @property
     def norbs(self) -> np.ndarray:
@@ -225,24 +224,6 @@ class BlockOperator:
             cols = start[self.edges[elem_edge, 1]] + local % ncol
             self._cache["coo"] = (rows, cols, elem_edge)
         return self._cache["coo"]
-
-    def to_spinor(self) -> BlockOperator:
-        """A spinless operator as a spinful one (O x identity_2 in our spin layout)."""
-        if self.spinful:
-            return self
-        if "spinor" in self._cache:  # solvers ask for it at every k
-            return self._cache["spinor"]
-        blocks = (np.kron(np.eye(2), b).astype(complex) for b in self.blocks())
-        self._cache["spinor"] = BlockOperator.from_blocks(
-            self.numbers,
-            self.basis,
-            self.edges,
-            blocks,
-            True,
-            cell=self.cell,
-            positions=self.positions,
-        )
-        return self._cache["spinor"]
 
     def permute_orbitals(self, perms: dict[str, np.ndarray]) -> BlockOperator:
         """New operator with every block's spatial orbitals reordered: new = old[perm].

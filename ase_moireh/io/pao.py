@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from ase.units import Bohr
 
-from .basis import L_LETTERS, parse_openmx_basis
+from ase_moireh.basis import L_LETTERS, parse_openmx_basis
 
 _BLOCK = re.compile(
     r"<pseudo\.atomic\.orbitals\.L=(\d+)\s*\n(.*?)\n\s*pseudo\.atomic\.orbitals\.L=\1>", re.S

@@ -7,9 +7,9 @@ dftio layout, one folder per structure (what dftio itself writes, e.g. for DeePT
     hamiltonians.h5     group "0" per frame, dataset "{i}_{j}_{Rx}_{Ry}_{Rz}" per block (eV)
     overlaps.h5         same keys, spinless even for SOC
     info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source,
-                        and when known n_electrons and openmx_basis, e.g.
-                        {'Mo': 'Mo7.0-s3p2d1'}, which names the radial functions of the
-                        exact overlap, see :mod:`ase_moireh.overlap`)
+                        and when known n_electrons, valence per element and
+                        openmx_basis, e.g. {'Mo': 'Mo7.0-s3p2d1'}, which names the radial
+                        functions of the exact overlap, see :mod:`ase_moireh.overlap`)
 
 Atoms are 0-based; both (i, j, R) and (j, i, -R) are stored; orbital order and spin
 layout are those of :mod:`ase_moireh.basis`.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -32,34 +31,17 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from .basis import Basis
-from .files import atomic_folder
-from .operator import BlockOperator
+from ase_moireh.basis import Basis, spin_factor
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.files import atomic_folder
+from ase_moireh.tightbinding import ElectronicStructure
 
 #: ElectronicStructure.extra entries that travel in info.json
-INFO_EXTRAS = ("n_electrons", "openmx_basis")
+INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence")
 
 
 class DatasetError(ValueError):
     """A dataset folder that cannot be read; the message names the folder and problem."""
-
-
-@dataclass
-class ElectronicStructure:
-    """A structure with its Hamiltonian and overlap: what converters and loaders return."""
-
-    atoms: Atoms
-    hamiltonian: BlockOperator
-    overlap: BlockOperator | None
-    fermi_level: float | None = None  # eV
-    source: str = ""
-    extra: dict = field(default_factory=dict)
-    #: (k fractional, eigenvalues eV) printed by the DFT code, when it printed them
-    reference_eigenvalues: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-    @property
-    def spinful(self) -> bool:
-        return self.hamiltonian.spinful
 
 
 # --------------------------------------------------------------------------- dftio
@@ -96,7 +78,7 @@ def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Pa
             "spinful": h.spinful,
             "fermi_level": structure.fermi_level,
             "source": structure.source,
-            **{k: structure.extra[k] for k in INFO_EXTRAS if k in structure.extra},
+            **{k: structure.extra[k] for k in INFO_EXTRAS if structure.extra.get(k) is not None},
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return Path(folder)
@@ -135,7 +117,7 @@ def _read_blocks(
             and np.iscomplexobj(blocks[0])
             and blocks[0].shape == (2 * spatial[edges_arr[0, 0]], 2 * spatial[edges_arr[0, 1]])
         )
-    m = 2 if spinful else 1
+    m = spin_factor(spinful)
     for key, edge, block in zip(keys, edges_arr, blocks, strict=True):
         expected = (m * spatial[edge[0]], m * spatial[edge[1]])
         if block.shape != expected:
@@ -225,7 +207,7 @@ def read_structure(folder: str | os.PathLike) -> ElectronicStructure:
     """Any dataset folder: a corpus entry (compact H, :mod:`ase_moireh.corpus`) or a
     dftio folder."""
     if (Path(folder) / "hamiltonian.h5").is_file():
-        from .corpus import CorpusError, read_entry
+        from ase_moireh.io.corpus import CorpusError, read_entry
 
         try:
             return read_entry(folder)

@@ -9,64 +9,65 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .files import atomic_file
-from .operator import BlockOperator
-from .solve import bloch_pair, shift_invert_eigh
-from .topology import spin_z
+from ase_moireh.plotting import new_figure, save_figure
+from ase_moireh.tightbinding import TightBinding
 
 
 @dataclass
 class RibbonBands:
+    """Levels along the ribbon with their Mulliken weights (fractions of each state)."""
+
     k: np.ndarray  # (nk,) fractional coordinate along the periodic vector
     energies: np.ndarray  # (nk, nb) eV
     lower: np.ndarray  # (nk, nb) weight on the lower-edge atoms
     upper: np.ndarray  # (nk, nb) weight on the upper-edge atoms
+    bulk: np.ndarray  # (nk, nb) weight on the other atoms
+    norm: np.ndarray  # (nk, nb) c^dagger S c before normalising (1 for S-orthonormal c)
     spin: np.ndarray | None  # (nk, nb) <s_z> (SOC only)
 
-
-def _atom_rows(h: BlockOperator) -> np.ndarray:
-    return np.repeat(np.arange(h.natoms), h.norbs)
+    def to_dict(self) -> dict:
+        """Plain lists (JSON)."""
+        out = {
+            name: getattr(self, name).tolist()
+            for name in ("k", "energies", "lower", "upper", "bulk", "norm")
+        }
+        out["spin"] = None if self.spin is None else self.spin.tolist()
+        return out
 
 
 def ribbon_bands(
-    h: BlockOperator, s: BlockOperator, ribbon: Atoms, sigma: float, nbands: int = 20, nk: int = 30
+    tb: TightBinding, ribbon: Atoms, sigma: float, nbands: int = 20, nk: int = 30
 ) -> RibbonBands:
-    """The ``nbands`` levels nearest ``sigma`` along the ribbon axis, with edge weights."""
+    """The ``nbands`` levels nearest ``sigma`` along the ribbon axis, with their weights
+    on the lower edge, upper edge and bulk (``ribbon.arrays['edge_side']``: -1, 1, 0)."""
     axis = int(ribbon.info.get("ribbon_axis", 0))
-    side = ribbon.arrays["edge_side"]
-    rows = _atom_rows(h)
-    on_lower, on_upper = side[rows] == -1, side[rows] == 1
-    sz = spin_z(h) if h.spinful else None
+    side = ribbon.arrays["edge_side"][np.repeat(np.arange(tb.natoms), tb.H.norbs)]
+    groups = {"lower": side == -1, "upper": side == 1, "bulk": side == 0}
+    sz = tb.spin_z() if tb.spinful else None
+    if tb.dimension <= nbands + 2:
+        raise ValueError(f"ribbon too small for {nbands} bands ({tb.dimension} orbitals)")
     ks = np.linspace(0.0, 1.0, nk)
-    out = {name: np.zeros((nk, nbands)) for name in ("e", "lo", "up", "sz")}
+    out = {name: np.zeros((nk, nbands)) for name in ("energies", "norm", "spin", *groups)}
     for n, t in enumerate(ks):
         k = np.zeros(3)
         k[axis] = t
-        hk, sk = bloch_pair(h, s, k)
-        if h.dimension <= nbands + 2:
-            raise ValueError("ribbon too small for that many bands")
-        e, vec = shift_invert_eigh(hk, sk, sigma, nbands, return_vectors=True, k=k)
-        svec = sk @ vec
-        weights = np.real(vec.conj() * svec)  # Mulliken populations per row
+        e, vec = tb.eigsh(k, sigma, nbands, vectors=True)
+        weights = np.real(vec.conj() * (tb.Sk(k) @ vec))  # Mulliken populations per row
         norm = weights.sum(axis=0)
-        out["e"][n] = e
-        out["lo"][n] = weights[on_lower].sum(axis=0) / norm
-        out["up"][n] = weights[on_upper].sum(axis=0) / norm
+        out["energies"][n], out["norm"][n] = e, norm
+        for name, rows in groups.items():
+            out[name][n] = weights[rows].sum(axis=0) / norm
         if sz is not None:
-            out["sz"][n] = (sz[:, None] * weights).sum(axis=0) / norm
-    return RibbonBands(ks, out["e"], out["lo"], out["up"], out["sz"] if h.spinful else None)
+            out["spin"][n] = (sz[:, None] * weights).sum(axis=0) / norm
+    spin = out.pop("spin")
+    return RibbonBands(ks, spin=spin if tb.spinful else None, **out)
 
 
 def plot_ribbon(bands: RibbonBands, filename: str | Path, title: str = "") -> Path:
     """Bands coloured by edge (red: upper edge, blue: lower edge, grey: bulk); with SOC
     one panel per spin direction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(None, "all states")] if bands.spin is None else [(1, "s_z > 0"), (-1, "s_z < 0")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    fig, axes = new_figure(len(panels), 4.2, 4.0)
     k = np.repeat(bands.k[:, None], bands.energies.shape[1], axis=1)
     colour = bands.upper - bands.lower
     size = 4 + 40 * (bands.upper + bands.lower)
@@ -85,7 +86,4 @@ def plot_ribbon(bands: RibbonBands, filename: str | Path, title: str = "") -> Pa
         ax.set_ylabel("E (eV)")
         ax.set_title(f"{title} {label}".strip(), fontsize=9)
     fig.colorbar(sc, ax=axes[0].tolist(), label="upper - lower edge weight")
-    with atomic_file(filename) as tmp:
-        fig.savefig(tmp, dpi=140, format="png")
-    plt.close(fig)
-    return Path(filename)
+    return save_figure(fig, filename, dpi=140)

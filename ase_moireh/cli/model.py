@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib.resources import files
 from pathlib import Path
 
 import click
 
+from ase_moireh.data import bundled_model_path
+
 log = logging.getLogger(__name__)
-
-BUNDLED = {True: "mote2_soc.pt", False: "mote2_nosoc.pt"}
-
-
-def bundled_model_path(soc: bool = True) -> Path:
-    """The model shipped with the package (SOC by default, the paper's setting)."""
-    return Path(str(files("ase_moireh") / "data" / "models" / BUNDLED[soc]))
 
 
 def _run_training(
     config_path: str, pretrained: str | None, ensemble: int, resume: bool, progress: bool
 ) -> None:
-    from .model.io import merge_bundles, save_bundle
-    from .train import load_train_config, train
+    from ase_moireh.model.io import merge_bundles, save_bundle
+    from ase_moireh.tools.train import load_train_config, train
 
     try:
         config = load_train_config(config_path)
@@ -94,9 +88,10 @@ def predict_command(structures, model_path, soc, out) -> None:
     """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT."""
     import ase.io
 
-    from .dataset import ElectronicStructure, write_dftio
-    from .model.io import ModelFileError, load_bundle
-    from .model.predict import predict_operators
+    from ase_moireh.io.dataset import write_dftio
+    from ase_moireh.model.io import ModelFileError, load_bundle
+    from ase_moireh.model.predict import predict_operators
+    from ase_moireh.tightbinding import ElectronicStructure
 
     path = Path(model_path) if model_path else bundled_model_path(soc)
     try:
@@ -124,9 +119,9 @@ def predict_command(structures, model_path, soc, out) -> None:
 )
 def analyze_command(pred, ref, out) -> None:
     """MAE of PRED against REF (dftio folders) per element pair and orbital block."""
-    from .analysis import error_maps, plot_error_maps, shell_pair_mae
-    from .dataset import DatasetError, read_structure
-    from .files import atomic_file
+    from ase_moireh.files import atomic_file
+    from ase_moireh.io.dataset import DatasetError, read_structure
+    from ase_moireh.tools.errors import error_maps, plot_error_maps, shell_pair_mae
 
     try:
         p, r = read_structure(pred), read_structure(ref)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .files import atomic_file
+from ase_moireh.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def run_folders(
 def read_run(folder: str | os.PathLike):
     """The converted run of a folder (the .scfout with openmx.out appended as text, as
     the reader expects, so the printed eigenvalues come along)."""
-    from ase_moireh_converters.openmx import ScfoutError, read_scfout
+    from ase_moireh.io.openmx import ScfoutError, read_scfout
 
     folder = Path(folder)
     system = keyword((folder / INPUT).read_text(), "System.Name") or "openmx"
@@ -361,7 +361,7 @@ def convert_to_corpus(folder: Path, record: RunRecord, corpus: str | os.PathLike
     entry's path."""
     import ase.io
 
-    from .corpus import load_manifest, manifest_entry, save_manifest, write_entry
+    from ase_moireh.io.corpus import load_manifest, manifest_entry, save_manifest, write_entry
 
     corpus = Path(corpus)
     run = read_run(folder)

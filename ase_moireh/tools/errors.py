@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ase.data import chemical_symbols
 
-from .files import atomic_file
-from .operator import BlockOperator
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.plotting import new_figure, save_figure
 
 
 def error_maps(pred: BlockOperator, ref: BlockOperator) -> dict[str, np.ndarray]:
@@ -61,25 +60,11 @@ def _shell_names(shells: tuple[int, ...]) -> list[str]:
 def plot_error_maps(
     maps: dict[str, np.ndarray], filename: str | Path, unit_scale=1e3, unit="meV"
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4), squeeze=False)
+    fig, axes = new_figure(len(maps), 3.6, 3.4)
     for ax, (pair, grid) in zip(axes[0], maps.items(), strict=True):
         im = ax.imshow(grid * unit_scale, cmap="viridis")
         ax.set_title(f"{pair}: MAE {grid.mean() * unit_scale:.3g} {unit}", fontsize=9)
         ax.set_xlabel("orbital of j")
         ax.set_ylabel("orbital of i")
         fig.colorbar(im, ax=ax, shrink=0.8, label=unit)
-    fig.tight_layout()
-    with atomic_file(filename) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
-    return Path(filename)
-
-
-def species_pairs(op: BlockOperator) -> list[str]:
-    sym = sorted({chemical_symbols[z] for z in op.numbers})
-    return [f"{a}-{b}" for a in sym for b in sym]
+    return save_figure(fig, filename, dpi=130)

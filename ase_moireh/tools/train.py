@@ -27,12 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .dataset import ElectronicStructure, read_structure
-from .model.graph import MOTE2_CUTOFF, build_graph, graph_edges
-from .model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
-from .model.network import HamiltonianModel, ModelConfig
-from .model.partition import Partition
-from .overlap import OverlapError, TwoCentreOverlap, resolve_overlap
+from ase_moireh.io.dataset import read_structure
+from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
+from ase_moireh.model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
+from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.partition import Partition
+from ase_moireh.overlap import OverlapError, TwoCentreOverlap, resolve_overlap
+from ase_moireh.plotting import new_figure, save_figure
+from ase_moireh.tightbinding import ElectronicStructure
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # ModelConfig fields (multiplicity, ...)
     partition: dict | None = None  # {"pairs": ["Mo-Te"], "shells": "same"}: one share
     pao_dir: str | None = None  # .pao files of a basis other than the bundled MoTe2 one
+    device: str = "cpu"  # torch device ("cuda" where present)
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -152,7 +155,7 @@ def gather_targets(g, edges: torch.Tensor) -> torch.Tensor | None:
     if len(edges) == 0 or not bool(g.y_mask[edges].all()):
         return None
     size = _block_size(g, edges[0])
-    index = g.y_start[edges][:, None] + torch.arange(size)
+    index = g.y_start[edges][:, None] + torch.arange(size, device=edges.device)
     return g.y[index]
 
 
@@ -166,10 +169,11 @@ def element_masks(model: HamiltonianModel) -> dict[str, torch.Tensor | None]:
     """Per block key the elements this model is trained on (its partition share)."""
     share = Partition.from_dict(model.config.extra.get("partition"))
     basis, spinful = model.config.basis_obj, model.config.spinful
+    device = next(model.parameters()).device
     out = {}
     for key in model.block_keys:
         m = share.mask(key, basis, spinful)
-        out[key] = None if m is None else torch.as_tensor(m)
+        out[key] = None if m is None else torch.as_tensor(m, device=device)
     return out
 
 
@@ -182,7 +186,7 @@ def block_errors(model: HamiltonianModel, g) -> dict[str, tuple[float, float, in
         keep = g.y_mask[edges]
         if not bool(keep.any()) or masks[key] is None:
             continue
-        index = g.y_start[edges[keep]][:, None] + torch.arange(pred.shape[1])
+        index = g.y_start[edges[keep]][:, None] + torch.arange(pred.shape[1], device=edges.device)
         diff = (pred[keep] - g.y[index])[:, masks[key]]
         out[key] = (diff.pow(2).sum(), diff.abs().sum().item(), diff.numel())
     return out
@@ -243,6 +247,78 @@ def _make_graphs(model_config: ModelConfig, structures, dtype):
     ]
 
 
+@dataclass
+class _Setup:
+    """Everything a run trains on, built before the first epoch."""
+
+    paths: list[Path]
+    structures: list[ElectronicStructure]
+    parts: tuple[list[int], list[int], list[int]]  # train, validation, test indices
+    model: HamiltonianModel
+    graphs: list
+    overlap: TwoCentreOverlap | None
+    base: ModelBundle | None
+
+
+def _setup(config: TrainConfig, pretrained: str | os.PathLike | None) -> _Setup:
+    """Data, split, model (fresh or pretrained), graphs and the overlap the model carries
+    (resolved now, so a missing basis file fails before hours of training)."""
+    dtype = torch.float64 if config.float64 else torch.float32
+    paths = expand_datasets(config.datasets)
+    structures = load_structures(paths)
+    parts = split_indices(len(structures), config.split, config.seed)
+    log.info("%d structures: %d train, %d validation, %d test", len(paths), *map(len, parts))
+    base = load_bundle(pretrained, dtype) if pretrained else None
+    if base is not None:
+        model_config, overlap = base.config, base.overlap
+    else:
+        model_config = default_model_config(structures, **config.model)
+        overlap = training_overlap(model_config, structures, config.pao_dir)
+    if config.partition is not None:
+        Partition.from_dict(config.partition)  # validate early
+        model_config.extra = {**model_config.extra, "partition": config.partition}
+    model = HamiltonianModel(model_config).to(dtype).to(config.device)
+    graphs = [g.to(config.device) for g in _make_graphs(model_config, structures, dtype)]
+    if base is not None:
+        model.load_state_dict(base.models[0].state_dict())
+    else:
+        init_statistics(model, [graphs[k] for k in parts[0]])
+    for name, p in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in config.freeze):
+            p.requires_grad_(False)
+    return _Setup(paths, structures, parts, model, graphs, overlap, base)
+
+
+def _optimizer(model: HamiltonianModel, config: TrainConfig):
+    """Adam on the trainable weights and the paper's ReduceLROnPlateau."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        threshold=config.lr_threshold,
+        cooldown=config.lr_cooldown,
+    )
+    return optimizer, scheduler
+
+
+def _keep_best(model, optimizer, state: RunState, best: dict, val_loss: float, config, epoch):
+    """Track the best weights; revert to them (lr x revert_lr_factor) when the
+    validation loss stays above revert_ratio x the best for revert_epochs epochs."""
+    if val_loss < state.best_val:
+        state.best_val = val_loss
+        best = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = val_loss > config.revert_ratio * state.best_val
+    state.bad_epochs = state.bad_epochs + 1 if bad else 0
+    if state.bad_epochs >= config.revert_epochs:
+        model.load_state_dict(best)
+        for group in optimizer.param_groups:
+            group["lr"] *= config.revert_lr_factor
+        state.bad_epochs = 0
+        log.info("epoch %d: reverted to best weights, lr x %.2f", epoch, config.revert_lr_factor)
+    return best
+
+
 def train(
     config: TrainConfig,
     pretrained: str | os.PathLike | None = None,
@@ -253,51 +329,15 @@ def train(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
-    dtype = torch.float64 if config.float64 else torch.float32
-    paths = expand_datasets(config.datasets)
-    structures = load_structures(paths)
-    tr, va, te = split_indices(len(structures), config.split, config.seed)
-    log.info(
-        "%d structures: %d train, %d validation, %d test", len(paths), len(tr), len(va), len(te)
-    )
-    base = load_bundle(pretrained, dtype) if pretrained else None
-    if base is not None:
-        model_config = base.config
-    else:
-        model_config = default_model_config(structures, **config.model)
-    # resolved before training, so a missing basis file fails now, not after hours
-    overlap = (
-        base.overlap
-        if base is not None
-        else training_overlap(model_config, structures, config.pao_dir)
-    )
-    if config.partition is not None:
-        Partition.from_dict(config.partition)  # validate early
-        model_config.extra = {**model_config.extra, "partition": config.partition}
-    model = HamiltonianModel(model_config).to(dtype)
-    graphs = _make_graphs(model_config, structures, dtype)
-    train_g = [graphs[k] for k in tr]
-    val_g = [graphs[k] for k in va] or train_g
-    if base is not None:
-        model.load_state_dict(base.models[0].state_dict())
-    else:
-        init_statistics(model, train_g)
-    for name, p in model.named_parameters():
-        if any(name.startswith(prefix) for prefix in config.freeze):
-            p.requires_grad_(False)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        factor=config.lr_factor,
-        patience=config.lr_patience,
-        threshold=config.lr_threshold,
-        cooldown=config.lr_cooldown,
-    )
-    state = RunState()
-    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    run = _setup(config, pretrained)
+    model, (tr, va, _) = run.model, run.parts
+    train_g = [run.graphs[k] for k in tr]
+    val_g = [run.graphs[k] for k in va] or train_g
+    optimizer, scheduler = _optimizer(model, config)
+    state, best = RunState(), {k: v.clone() for k, v in model.state_dict().items()}
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
-        state, best_weights = _load_checkpoint(ckpt, model, optimizer, scheduler)
+        state, best = _load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resumed %s at epoch %d", ckpt, state.epoch)
     bar = tqdm(
         range(state.epoch, config.epochs),
@@ -312,39 +352,37 @@ def train(
         train_loss = _train_epoch(model, optimizer, train_g, epoch, config.seed)
         val_loss, _ = evaluate(model, val_g)
         scheduler.step(val_loss)
-        if val_loss < state.best_val:
-            state.best_val = val_loss
-            best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-        state.bad_epochs = (
-            state.bad_epochs + 1 if val_loss > config.revert_ratio * state.best_val else 0
+        best = _keep_best(model, optimizer, state, best, val_loss, config, epoch)
+        state.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_mse": train_loss,
+                "val_mse": val_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+            }
         )
-        if state.bad_epochs >= config.revert_epochs:
-            model.load_state_dict(best_weights)
-            for group in optimizer.param_groups:
-                group["lr"] *= config.revert_lr_factor
-            state.bad_epochs = 0
-            log.info(
-                "epoch %d: reverted to best weights, lr x %.2f", epoch, config.revert_lr_factor
-            )
-        row = {
-            "epoch": epoch + 1,
-            "train_mse": train_loss,
-            "val_mse": val_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
-        state.history.append(row)
         state.epoch = epoch + 1
-        _save_checkpoint(ckpt, model, optimizer, scheduler, state, best_weights)
+        _save_checkpoint(ckpt, model, optimizer, scheduler, state, best)
         _write_log(out / "log.csv", state.history)
         bar.set_postfix(
             train=f"{math.sqrt(train_loss) * 1e3:.2f} meV",
             val=f"{math.sqrt(val_loss) * 1e3:.2f} meV",
         )
-    model.load_state_dict(best_weights)
+    model.load_state_dict(best)
     model.eval()
-    report = _report(model, graphs, tr, va, te, paths, config)
-    bundle = ModelBundle([model], overlap, {"train": report})
+    return _finish(run, config, state, out)
+
+
+def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> ModelBundle:
+    """Report, model file (with the valence electrons of the data), summary and plot."""
+    report = _report(run.model, run.graphs, *run.parts, run.paths, config)
+    info = {"train": report}
+    known = run.base.info.get("valence") if run.base else None
+    valence = training_valence(run.structures, known)
+    if valence:
+        info["valence"] = valence  # the calculator counts electrons with it
+    bundle = ModelBundle([run.model], run.overlap, info)
     save_bundle(bundle, out / "model.pt")
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_loss(state.history, out / "loss.png")
@@ -363,6 +401,21 @@ def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
         total += loss.item()
     model.eval()
     return total / max(len(graphs), 1)
+
+
+def training_valence(structures: list[ElectronicStructure], known: dict | None) -> dict | None:
+    """Electrons per element of the DFT runs trained on (all must agree), or None."""
+    table = dict(known or {})
+    for s in structures:
+        for element, value in (s.extra.get("valence") or {}).items():
+            if table.setdefault(element, value) != value:
+                raise ValueError(
+                    f"{s.source}: {element} has {value} valence electrons, "
+                    f"the other data {table[element]}"
+                )
+    if not table:
+        log.warning("the datasets record no valence electrons: give the calculator valence=")
+    return table or None
 
 
 def training_overlap(
@@ -436,18 +489,12 @@ def _write_log(path: Path, history: list[dict]) -> None:
 def plot_loss(history: list[dict], filename: Path) -> None:
     if not history:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, axes = new_figure(1, 5.0, 3.5)
+    ax = axes[0, 0]
     for key, label in (("train_mse", "train"), ("val_mse", "validation")):
         ax.semilogy(epochs, [math.sqrt(h[key]) * 1e3 for h in history], label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE of block elements (meV)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(filename, dpi=120)
-    plt.close(fig)
+    save_figure(fig, filename, dpi=120)

@@ -7,10 +7,15 @@ import sys
 
 import click
 
-from .cli_bands import bands_command, chern_command, ribbon_command
-from .cli_dataset import dataset
-from .cli_model import analyze_command, finetune_command, predict_command, train_command
-from .convert import WRITERS, convert_files
+from ase_moireh.cli.bands import bands_command, chern_command, ribbon_command
+from ase_moireh.cli.dataset import dataset
+from ase_moireh.cli.model import (
+    analyze_command,
+    finetune_command,
+    predict_command,
+    train_command,
+)
+from ase_moireh.tools.convert import WRITERS, convert_files
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -45,7 +50,7 @@ def moireh(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> None:
     """Convert DFT outputs of CODE (e.g. openmx) in PATHS (files or folders) to datasets."""
-    from ase_moireh_converters.base import ConversionError
+    from ase_moireh.io.plugins import ConversionError
 
     try:
         report = convert_files(
@@ -77,7 +82,7 @@ def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> 
 )
 def demo_command(out: str) -> None:
     """Main job on the embedded default: convert, verify and plot the bundled run."""
-    from .demo import run_demo
+    from ase_moireh.cli.demo import run_demo
 
     result = run_demo(out)
     for key, value in result.items():

@@ -29,10 +29,10 @@ import h5py
 import numpy as np
 from ase import Atoms
 
-from .basis import Basis
-from .dataset import ElectronicStructure
-from .files import atomic_file, atomic_folder
-from .operator import BlockOperator, reversed_edges
+from ase_moireh.basis import Basis
+from ase_moireh.block_operator import BlockOperator, reversed_edges
+from ase_moireh.files import atomic_file, atomic_folder
+from ase_moireh.tightbinding import ElectronicStructure
 
 FORMAT = "ase-moireh corpus H 1"
 MANIFEST = "manifest.json"
@@ -80,6 +80,7 @@ def write_hamiltonian(path: str | os.PathLike, structure: ElectronicStructure) -
         f.attrs["basis"] = repr(h.basis.to_dftio())
         f.attrs["openmx_basis"] = json.dumps(extra.get("openmx_basis") or {})
         f.attrs["n_electrons"] = float(extra.get("n_electrons", np.nan))
+        f.attrs["valence"] = json.dumps(extra.get("valence") or {})
         f.attrs["fermi_level"] = np.nan if structure.fermi_level is None else structure.fermi_level
         f["numbers"] = structure.atoms.numbers
         f["cell"] = np.asarray(structure.atoms.cell)
@@ -111,6 +112,7 @@ def read_hamiltonian(path: str | os.PathLike) -> ElectronicStructure:
         extra = {
             "openmx_basis": json.loads(f.attrs["openmx_basis"]) or None,
             "n_electrons": float(f.attrs["n_electrons"]),
+            "valence": json.loads(f.attrs.get("valence", "{}")) or None,
         }
         fermi = float(f.attrs["fermi_level"])
     stored = BlockOperator(numbers, basis, half, values, spinful)

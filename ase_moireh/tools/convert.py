@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .dataset import DatasetError, ElectronicStructure, write_deeph, write_dftio
+from ase_moireh.io.dataset import DatasetError, write_deeph, write_dftio
+from ase_moireh.tightbinding import ElectronicStructure
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def output_names(files: list[Path], name_of: Callable[[Path], str]) -> list[str]
 
 def _convert_one(converter_name: str, path: Path, target: Path, fmt: str) -> tuple[str, str]:
     """Worker: convert one file. Returns ("ok", "") or ("failed", one-line reason)."""
-    from ase_moireh_converters.base import ConversionError, get_converter
+    from ase_moireh.io.plugins import ConversionError, get_converter
 
     try:
         structure = get_converter(converter_name).read(path)
@@ -83,7 +84,7 @@ def convert_files(
     progress: bool = True,
 ) -> ConversionReport:
     """Convert every input to ``out/<name>``; see the module docstring for names."""
-    from ase_moireh_converters.base import get_converter
+    from ase_moireh.io.plugins import get_converter
 
     if fmt not in WRITERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(WRITERS)}")

@@ -15,39 +15,34 @@
 from __future__ import annotations
 
 import logging
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import read_dftio, write_dftio
-from .solve import dense_eigenvalues
+from ase_moireh.data import demo_scfout_path
+from ase_moireh.io.dataset import read_dftio, write_dftio
+from ase_moireh.plotting import kpath_axis, new_figure, save_figure
+from ase_moireh.tightbinding import TightBinding
 
 log = logging.getLogger(__name__)
-
-BUNDLED_RUN = "bl1x1_soc_s00.scfout.xz"
-
-
-def bundled_run() -> Path:
-    """Path of the OpenMX run shipped with the package (6-atom R-stacked MoTe2, SOC)."""
-    return Path(str(files("ase_moireh") / "data" / BUNDLED_RUN))
 
 
 def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> dict:
     """Convert, reload, verify, predict and plot; returns the numbers it reports."""
-    from ase_moireh_converters.openmx import read_scfout
+    from ase_moireh.io.openmx import read_scfout
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    log.info("reading %s", bundled_run())
-    converted = read_scfout(bundled_run())
+    log.info("reading %s", demo_scfout_path())
+    converted = read_scfout(demo_scfout_path())
     folder = write_dftio(converted, outdir / "dataset" / "bl1x1_soc_s00")
     log.info("wrote dataset %s", folder)
     loaded = read_dftio(folder)
     h, s = loaded.hamiltonian, loaded.overlap
+    tb = loaded.tight_binding
     kpts = [k for k, _ in converted.reference_eigenvalues]
     ref = np.array([e for _, e in converted.reference_eigenvalues])
-    ours = dense_eigenvalues(h, s, kpts)
+    ours = tb.eigenvalues(kpts)
     result = {
         "atoms": len(loaded.atoms),
         "spinful": loaded.spinful,
@@ -59,7 +54,7 @@ def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> 
         "fermi_level_eV": loaded.fermi_level,
     }
     path = loaded.atoms.cell.bandpath("GMKG", npoints=npoints)
-    bands = dense_eigenvalues(h, s, path.kpts)
+    bands = tb.eigenvalues(path.kpts)
     x = path.get_linear_kpoint_axis()[0]
     on_path = [
         (xk, e)
@@ -76,13 +71,13 @@ def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> 
 
 def _model_part(dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int) -> dict:
     """Steps 2 and 3 of the module docstring."""
-    from .cli_model import bundled_model_path
-    from .model.io import load_bundle
-    from .model.predict import predict_operators
+    from ase_moireh.data import bundled_model_path
+    from ase_moireh.model.io import load_bundle
+    from ase_moireh.model.predict import predict_operators
 
     bundle = load_bundle(bundled_model_path(soc=True))
     h, s, _ = predict_operators(bundle, dft.atoms)
-    model_bands = dense_eigenvalues(h, s, path.kpts)
+    model_bands = TightBinding(h, s).eigenvalues(path.kpts)
     window = np.abs(dft_bands - dft.fermi_level) < 2.0  # bands within 2 eV of mu
     out = {
         "model_H_mae_meV": {k: v * 1e3 for k, v in h.mae_by_pair(dft.hamiltonian).items()},
@@ -97,12 +92,12 @@ def _model_part(dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int) ->
 
 def twisted_part(bundle, outdir: Path, npoints: int, n: int = 2, m: int = 1) -> dict:
     """Step 3: a twisted cell through the calculator: bands near the gap, C3 Chern table."""
-    from .build import twist_angle, twisted_bilayer
-    from .calculator import MoireHCalculator
+    from ase_moireh.build import twist_angle, twisted_bilayer
+    from ase_moireh.calculator import MoireHCalculator
 
     twisted = twisted_bilayer(n, m)
-    twisted.calc = MoireHCalculator(model=bundle)
-    bs = twisted.calc.band_structure(npoints=max(10, npoints // 3), nbands=16)
+    twisted.calc = MoireHCalculator(model=bundle, nbands=16)
+    bs = twisted.calc.band_structure("GMKG", npoints=max(10, npoints // 3))
     tpath = bs.path
     _plot_bands(
         tpath,
@@ -129,45 +124,28 @@ def twisted_part(bundle, outdir: Path, npoints: int, n: int = 2, m: int = 1) -> 
         row = "  ".join(str(phases[label]) for label in ("Gamma", "K", "K'"))
         lines.append(f"{nb}  {row}  {r.chern_mod3}")
     (outdir / "chern.txt").write_text("\n".join(lines) + "\n")
-    energies = bs.energies[0] - bs.reference
+    vbm, cbm = twisted.calc.band_edges()
     return {
         "twisted_nm": (n, m),
         "twisted_atoms": len(twisted),
-        "twisted_gap_meV": float(
-            (energies[energies > 0].min() - energies[energies < 0].max()) * 1e3
-        ),
+        # over Gamma, the three M and both K: negative means the model makes it a metal
+        "twisted_gap_meV": float((cbm - vbm) * 1e3),
         "twisted_chern_mod3_top1_top2": (table[1], table[2]),
     }
 
 
 def _plot_overlay(path, dft: np.ndarray, model: np.ndarray, fermi: float, filename: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, xticks, labels = path.get_linear_kpoint_axis()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, axes = new_figure(1, 5.0, 4.0)
+    ax = axes[0, 0]
+    x = path.get_linear_kpoint_axis()[0]
     ax.plot(x, dft - fermi, color="k", lw=1.2)
     ax.plot(x, model - fermi, color="tab:red", lw=0.8, ls="--")
     ax.plot([], [], color="k", label="DFT (OpenMX)")
     ax.plot([], [], color="tab:red", ls="--", label="model (bundled, SOC)")
     ax.legend(loc="upper right", fontsize=8)
-    _decorate(ax, x, xticks, labels, 2.5, "bilayer MoTe$_2$ (held out): DFT vs model")
-    fig.tight_layout()
-    fig.savefig(filename, dpi=150)
-    plt.close(fig)
-
-
-def _decorate(ax, x, xticks, labels, ylim: float, title: str) -> None:
-    ax.set_xticks(xticks, [r"$\Gamma$" if t == "G" else t for t in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-ylim, ylim)
-    ax.axhline(0, color="grey", ls="--", lw=0.5)
-    for t in xticks:
-        ax.axvline(t, color="grey", lw=0.5)
-    ax.set_ylabel(r"$E - \mu$ (eV)")
-    ax.set_title(title, fontsize=10)
+    kpath_axis(ax, path, 2.5, r"$E - \mu$ (eV)")
+    ax.set_title("bilayer MoTe$_2$ (held out): DFT vs model", fontsize=10)
+    save_figure(fig, filename)
 
 
 def _positions_on_path(kpts: np.ndarray, x: np.ndarray, k: np.ndarray) -> list[float]:
@@ -193,13 +171,9 @@ def _plot_bands(
     title: str = "bilayer MoTe$_2$ with SOC: converted H, S (lines)",
     ylim: float = 2.5,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, xticks, labels = path.get_linear_kpoint_axis()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, axes = new_figure(1, 5.0, 4.0)
+    ax = axes[0, 0]
+    x = path.get_linear_kpoint_axis()[0]
     ax.plot(x, bands - fermi, color="k", lw=0.8)
     for n, (xk, energies) in enumerate(reference):
         ax.plot(
@@ -213,7 +187,6 @@ def _plot_bands(
         )
     if reference:
         ax.legend(loc="upper right", fontsize=8)
-    _decorate(ax, x, xticks, labels, ylim, title)
-    fig.tight_layout()
-    fig.savefig(filename, dpi=150)
-    plt.close(fig)
+    kpath_axis(ax, path, ylim, r"$E - \mu$ (eV)")
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, filename)

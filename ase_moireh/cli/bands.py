@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .files import atomic_file
+from ase_moireh.files import atomic_file
+from ase_moireh.plotting import kpath_axis, new_figure, save_figure
 
 
 def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | None = None):
-    from .calculator import MoireHCalculator
+    from ase_moireh.calculator import MoireHCalculator
 
     return MoireHCalculator(model=model, soc=soc, dft=dft, pao_dir=pao_dir)
 
@@ -30,30 +31,17 @@ def plot_bands(
     curves: list[tuple[str, object, str]], filename: Path, title: str, window: float = 1.0
 ) -> None:
     """Band structures (label, BandStructure, colour) overlaid, energies from mid-gap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, axes = new_figure(1, 5.0, 4.0)
+    ax = axes[0, 0]
     for label, bs, colour in curves:
-        x, xticks, labels = bs.path.get_linear_kpoint_axis()
-        e = bs.energies[0] - bs.reference
-        ax.plot(x, e, color=colour, lw=0.9, ls="-" if colour == "k" else "--")
-        ax.plot([], [], color=colour, ls="-" if colour == "k" else "--", label=label)
-    ax.set_xticks(xticks, [r"$\Gamma$" if t == "G" else t for t in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-window, window)
-    for t in xticks:
-        ax.axvline(t, color="grey", lw=0.5)
-    ax.axhline(0, color="grey", ls=":", lw=0.5)
-    ax.set_ylabel("E - E_midgap (eV)")
+        x = bs.path.get_linear_kpoint_axis()[0]
+        style = "-" if colour == "k" else "--"
+        ax.plot(x, bs.energies[0] - bs.reference, color=colour, lw=0.9, ls=style)
+        ax.plot([], [], color=colour, ls=style, label=label)
+    kpath_axis(ax, curves[0][1].path, window, "E - E_midgap (eV)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    with atomic_file(filename) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    save_figure(fig, filename)
 
 
 @click.command(name="bands")
@@ -85,16 +73,11 @@ def bands_command(structure, model, dft, pao_dir, soc, npoints, nbands, sigma, o
         if dft:
             dft_atoms = atoms.copy()
             dft_atoms.calc = _calculator(None, dft, soc, pao_dir)
-            bs = dft_atoms.calc.band_structure(npoints=npoints, nbands=nbands, sigma=sigma)
-            curves.append(("DFT", bs, "k"))
+            dft_atoms.calc.set(nbands=nbands, sigma=sigma)
+            curves.append(("DFT", dft_atoms.calc.band_structure("GMKG", npoints), "k"))
         atoms.calc = _calculator(model, None, soc)
-        curves.append(
-            (
-                "model",
-                atoms.calc.band_structure(npoints=npoints, nbands=nbands, sigma=sigma),
-                "tab:red",
-            )
-        )
+        atoms.calc.set(nbands=nbands, sigma=sigma)
+        curves.append(("model", atoms.calc.band_structure("GMKG", npoints), "tab:red"))
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     if dft:
@@ -123,18 +106,11 @@ def bands_command(structure, model, dft, pao_dir, soc, npoints, nbands, sigma, o
 @click.option("-o", "--out", default=None, help="Also write the table as JSON.")
 def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
     """C3 eigenvalues at Gamma, K, K' and the Chern number (mod 3) of the top bands."""
-    from .topology import sector_c3_eigenvalues
-
     atoms = _read(structure)
     atoms.calc = _calculator(model, dft, soc)
     try:
-        h, s = atoms.calc.operators()
-        if h.spinful and spin != "both":
-            result = sector_c3_eigenvalues(
-                h, s, atoms, nbands, atoms.calc.occupied_bands(), spin=1 if spin == "up" else -1
-            )
-        else:
-            result = atoms.calc.chern_numbers(nbands=nbands)
+        sector = {"up": 1, "down": -1, "both": None}[spin]
+        result = atoms.calc.chern_numbers(nbands=nbands, spin=sector)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     rows = {
@@ -173,14 +149,18 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 @click.option("--nk", default=30, show_default=True)
 @click.option("--edge-width", default=5.0, show_default=True, help="A from the edge.")
 @click.option("-o", "--out", default="ribbon.png", show_default=True)
-def ribbon_command(n, m, repeats, model, soc, sigma, nbands, nk, edge_width, out) -> None:
+@click.option("--json", "json_out", default=None, help="Also write energies and weights.")
+def ribbon_command(n, m, repeats, model, soc, sigma, nbands, nk, edge_width, out, json_out) -> None:
     """Nanoribbon of the twisted (N, M) cell: bands near SIGMA coloured by edge and spin."""
-    from .build import nanoribbon, twisted_bilayer
-    from .edges import plot_ribbon, ribbon_bands
+    from ase_moireh.build import nanoribbon, twisted_bilayer
+    from ase_moireh.ribbon_states import plot_ribbon, ribbon_bands
 
     ribbon = nanoribbon(twisted_bilayer(n, m), repeats=repeats, edge_width=edge_width)
     ribbon.calc = _calculator(model, None, soc)
-    h, s = ribbon.calc.operators()
-    bands = ribbon_bands(h, s, ribbon, sigma, nbands=nbands, nk=nk)
+    bands = ribbon_bands(ribbon.calc.get_tight_binding(), ribbon, sigma, nbands=nbands, nk=nk)
     plot_ribbon(bands, out, f"({n},{m}) ribbon, {len(ribbon)} atoms")
     click.echo(f"wrote {out}")
+    if json_out:
+        with atomic_file(json_out) as tmp:
+            tmp.write_text(json.dumps(bands.to_dict()) + "\n")
+        click.echo(f"wrote {json_out}")

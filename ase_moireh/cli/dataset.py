@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .build.materials import MATERIALS
+from ase_moireh.build.materials import MATERIALS
 
 _MATERIAL = click.option(
     "--material",
@@ -67,7 +67,7 @@ def _parse_species(values: tuple[str, ...]) -> dict[str, tuple]:
 
 def _generate(generator: str, kind: str, out: str, common: dict, **params) -> list[Path]:
     """Call ``build.generate.<generator>`` with the shared options; errors as messages."""
-    from .build import generate
+    from ase_moireh.build import generate
 
     openmx = {"species": _parse_species(common["species"]), "data_path": common["data_path"]}
     try:
@@ -274,7 +274,7 @@ def sample_command(
 
 def _folders(paths: tuple[str, ...]) -> list[Path]:
     """Dataset folders named directly or found one level below the given paths."""
-    from .openmx_runner import INPUT
+    from ase_moireh.tools.openmx_runner import INPUT
 
     found: list[Path] = []
     for p in map(Path, paths):
@@ -311,7 +311,12 @@ def run_command(
     folders, np_, openmx, corpus, retry_failed, no_staging, no_twin_seed, no_progress
 ) -> None:
     """Run OpenMX in FOLDERS (dataset folders, or folders holding them), resumably."""
-    from .openmx_runner import convert_to_corpus, find_openmx, openmx_command, run_folders
+    from ase_moireh.tools.openmx_runner import (
+        convert_to_corpus,
+        find_openmx,
+        openmx_command,
+        run_folders,
+    )
 
     try:
         command = openmx_command(find_openmx(openmx), np_)
@@ -341,7 +346,7 @@ def status_command(folders) -> None:
     """Table of the OpenMX runs in FOLDERS: converged, failed, running, pending."""
     import json as _json
 
-    from .openmx_runner import RunRecord
+    from ase_moireh.tools.openmx_runner import RunRecord
 
     rows, counts = [], {}
     for folder in _folders(folders):

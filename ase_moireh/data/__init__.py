@@ -1,0 +1,29 @@
+"""Files shipped with the package: the bundled models, the MoTe2 radial functions of the
+exact overlap, and the demo's OpenMX run. One place knows where they are."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+#: model file per spin treatment (SOC: the paper's setting)
+BUNDLED_MODELS = {True: "mote2_soc.pt", False: "mote2_nosoc.pt"}
+
+
+def _path(*parts: str) -> Path:
+    return Path(str(files("ase_moireh").joinpath("data", *parts)))
+
+
+def bundled_model_path(soc: bool = True) -> Path:
+    """The MoTe2 model shipped with the package (``examples/train_bundled.py`` makes it)."""
+    return _path("models", BUNDLED_MODELS[soc])
+
+
+def bundled_radials_path() -> Path:
+    """Radial functions of Mo7.0-s3p2d1 / Te7.0-s3p2d2 (``examples/bundle_radials.py``)."""
+    return _path("pao", "mote2_pbe19.npz")
+
+
+def demo_scfout_path() -> Path:
+    """A real OpenMX run (SOC bilayer MoTe2, 6 atoms) with its printed eigenvalues."""
+    return _path("bl1x1_soc_s00.scfout.xz")

@@ -1,0 +1,89 @@
+"""Tight-binding models with known Chern numbers, for checking the topology routines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from ase import Atoms
+
+from ase_moireh.basis import Basis
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.tightbinding import TightBinding
+
+
+def haldane_model(
+    t1: float = 1.0, t2: float = 0.1, phi: float = math.pi / 2, mass: float = 0.0
+) -> tuple[Atoms, TightBinding]:
+    """Haldane's honeycomb model (one s orbital per site, orthogonal: S = 1).
+
+    H = mass (n_A - n_B) + t1 sum_NN + t2 sum_NNN exp(i nu_ij phi), with Haldane's
+    chirality nu_ij = sign(d1 x d2)_z of the two bonds a NNN hop bypasses (PRL 61, 2015
+    (1988)). Gapped with |C| = 1 when |mass| < 3 sqrt(3) |t2 sin phi|, C = 0 beyond.
+    """
+    a = 1.0
+    cell = np.array([[a, 0, 0], [0.5 * a, 0.5 * math.sqrt(3) * a, 0], [0, 0, 10.0]])
+    frac = np.array([[1 / 3, 1 / 3, 0.5], [2 / 3, 2 / 3, 0.5]])
+    atoms = Atoms("CN", scaled_positions=frac, cell=cell, pbc=True)  # A = C, B = N
+    basis = Basis.from_dftio({"C": "1s", "N": "1s"})
+    blocks: dict[tuple, complex] = {(0, 0, 0, 0, 0): mass, (1, 1, 0, 0, 0): -mass}
+    pos = atoms.positions
+    nn = {0: [], 1: []}
+    for i in range(2):
+        for r1 in (-1, 0, 1):
+            for r2 in (-1, 0, 1):
+                d = pos[1 - i] + r1 * cell[0] + r2 * cell[1] - pos[i]
+                if np.isclose(np.linalg.norm(d), a / math.sqrt(3)):
+                    nn[i].append(d)
+    for i in range(2):
+        for j in range(2):
+            for r1 in (-1, 0, 1):
+                for r2 in (-1, 0, 1):
+                    d = pos[j] + r1 * cell[0] + r2 * cell[1] - pos[i]
+                    dist = np.linalg.norm(d)
+                    if np.isclose(dist, a / math.sqrt(3)):
+                        blocks[(i, j, r1, r2, 0)] = t1
+                    elif np.isclose(dist, a) and i == j:
+                        nu = _nnn_chirality(d, np.array(nn[i]))
+                        blocks[(i, j, r1, r2, 0)] = t2 * np.exp(1j * nu * phi)
+    edges = np.array(list(blocks))
+    values = [np.array([[v]], dtype=complex) for v in blocks.values()]
+    h = BlockOperator.from_blocks(atoms.numbers, basis, edges, values, spinful=False)
+    h.values = h.values.astype(complex)
+    s_values = [np.eye(1) * (1.0 if (e[0] == e[1] and not any(e[2:])) else 0.0) for e in edges]
+    s = BlockOperator.from_blocks(atoms.numbers, basis, edges, s_values)
+    return atoms, TightBinding(h, s)
+
+
+def rashba_exchange_model(
+    t: float = 1.0, rashba: float = 0.3, exchange: float = 0.5
+) -> tuple[Atoms, TightBinding]:
+    """Spinful honeycomb model of the quantum anomalous Hall effect: NN hopping t, Rashba
+    coupling i rashba (sigma x d_ij)_z and an exchange field exchange * sigma_z (Qiao et
+    al., PRB 82, 161414 (2010)); C = +-2 for the two lowest bands when gapped. In our SOC
+    layout (per atom: spin up, spin down)."""
+    atoms, spinless = haldane_model(t1=t, t2=0.0)
+    h0 = spinless.H
+    sx = np.array([[0, 1], [1, 0]], dtype=complex)
+    sy = np.array([[0, -1j], [1j, 0]])
+    sz = np.diag([1.0, -1.0]).astype(complex)
+    blocks = []
+    for e, (i, j, *r) in enumerate(h0.edges):
+        if i == j and not any(r):
+            blocks.append(exchange * sz)
+            continue
+        d = atoms.positions[j] + np.array(r) @ np.asarray(atoms.cell) - atoms.positions[i]
+        d = d / np.linalg.norm(d)
+        blocks.append(h0.block(e)[0, 0] * np.eye(2) + 1j * rashba * (sx * d[1] - sy * d[0]))
+    h = BlockOperator.from_blocks(atoms.numbers, h0.basis, h0.edges, blocks, spinful=True)
+    return atoms, TightBinding(h, spinless.S)
+
+
+def _nnn_chirality(d: np.ndarray, nn_vectors: np.ndarray) -> int:
+    """Haldane's nu = sign(d1 x d2)_z for the two NN bonds d1, d2 (d1 + d2 = d) that the
+    next-nearest-neighbour hop d bypasses; nn_vectors: the NN bonds out of the site."""
+    for d1 in nn_vectors:
+        d2 = d - d1
+        if np.isclose(np.linalg.norm(d2), np.linalg.norm(d1)):
+            return int(np.sign(np.cross(d1, d2)[2]))
+    raise ValueError("not a next-nearest-neighbour vector")
