@@ -266,3 +266,18 @@ def test_real_openmx_run_lands_in_the_corpus(tmp_path):
     printed = np.array([e for _, e in entry.reference_eigenvalues])
     ours = TightBinding(entry.hamiltonian, s).eigenvalues(kpts)[:, : printed.shape[1]]
     assert np.abs(ours - printed).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("norm_rd", "steps", "met"),
+    [
+        (4.7e-9, 28, True),  # below the criterion
+        (1.0042e-8, 33, True),  # OpenMX's own stop (campaign run shift2x2_002)
+        (1.0042e-8, 200, False),  # ran into scf.maxIter: OpenMX's test never passed
+        (1.2e-7, 33, False),  # above OpenMX's 10 x criterion
+        (None, 0, False),
+    ],
+)
+def test_scf_met_follows_openmx_own_test(norm_rd, steps, met):
+    state = openmx_runner.ScfState(steps=steps, norm_rd=norm_rd)
+    assert openmx_runner._scf_met(state, 1e-8, 200) is met
