@@ -11,11 +11,11 @@ PACKAGE = ROOT / "ase_moireh"
 
 #: the layers, bottom first; a module may import its own layer and those below
 LAYERS = [
-    ("core", ["basis", "files", "plotting", "data", "factorize"]),
+    ("core", ["basis", "files", "plotting", "data", "factorize", "memory"]),
     ("operators", ["block_operator", "solve"]),
     ("tight binding", ["tightbinding"]),
     ("io", ["io"]),
-    ("physics", ["overlap", "symmetry", "topology", "ribbon_states", "build"]),
+    ("physics", ["overlap", "symmetry", "topology", "ribbon_states", "domain", "build"]),
     ("model", ["model"]),
     ("tools", ["tools"]),
     ("calculator", ["calculator"]),
