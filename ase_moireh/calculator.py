@@ -29,6 +29,7 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.data import bundled_model_path
+from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.factorize import mkl_library
 from ase_moireh.io.dataset import read_structure
 from ase_moireh.overlap import resolve_overlap
@@ -48,7 +49,7 @@ EXTREMA_KPOINTS = [
     (2 / 3, 2 / 3, 0),
 ]
 #: parameters that change H or S (the others only change which levels are computed)
-OPERATOR_PARAMETERS = ("model", "soc", "device", "dft", "pao_dir", "openmx_basis")
+OPERATOR_PARAMETERS = ("model", "soc", "device", "dft", "pao_dir", "openmx_basis", "domain_check")
 
 
 class MoireHCalculator(Calculator):
@@ -70,6 +71,12 @@ class MoireHCalculator(Calculator):
       a list of fractional k, or None for the cell's Gamma-M-K-Gamma path (60 points).
     * ``nbands`` / ``sigma``: levels per k-point: all (None, dense) or the ``nbands``
       nearest ``sigma`` (eV; None: around the gap).
+    * ``domain_check``: check each structure against the model's training domain
+      (:mod:`ase_moireh.domain`) before predicting: True raises
+      :class:`~ase_moireh.domain.OutOfDomainError` for structures the model cannot
+      describe at all (unknown elements, overlapping atoms, a bulk-like stack) and warns
+      (:class:`~ase_moireh.domain.OutOfDomainWarning`) for milder departures; False only
+      warns.
     """
 
     implemented_properties = ["hamiltonian", "overlap", "hamiltonian_spread", "band_edges"]
@@ -84,6 +91,7 @@ class MoireHCalculator(Calculator):
         "kpts": None,
         "nbands": None,
         "sigma": None,
+        "domain_check": True,
     }
 
     def __init__(self, **kwargs):
@@ -158,7 +166,10 @@ class MoireHCalculator(Calculator):
         else:
             from ase_moireh.model.predict import predict_operators
 
+            self._check_domain(atoms)
             h, s, spread = predict_operators(self.bundle, atoms, self.parameters["device"])
+            if spread is not None:
+                self._check_spread(atoms, spread)
         if s is None:  # a dataset stored without S, or an H-only model
             extra = self.dft.extra if self.dft is not None else {}
             named = self.parameters["openmx_basis"] or extra.get("openmx_basis")
@@ -167,6 +178,33 @@ class MoireHCalculator(Calculator):
         if spread is not None:
             results["hamiltonian_spread"] = spread
         return results
+
+    # ------------------------------------------------------------------ domain
+    def model_domain(self) -> ModelDomain | None:
+        """What the model was trained on (None: its file records nothing)."""
+        data = self.bundle.info.get("domain")
+        return None if data is None else ModelDomain.from_dict(data)
+
+    def domain_findings(self, atoms: Atoms | None = None) -> tuple[list[str], list[str]]:
+        """(severe, mild) reasons why the structure lies outside the model's domain."""
+        atoms = atoms if atoms is not None else self._attached
+        domain = self.model_domain()
+        if domain is None or self.dft is not None:
+            return [], []
+        return findings(atoms, domain, self.bundle.config.cutoff)
+
+    def _check_domain(self, atoms: Atoms) -> None:
+        if self.model_domain() is None:
+            log.warning("the model file records no training domain: structures go unchecked")
+            return
+        severe, mild = self.domain_findings(atoms)
+        check(severe, mild, strict=self.parameters["domain_check"], where=_describe(atoms))
+
+    def _check_spread(self, atoms: Atoms, spread: BlockOperator) -> None:
+        domain = self.model_domain()
+        if domain is not None:
+            largest = float(np.abs(spread.values).max()) if spread.nedges else 0.0
+            check([], spread_finding(largest, domain), where=_describe(atoms))
 
     # ------------------------------------------------------------------ operators
     def get_hamiltonian(self, atoms: Atoms | None = None, k=None):
@@ -324,6 +362,10 @@ class MoireHCalculator(Calculator):
         if tb.spinful and spin:
             return sector_c3_eigenvalues(tb, self.atoms, nbands, nocc, spin=spin, tol=tol)
         return c3_eigenvalues(tb, self.atoms, np.arange(nocc - nbands, nocc), degeneracy_tol=tol)
+
+
+def _describe(atoms: Atoms) -> str:
+    return f"{atoms.get_chemical_formula()} ({len(atoms)} atoms)"
 
 
 def _check_same_structure(a: Atoms, b: Atoms) -> None:

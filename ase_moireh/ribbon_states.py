@@ -63,11 +63,16 @@ def ribbon_bands(
     return RibbonBands(ks, spin=spin if tb.spinful else None, **out)
 
 
-def plot_ribbon(bands: RibbonBands, filename: str | Path, title: str = "") -> Path:
+def plot_ribbon(
+    bands: RibbonBands, filename: str | Path, title: str = "", reference: float | None = None
+) -> Path:
     """Bands coloured by edge (red: upper edge, blue: lower edge, grey: bulk); with SOC
-    one panel per spin direction."""
+    one panel per spin direction. Energies relative to ``reference`` (the bulk mid-gap)
+    when given."""
     panels = [(None, "all states")] if bands.spin is None else [(1, "s_z > 0"), (-1, "s_z < 0")]
-    fig, axes = new_figure(len(panels), 4.2, 4.0)
+    fig, axes = new_figure(len(panels), 4.6, 4.2)
+    energies = bands.energies - (reference or 0.0)
+    ylabel = "E (eV)" if reference is None else "E - E_midgap of the periodic cell (eV)"
     k = np.repeat(bands.k[:, None], bands.energies.shape[1], axis=1)
     colour = bands.upper - bands.lower
     size = 4 + 40 * (bands.upper + bands.lower)
@@ -75,7 +80,7 @@ def plot_ribbon(bands: RibbonBands, filename: str | Path, title: str = "") -> Pa
         keep = np.ones_like(k, dtype=bool) if sign is None else bands.spin * sign > 0
         sc = ax.scatter(
             k[keep],
-            bands.energies[keep],
+            energies[keep],
             c=colour[keep],
             s=size[keep],
             cmap="coolwarm",
@@ -83,7 +88,11 @@ def plot_ribbon(bands: RibbonBands, filename: str | Path, title: str = "") -> Pa
             vmax=1,
         )
         ax.set_xlabel("k along the ribbon (units of b)")
-        ax.set_ylabel("E (eV)")
-        ax.set_title(f"{title} {label}".strip(), fontsize=9)
+        ax.set_title(label, fontsize=9)
+        if ax is not axes[0, 0]:
+            ax.sharey(axes[0, 0])
+            ax.tick_params(labelleft=False)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
     fig.colorbar(sc, ax=axes[0].tolist(), label="upper - lower edge weight")
     return save_figure(fig, filename, dpi=140)

@@ -146,6 +146,16 @@ def c3_points(
         yield C3Point(label, energies, vectors, tb.Sk(k).toarray(), u)
 
 
+def phases_deg(values: np.ndarray) -> list[float]:
+    """Phases of C3 eigenvalues in degrees, in (-180, 180] to 0.1 deg (so one phase is
+    never printed as -180 in one place and 180 in another)."""
+    out = []
+    for value in np.atleast_1d(values):
+        angle = round(float(np.angle(value, deg=True)), 1)
+        out.append(180.0 if angle <= -180.0 else angle + 0.0)  # + 0.0: no "-0.0"
+    return out
+
+
 @dataclass
 class C3Result:
     eigenvalues: dict[str, np.ndarray]  # per k-point label, one per band
@@ -160,6 +170,21 @@ def _result(values: dict[str, np.ndarray], spin_half: bool, nbands: int) -> C3Re
         product *= (-1) ** nbands
     chern = int(np.rint(-np.angle(product) * 3 / (2 * math.pi))) % 3
     return C3Result(values, chern, product)
+
+
+def _cut_group_message(band: int, label: str, group, bands, tol: float) -> str:
+    """Why a selection cuts a degenerate group, and what would not."""
+    where = (
+        f"band {band} is degenerate at {label} with bands outside the selection (levels "
+        f"{group.min()}-{group.max()} lie within {tol * 1e3:g} meV)"
+    )
+    if group.max() > bands.max():
+        return f"{where}: the top selected band touches the bands above it, so there is no gap"
+    whole = int(bands.max()) + 1 - int(group.min())
+    return (
+        f"{where}: count whole degenerate groups, e.g. nbands={whole} (moireh chern "
+        f"--nbands {whole}); without SOC, spinless bands at Gamma and K are often degenerate"
+    )
 
 
 def c3_eigenvalues(
@@ -180,10 +205,7 @@ def c3_eigenvalues(
                 continue
             group = point.group(n, degeneracy_tol)
             if not set(group.tolist()) <= chosen:
-                raise ValueError(
-                    f"band {n} is degenerate at {point.label} with bands outside the "
-                    "selection: choose nbands so that whole degenerate groups are counted"
-                )
+                raise ValueError(_cut_group_message(n, point.label, group, bands, degeneracy_tol))
             theta, _ = point.rotate(group)
             for g, t in zip(group, sorted(theta, key=np.angle), strict=True):
                 out[np.flatnonzero(bands == g)[0]] = t

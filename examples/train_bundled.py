@@ -11,6 +11,8 @@
    functions (``--install`` copies them into the package).
 Every step resumes from its checkpoint when rerun; ``--only nosoc`` / ``--only soc``
 train one model (run both at once on two cores, then once more without ``--only``).
+``--annotate`` only (re)writes the installed models' training domain (the structures
+each stage trained on, measured by ``ase_moireh.domain``), without retraining.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import logging
 import shutil
 from pathlib import Path
 
+import ase.io
+
+from ase_moireh.domain import domain_of
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
 from ase_moireh.tools.convert import convert_files
 from ase_moireh.tools.train import TrainConfig, train
@@ -48,6 +53,22 @@ def finetune(data: Path, out: Path, pretrained: Path, epochs: int) -> ModelBundl
     return train(config, pretrained=pretrained, progress=False)
 
 
+def trained_on(info: dict) -> list[str]:
+    """Names of the structures each stage's train part held (from the stage reports)."""
+    stages = [info[k]["train"] for k in ("pretrain", "finetune") if k in info]
+    return [name for stage in stages for name in stage["parts"]["train"]["structures"]]
+
+
+def annotate(path: Path, shared: Path) -> None:
+    """Record the training domain in an installed model file (weights untouched)."""
+    bundle = load_bundle(path)
+    names = trained_on(bundle.info)
+    atoms = [ase.io.read(shared / name / "structure.extxyz") for name in names]
+    info = {**bundle.info, "domain": domain_of(atoms, names).to_dict()}
+    save_bundle(ModelBundle(bundle.models, bundle.overlap, info), path)
+    logging.info("%s: domain of %d structures", path.name, len(names))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default="../shared/data/openmx")
@@ -56,10 +77,15 @@ def main() -> None:
     parser.add_argument("--epochs-finetune", type=int, default=500)
     parser.add_argument("--only", choices=["nosoc", "soc"])
     parser.add_argument("--install", action="store_true")
+    parser.add_argument("--annotate", action="store_true")
     parser.add_argument("--convolution", choices=["so2", "tp"], default=MODEL["convolution"])
     args = parser.parse_args()
     MODEL["convolution"] = args.convolution
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.annotate:
+        for path in sorted(PACKAGE_MODELS.glob("*.pt")):
+            annotate(path, Path(args.shared))
+        return
     work = Path(args.work)
     data = work / "data"
     convert_files("openmx", [args.shared], data, skip_existing=True, progress=False)
@@ -79,7 +105,7 @@ def main() -> None:
     if args.only:
         return
     for name, (bundle, report) in reports.items():
-        info = {**report, "recipe": "examples/train_bundled.py"}
+        info = {**report, "recipe": "examples/train_bundled.py", "domain": bundle.info["domain"]}
         save_bundle(ModelBundle(bundle.models, bundle.overlap, info), work / name)
         load_bundle(work / name)  # the file we ship must load
         if args.install:

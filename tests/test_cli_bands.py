@@ -54,6 +54,11 @@ def test_bands_model_vs_dft_and_chern(tmp_path):
         calc.set(nbands=8)
         curves.append(calc.band_structure("GMKG", 6).energies)
     assert printed == pytest.approx(np.abs(curves[0] - curves[1]).mean() * 1e3, abs=1e-3)
+    vbm, cbm = calc.band_edges()  # the model's, printed as the plots' energy zero
+    assert f"model: VBM {vbm:+.4f} eV, CBM {cbm:+.4f} eV, gap {(cbm - vbm) * 1e3:.1f} meV" in (
+        result.output
+    )
+    assert f"mid-gap {0.5 * (vbm + cbm):+.4f} eV is the energy zero" in result.output
 
     json_out = tmp_path / "c.json"
     args = ["chern", structure, "--dft", str(tmp_path / case), "--nbands", "1"]
@@ -65,7 +70,10 @@ def test_bands_model_vs_dft_and_chern(tmp_path):
     written = json.loads(json_out.read_text())
     assert written["chern_mod3"] == library.chern_mod3
     for label, values in library.eigenvalues.items():
-        assert np.allclose(written["c3_phases_deg"][label], np.angle(values, deg=True))
+        phases = np.array(written["c3_phases_deg"][label])
+        assert np.all((phases > -180) & (phases <= 180))
+        turn = np.exp(1j * np.radians(phases))
+        assert np.allclose(turn, values / np.abs(values), atol=1e-3)
 
 
 def test_ribbon_edge_state_weights(tmp_path):
@@ -74,9 +82,9 @@ def test_ribbon_edge_state_weights(tmp_path):
     and the plot is written."""
     atoms = twisted_bilayer(2, 1)
     atoms.calc = MoireHCalculator(soc=False)
-    sigma = atoms.calc.midgap()
+    midgap = atoms.calc.midgap()
     out, data = tmp_path / "ribbon.png", tmp_path / "ribbon.json"
-    args = ["ribbon", "2", "1", "--repeats", "2", "--no-soc", "--sigma", str(sigma)]
+    args = ["ribbon", "2", "1", "--repeats", "2", "--no-soc", "--sigma", "0.05"]
     result = CliRunner().invoke(
         moireh, [*args, "--nk", "4", "--nbands", "6", "-o", str(out), "--json", str(data)]
     )
@@ -90,3 +98,7 @@ def test_ribbon_edge_state_weights(tmp_path):
     assert np.allclose(lower + upper + bulk, 1.0, atol=1e-10)
     assert np.allclose(bands["norm"], 1.0, atol=1e-8)
     assert (lower + upper).max() > 0.5  # some states do live on the edges
+    # --sigma is relative to the periodic cell's mid-gap, which the command prints
+    assert f"mid-gap {midgap:+.4f} eV is the energy zero" in result.output
+    energies = np.array(bands["energies"])
+    assert energies.min() < midgap + 0.05 < energies.max()

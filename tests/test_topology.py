@@ -95,3 +95,22 @@ def test_spin_sector_c3_chern_of_an_sz_conserving_model():
         lattice = round(fukui_chern(sector, [0], nk=12))
         result = sector_c3_eigenvalues(TightBinding(h, s), atoms, nbands=1, nocc=2, spin=spin)
         assert result.chern_mod3 == lattice % 3 and lattice == -spin
+
+
+def test_phases_are_printed_in_one_branch():
+    """-180 and 180 deg are one phase: printed as 180 everywhere, never -0.0."""
+    from ase_moireh.topology import phases_deg
+
+    values = np.exp(1j * np.radians([-180.0, 180.0, -179.99, 0.0, -0.01, 120.0]))
+    assert phases_deg(values) == [180.0, 180.0, 180.0, 0.0, 0.0, 120.0]
+    assert str(phases_deg(np.exp(-0.0001j))[0]) == "0.0"
+
+
+def test_a_cut_degenerate_group_says_how_many_bands_to_count():
+    """Spin-degenerate bands (no Rashba, no exchange): counting one of a pair is refused
+    with the number of bands that would count whole groups."""
+    atoms, tb = rashba_exchange_model(rashba=0.0, exchange=0.0)
+    with pytest.raises(ValueError, match=r"levels 0-1 .* nbands=2 \(moireh chern --nbands 2\)"):
+        c3_eigenvalues(tb, atoms, [1])
+    with pytest.raises(ValueError, match=r"at K .*levels 0-3 .*touches the bands above"):
+        c3_eigenvalues(tb, atoms, [0, 1])  # the Dirac point of graphene: no gap

@@ -106,6 +106,11 @@ def test_finetune_starts_from_pretrained_weights_and_freezes(data, tmp_path):
     h0, _, _ = predict_operators(base, atoms)
     h1, _, _ = predict_operators(zero, atoms)
     assert np.allclose(h0.values, h1.values, atol=1e-10)  # all weights loaded
+    # the model file records its training domain: the base's structures and the new one
+    assert base.info["domain"]["layers"] == [2]
+    trained = set(base.info["domain"]["structures"])
+    assert "tw2179_nosoc" not in trained
+    assert set(zero.info["domain"]["structures"]) == trained | {"tw2179_nosoc"}
     frozen_cfg = config(
         data,
         tmp_path / "ft2",

@@ -10,12 +10,43 @@ import numpy as np
 
 from ase_moireh.files import atomic_file
 from ase_moireh.plotting import kpath_axis, new_figure, save_figure
+from ase_moireh.topology import phases_deg
 
 
 def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | None = None):
     from ase_moireh.calculator import MoireHCalculator
 
     return MoireHCalculator(model=model, soc=soc, dft=dft, pao_dir=pao_dir)
+
+
+MODEL_FILE = click.Path(exists=True, dir_okay=False)
+MODEL_HELP = "Model file (default: the bundled MoTe2 model, SOC or collinear per --soc)."
+SIGMA_HELP = (
+    "Centre of the --nbands levels, eV relative to the mid-gap (0: the mid-gap, found "
+    "by electron counting over Gamma, M and K); with --absolute-sigma, absolute eV."
+)
+
+
+def gap_report(label: str, calc) -> float:
+    """Print the band edges the calculator finds; return the mid-gap (the energy zero)."""
+    vbm, cbm = calc.band_edges()
+    gap = (cbm - vbm) * 1e3
+    state = f"gap {gap:.1f} meV" if gap > 0 else f"no gap (bands overlap by {-gap:.1f} meV)"
+    click.echo(
+        f"{label}: VBM {vbm:+.4f} eV, CBM {cbm:+.4f} eV, {state} over Gamma, M, K; "
+        f"mid-gap {0.5 * (vbm + cbm):+.4f} eV is the energy zero of the plots"
+    )
+    return 0.5 * (vbm + cbm)
+
+
+def centre(calc, label: str, sigma: float, absolute: bool) -> float | None:
+    """The calculator's sigma from the command's (relative to the mid-gap unless
+    ``absolute``); None for the mid-gap itself, where the calculator keeps whole bands
+    around the gap on small cells."""
+    mid = gap_report(label, calc)
+    if absolute:
+        return sigma
+    return None if sigma == 0 else mid + sigma
 
 
 def _read(structure: str):
@@ -46,7 +77,9 @@ def plot_bands(
 
 @click.command(name="bands")
 @click.argument("structure", type=click.Path(exists=True))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
+)
 @click.option(
     "--dft",
     type=click.Path(exists=True, file_okay=False),
@@ -63,21 +96,24 @@ def plot_bands(
 @click.option("--soc/--no-soc", default=True, show_default=True)
 @click.option("--npoints", default=40, show_default=True)
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
-@click.option("--sigma", default=None, type=float, help="Energy (eV) to centre on.")
+@click.option("--sigma", default=0.0, show_default=True, type=float, help=SIGMA_HELP)
+@click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
 @click.option("-o", "--out", default="bands.png", show_default=True)
-def bands_command(structure, model, dft, pao_dir, soc, npoints, nbands, sigma, out) -> None:
-    """Bands of STRUCTURE along Gamma-M-K-Gamma (model, DFT or both overlaid)."""
+def bands_command(
+    structure, model, dft, pao_dir, soc, npoints, nbands, sigma, absolute_sigma, out
+) -> None:
+    """Bands of STRUCTURE along Gamma-M-K-Gamma (model, DFT or both overlaid), relative
+    to each one's mid-gap; prints the band edges."""
     atoms = _read(structure)
     curves = []
+    sources = [("DFT", None, dft, "k")] if dft else []
+    sources.append(("model", model, None, "tab:red"))
     try:
-        if dft:
-            dft_atoms = atoms.copy()
-            dft_atoms.calc = _calculator(None, dft, soc, pao_dir)
-            dft_atoms.calc.set(nbands=nbands, sigma=sigma)
-            curves.append(("DFT", dft_atoms.calc.band_structure("GMKG", npoints), "k"))
-        atoms.calc = _calculator(model, None, soc)
-        atoms.calc.set(nbands=nbands, sigma=sigma)
-        curves.append(("model", atoms.calc.band_structure("GMKG", npoints), "tab:red"))
+        for label, model_file, dataset, colour in sources:
+            copy = atoms.copy()
+            copy.calc = _calculator(model_file, dataset, soc, pao_dir if dataset else None)
+            copy.calc.set(nbands=nbands, sigma=centre(copy.calc, label, sigma, absolute_sigma))
+            curves.append((label, copy.calc.band_structure("GMKG", npoints), colour))
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     if dft:
@@ -86,13 +122,16 @@ def bands_command(structure, model, dft, pao_dir, soc, npoints, nbands, sigma, o
             f"band MAE model vs DFT: {np.abs(a - b).mean() * 1e3:.3f} meV "
             f"({a.shape[-1]} bands x {a.shape[1]} k-points)"
         )
-    plot_bands(curves, Path(out), f"{Path(structure).name}: {len(atoms)} atoms")
+    title = f"{atoms.get_chemical_formula()}, {len(atoms)} atoms ({Path(structure).name})"
+    plot_bands(curves, Path(out), title)
     click.echo(f"wrote {out}")
 
 
 @click.command(name="chern")
 @click.argument("structure", type=click.Path(exists=True))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
+)
 @click.option("--dft", type=click.Path(exists=True, file_okay=False), default=None)
 @click.option("--soc/--no-soc", default=True, show_default=True)
 @click.option("--nbands", default=1, show_default=True, help="Top valence bands counted.")
@@ -113,23 +152,18 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
         result = atoms.calc.chern_numbers(nbands=nbands, spin=sector)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
-    rows = {
-        label: [f"{np.angle(v, deg=True):+.1f} deg" for v in values]
-        for label, values in result.eigenvalues.items()
-    }
+    phases = {label: phases_deg(values) for label, values in result.eigenvalues.items()}
+    rows = {label: [f"{p:+.1f} deg" for p in values] for label, values in phases.items()}
     click.echo(f"{'k':6s} C3 eigenvalue phases of the top {nbands} valence band(s)")
-    for label, phases in rows.items():
-        click.echo(f"{label:6s} {'  '.join(phases)}")
+    for label, row in rows.items():
+        click.echo(f"{label:6s} {'  '.join(row)}")
     click.echo(f"Chern number mod 3: {result.chern_mod3}")
     if out:
         with atomic_file(out) as tmp:
             tmp.write_text(
                 json.dumps(
                     {
-                        "c3_phases_deg": {
-                            k: [float(np.angle(v, deg=True)) for v in vals]
-                            for k, vals in result.eigenvalues.items()
-                        },
+                        "c3_phases_deg": phases,
                         "chern_mod3": result.chern_mod3,
                     },
                     indent=1,
@@ -142,23 +176,44 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 @click.argument("n", type=int)
 @click.argument("m", type=int)
 @click.option("--repeats", default=3, show_default=True, help="Moire cells across.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
+)
 @click.option("--soc/--no-soc", default=True, show_default=True)
-@click.option("--sigma", type=float, required=True, help="Energy (eV) inside the gap.")
+@click.option(
+    "--sigma",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Centre of the levels, eV relative to the mid-gap of the periodic (N, M) cell "
+    "(edge states live in its gap); with --absolute-sigma, absolute eV.",
+)
+@click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
 @click.option("--nbands", default=20, show_default=True)
 @click.option("--nk", default=30, show_default=True)
 @click.option("--edge-width", default=5.0, show_default=True, help="A from the edge.")
 @click.option("-o", "--out", default="ribbon.png", show_default=True)
 @click.option("--json", "json_out", default=None, help="Also write energies and weights.")
-def ribbon_command(n, m, repeats, model, soc, sigma, nbands, nk, edge_width, out, json_out) -> None:
-    """Nanoribbon of the twisted (N, M) cell: bands near SIGMA coloured by edge and spin."""
+def ribbon_command(
+    n, m, repeats, model, soc, sigma, absolute_sigma, nbands, nk, edge_width, out, json_out
+) -> None:
+    """Nanoribbon of the twisted (N, M) cell: bands near SIGMA coloured by edge and spin,
+    relative to the periodic cell's mid-gap."""
     from ase_moireh.build import nanoribbon, twisted_bilayer
     from ase_moireh.ribbon_states import plot_ribbon, ribbon_bands
 
-    ribbon = nanoribbon(twisted_bilayer(n, m), repeats=repeats, edge_width=edge_width)
-    ribbon.calc = _calculator(model, None, soc)
-    bands = ribbon_bands(ribbon.calc.get_tight_binding(), ribbon, sigma, nbands=nbands, nk=nk)
-    plot_ribbon(bands, out, f"({n},{m}) ribbon, {len(ribbon)} atoms")
+    cell = twisted_bilayer(n, m)
+    try:
+        cell.calc = _calculator(model, None, soc)
+        mid = gap_report(f"periodic ({n},{m}) cell", cell.calc)
+        ribbon = nanoribbon(cell, repeats=repeats, edge_width=edge_width)
+        ribbon.calc = _calculator(model, None, soc)
+        target = sigma if absolute_sigma else mid + sigma
+        tb = ribbon.calc.get_tight_binding()
+        bands = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    plot_ribbon(bands, out, f"({n},{m}) ribbon, {len(ribbon)} atoms", reference=mid)
     click.echo(f"wrote {out}")
     if json_out:
         with atomic_file(json_out) as tmp:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ase_moireh.domain import ModelDomain, domain_of, union
 from ase_moireh.io.dataset import read_structure
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
@@ -382,6 +383,7 @@ def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> Mod
     valence = training_valence(run.structures, known)
     if valence:
         info["valence"] = valence  # the calculator counts electrons with it
+    info["domain"] = training_domain(run).to_dict()  # the calculator checks structures
     bundle = ModelBundle([run.model], run.overlap, info)
     save_bundle(bundle, out / "model.pt")
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -401,6 +403,14 @@ def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
         total += loss.item()
     model.eval()
     return total / max(len(graphs), 1)
+
+
+def training_domain(run: _Setup) -> ModelDomain:
+    """The structures the model was fitted to (train part), joined with its base's."""
+    train = run.parts[0]
+    domain = domain_of([run.structures[k].atoms for k in train], [run.paths[k].name for k in train])
+    base = run.base.info.get("domain") if run.base else None
+    return union(ModelDomain.from_dict(base), domain) if base else domain
 
 
 def training_valence(structures: list[ElectronicStructure], known: dict | None) -> dict | None:
