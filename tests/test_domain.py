@@ -10,6 +10,7 @@ from ase.build import mx2
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.build.generate import shifted_bilayers
 from ase_moireh.calculator import MoireHCalculator
+from ase_moireh.data import bundled_model_path
 from ase_moireh.domain import (
     ModelDomain,
     OutOfDomainError,
@@ -21,7 +22,6 @@ from ase_moireh.domain import (
     vacuum_width,
 )
 from ase_moireh.model.io import load_bundle
-from ase_moireh.data import bundled_model_path
 
 CUTOFF = 7.4
 
