@@ -32,6 +32,12 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 L_LETTERS = "spdfgh"
+#: names of the real harmonics inside a shell, in the order above (m = -l..l)
+M_NAMES: dict[int, tuple[str, ...]] = {
+    0: ("",),
+    1: ("y", "z", "x"),
+    2: ("xy", "yz", "z2", "xz", "x2-y2"),
+}
 
 #: OpenMX -> internal order inside a shell: internal[m] = openmx[perm[m]].
 #: OpenMX p: (x, y, z); d: (z2, x2-y2, xy, xz, yz). f and higher are not supported.
@@ -69,6 +75,22 @@ class SpeciesBasis:
             out.append(slice(start, start + 2 * l + 1))
             start += 2 * l + 1
         return out
+
+    def shell_labels(self) -> list[str]:
+        """One label per shell, numbered per l: 's1', 's2', 'p1', 'd1', ..."""
+        labels, seen = [], {}
+        for l in self.shells:
+            seen[l] = seen.get(l, 0) + 1
+            labels.append(f"{L_LETTERS[l]}{seen[l]}")
+        return labels
+
+    def orbital_labels(self) -> list[str]:
+        """One label per spatial orbital in our order, e.g. 's1', 'p1y', 'd1z2'."""
+        return [
+            f"{shell}{name}"
+            for shell, l in zip(self.shell_labels(), self.shells, strict=True)
+            for name in M_NAMES.get(l, tuple(str(m) for m in range(-l, l + 1)))
+        ]
 
     def dftio_string(self) -> str:
         """dftio's compact form, e.g. ``'3s2p1d'``."""

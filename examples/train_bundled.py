@@ -27,7 +27,7 @@ import ase.io
 from ase_moireh.domain import domain_of
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
 from ase_moireh.tools.convert import convert_files
-from ase_moireh.tools.train import TrainConfig, train
+from ase_moireh.tools.train import TrainConfig, train, training_stages
 
 MODEL = {"multiplicity": 8, "convolution": "so2"}
 SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40
@@ -55,7 +55,7 @@ def finetune(data: Path, out: Path, pretrained: Path, epochs: int) -> ModelBundl
 
 def trained_on(info: dict) -> list[str]:
     """Names of the structures each stage's train part held (from the stage reports)."""
-    stages = [info[k]["train"] for k in ("pretrain", "finetune") if k in info]
+    stages = training_stages(info)
     return [name for stage in stages for name in stage["parts"]["train"]["structures"]]
 
 

@@ -106,3 +106,13 @@ def test_spin_rotation_by_pi_and_2pi_about_z():
     rz = Rotation.from_rotvec([0, 0, np.pi]).as_matrix()
     assert np.allclose(spin_rotation(rz), np.diag([-1j, 1j]))
     assert np.allclose(spin_rotation(np.eye(3)), np.eye(2))
+
+
+def test_orbital_labels_follow_the_stated_order():
+    """Labels name the real harmonics in the order the module docstring states."""
+    te = Basis.from_dftio({"Te": "3s2p2d"})["Te"]
+    labels = te.orbital_labels()
+    assert len(labels) == te.norb == 19
+    assert labels[:6] == ["s1", "s2", "s3", "p1y", "p1z", "p1x"]
+    assert labels[9:14] == ["d1xy", "d1yz", "d1z2", "d1xz", "d1x2-y2"]
+    assert te.shell_labels() == ["s1", "s2", "s3", "p1", "p2", "d1", "d2"]

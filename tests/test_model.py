@@ -192,3 +192,19 @@ def test_model_files_from_before_so2_load_as_tensor_product_models():
     assert ModelConfig(species=["Si"], basis={"Si": "2s2p1d"}, spinful=False).convolution == "so2"
     with pytest.raises(ValueError, match="unknown convolution"):
         HamiltonianModel(ModelConfig(**{**fields, "convolution": "fft"}))
+
+
+def test_band_errors_near_gap_counts_only_levels_near_the_edges():
+    from ase_moireh.tools.errors import band_errors_near_gap
+
+    ref = np.array([[-3.0, -0.2, 0.0, 1.0, 1.1, 4.0], [-3.1, -0.5, -0.1, 1.2, 1.5, 4.0]])
+    pred = ref.copy()
+    pred[:, 0] += 0.5  # far from the gap: not counted
+    pred[0, 2] += 0.004  # the valence-band maximum moves up by 4 meV
+    pred[1, 4] -= 0.002
+    out = band_errors_near_gap(ref, pred, nocc=3, window=0.3)
+    # near: (0,-0.2), (0,0.0), (1,-0.1), (0,1.0), (0,1.1), (1,1.2): 6 levels
+    assert out["levels"] == 6
+    assert out["max_meV"] == pytest.approx(4.0)
+    assert out["gap_reference_meV"] == pytest.approx(1000.0)
+    assert out["gap_error_meV"] == pytest.approx(-4.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from pathlib import Path
+
 import click
 
 from ase_moireh.cli.bands import bands_command, chern_command, ribbon_command
@@ -85,9 +87,8 @@ def demo_command(out: str) -> None:
     from ase_moireh.cli.demo import run_demo
 
     result = run_demo(out)
-    for key, value in result.items():
-        click.echo(f"{key:22s} {value}")
-    click.echo(f"wrote {out}/bands.png, {out}/summary.txt and {out}/dataset/")
+    click.echo((Path(out) / "summary.txt").read_text())
+    click.echo("wrote " + ", ".join(f"{out}/{name}" for name in result["files"]))
 
 
 moireh.add_command(convert_command)

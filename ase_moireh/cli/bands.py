@@ -71,7 +71,8 @@ def plot_bands(
         ax.plot([], [], color=colour, ls=style, label=label)
     kpath_axis(ax, curves[0][1].path, window, "E - E_midgap (eV)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
+    # below the axes, where it hides no band
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(curves))
     save_figure(fig, filename)
 
 

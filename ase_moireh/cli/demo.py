@@ -10,48 +10,61 @@
    (42 atoms; no SOC DFT run exists for it): bands near the gap
    (``twisted_bands.png``) and the C3 eigenvalues / Chern numbers mod 3 of the top
    spin-up valence bands (``chern.txt``).
+
+Every result says how far to trust it: ``summary.txt`` (in words) and ``summary.json``
+carry the model's training structures and validation errors, its band errors near the
+gap on the held-out bilayer, the twisted cell's domain check and ensemble spread, and a
+verdict on whether the model resolves the twisted cell's gap.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from ase_moireh import __version__
 from ase_moireh.data import demo_scfout_path
+from ase_moireh.files import atomic_file
 from ase_moireh.io.dataset import read_dftio, write_dftio
 from ase_moireh.plotting import kpath_axis, new_figure, save_figure
-from ase_moireh.tightbinding import TightBinding
 
 log = logging.getLogger(__name__)
 
 
+#: the converter check passes below this eigenvalue difference against OpenMX (meV)
+CONVERTER_TOLERANCE_MEV = 1.0
+
+
 def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> dict:
-    """Convert, reload, verify, predict and plot; returns the numbers it reports."""
+    """Convert, reload, verify, predict and plot; returns the numbers it reports, which
+    ``summary.json`` holds and ``summary.txt`` states in words, with what to trust."""
     from ase_moireh.io.openmx import read_scfout
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    log.info("reading %s", demo_scfout_path())
+    log.info("step 1/3: converting and checking %s", demo_scfout_path().name)
     converted = read_scfout(demo_scfout_path())
     folder = write_dftio(converted, outdir / "dataset" / "bl1x1_soc_s00")
-    log.info("wrote dataset %s", folder)
     loaded = read_dftio(folder)
-    h, s = loaded.hamiltonian, loaded.overlap
     tb = loaded.tight_binding
     kpts = [k for k, _ in converted.reference_eigenvalues]
     ref = np.array([e for _, e in converted.reference_eigenvalues])
-    ours = tb.eigenvalues(kpts)
     result = {
-        "atoms": len(loaded.atoms),
-        "spinful": loaded.spinful,
-        "blocks": h.nedges,
-        "hermiticity_H_eV": h.hermiticity_error(),
-        "hermiticity_S": s.hermiticity_error(),
-        "kpoints_compared": len(kpts),
-        "max_eig_diff_meV": float(np.abs(ours - ref).max() * 1e3),
-        "fermi_level_eV": loaded.fermi_level,
+        "converter": {
+            "structure": "bl1x1_soc_s00 (bundled OpenMX run)",
+            "atoms": len(loaded.atoms),
+            "spinful": loaded.spinful,
+            "blocks": loaded.hamiltonian.nedges,
+            "hermiticity_H_eV": loaded.hamiltonian.hermiticity_error(),
+            "hermiticity_S": loaded.overlap.hermiticity_error(),
+            "kpoints_compared": len(kpts),
+            "max_eig_diff_meV": float(np.abs(tb.eigenvalues(kpts) - ref).max() * 1e3),
+            "fermi_level_eV": loaded.fermi_level,
+        },
+        "files": ["dataset/bl1x1_soc_s00/", "bands.png"],
     }
     path = loaded.atoms.cell.bandpath("GMKG", npoints=npoints)
     bands = tb.eigenvalues(path.kpts)
@@ -63,75 +76,215 @@ def run_demo(outdir: str | Path, npoints: int = 60, with_model: bool = True) -> 
     ]
     _plot_bands(path, bands, on_path, loaded.fermi_level, outdir / "bands.png")
     if with_model:
-        result.update(_model_part(loaded, path, bands, outdir, npoints))
-    lines = [f"{key:22s} {value}" for key, value in result.items()]
-    (outdir / "summary.txt").write_text("\n".join(lines) + "\n")
+        _model_part(loaded, path, bands, outdir, npoints, result)
+    result["files"] += ["summary.json", "summary.txt"]
+    write_summary(result, outdir)
     return result
 
 
-def _model_part(dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int) -> dict:
+def write_summary(result: dict, outdir: Path) -> None:
+    """``summary.json`` (numbers) and ``summary.txt`` (a report a physicist reads cold)."""
+    with atomic_file(outdir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    with atomic_file(outdir / "summary.txt") as tmp:
+        tmp.write_text(report_text(result))
+
+
+def _model_part(dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int, result) -> None:
     """Steps 2 and 3 of the module docstring."""
+    from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
     from ase_moireh.data import bundled_model_path
     from ase_moireh.model.io import load_bundle
-    from ase_moireh.model.predict import predict_operators
+    from ase_moireh.tools.errors import band_errors_near_gap
 
+    log.info("step 2/3: the bundled SOC model on the held-out bilayer")
     bundle = load_bundle(bundled_model_path(soc=True))
-    h, s, _ = predict_operators(bundle, dft.atoms)
-    model_bands = TightBinding(h, s).eigenvalues(path.kpts)
+    atoms = dft.atoms.copy()
+    atoms.calc = MoireHCalculator(model=bundle)
+    model_tb = atoms.calc.get_tight_binding()
+    model_bands = model_tb.eigenvalues(path.kpts)
     window = np.abs(dft_bands - dft.fermi_level) < 2.0  # bands within 2 eV of mu
-    out = {
-        "model_H_mae_meV": {k: v * 1e3 for k, v in h.mae_by_pair(dft.hamiltonian).items()},
-        "model_band_mae_meV_within_2eV": float(
-            np.abs(model_bands - dft_bands)[window].mean() * 1e3
-        ),
+    near_gap = band_errors_near_gap(
+        dft.tight_binding.eigenvalues(EXTREMA_KPOINTS),
+        model_tb.eigenvalues(EXTREMA_KPOINTS),
+        atoms.calc.occupied_bands(),
+    )
+    result["model"] = {
+        **model_provenance(bundle, atoms.calc),
+        "held_out_structure": "bl1x1_soc_s00",
+        "H_mae_meV": {
+            k: v * 1e3 for k, v in atoms.calc.get_hamiltonian().mae_by_pair(dft.hamiltonian).items()
+        },
+        "band_mae_meV_within_2eV": float(np.abs(model_bands - dft_bands)[window].mean() * 1e3),
+        "bands_near_gap": near_gap,
     }
     _plot_overlay(path, dft_bands, model_bands, dft.fermi_level, outdir / "bands_model_vs_dft.png")
-    out.update(twisted_part(bundle, outdir, npoints))
-    return out
+    result["files"].append("bands_model_vs_dft.png")
+    log.info("step 3/3: the twisted cell through MoireHCalculator")
+    result["twisted"] = twisted_part(bundle, outdir, npoints, expected_error=near_gap["max_meV"])
+    result["files"] += ["twisted_bands.png", "chern.txt"]
 
 
-def twisted_part(bundle, outdir: Path, npoints: int, n: int = 2, m: int = 1) -> dict:
-    """Step 3: a twisted cell through the calculator: bands near the gap, C3 Chern table."""
+def model_provenance(bundle, calc) -> dict:
+    """What the model is and what it was trained and validated on (from its file)."""
+    from ase_moireh.tools.train import training_stages
+
+    stages = training_stages(bundle.info)
+    last = stages[-1]["parts"] if stages else {}
+    domain = calc.model_domain()
+    return {
+        "members": len(bundle.models),
+        "trained_on": domain.structures if domain else None,
+        "validation_mae_meV": last.get("validation", {}).get("mae_meV"),
+        "validation_structures": last.get("validation", {}).get("structures"),
+        "test_mae_meV": last.get("test", {}).get("mae_meV"),
+    }
+
+
+def twisted_part(
+    bundle, outdir: Path, npoints: int, n: int = 2, m: int = 1, expected_error: float = 0.0
+) -> dict:
+    """Step 3: a twisted cell through the calculator: bands near the gap, C3 Chern table,
+    and whether the model can resolve that gap (``expected_error``: band error near the
+    gap on held-out data, meV)."""
     from ase_moireh.build import twist_angle, twisted_bilayer
     from ase_moireh.calculator import MoireHCalculator
 
     twisted = twisted_bilayer(n, m)
     twisted.calc = MoireHCalculator(model=bundle, nbands=16)
-    bs = twisted.calc.band_structure("GMKG", npoints=max(10, npoints // 3))
-    tpath = bs.path
+    severe, mild = twisted.calc.domain_findings(twisted)
+    vbm, cbm = twisted.calc.band_edges()
+    gap = float((cbm - vbm) * 1e3)
+    spread = _spread_meV(twisted.calc)
+    resolved = gap > expected_error and not severe
+    info = {
+        "nm": (n, m),
+        "angle_deg": round(twist_angle(n, m), 3),
+        "atoms": len(twisted),
+        "domain_findings": severe + mild,
+        # over Gamma, the three M and both K: negative means the model makes it a metal
+        "gap_meV": gap,
+        "expected_band_error_meV": expected_error,
+        "ensemble_spread_max_meV": spread,
+        "gap_resolved": bool(resolved),
+    }
+    bs = twisted.calc.band_structure("GMKG", npoints=max(12, 2 * npoints // 3))
+    verdict = f"gap {gap:.1f} meV" + (
+        "" if resolved else f" < expected error {expected_error:.0f} meV: illustrative only"
+    )
     _plot_bands(
-        tpath,
+        bs.path,
         bs.energies[0],
         [],
         bs.reference,
         outdir / "twisted_bands.png",
-        title=f"{twist_angle(n, m):.2f}° twisted MoTe$_2$ ({len(twisted)} atoms): "
-        "model H, S with SOC",
+        title=f"{twist_angle(n, m):.2f}° twisted MoTe$_2$ ({len(twisted)} atoms), model "
+        f"H, S with SOC\n{verdict}",
         ylim=0.6,
+        ylabel=r"$E - E_\mathrm{midgap}$ (eV)",
+    )
+    info["chern_mod3_top1_top2"] = _chern_table(twisted, info, outdir / "chern.txt")
+    return info
+
+
+def _spread_meV(calc) -> float | None:
+    """Largest ensemble spread of H (meV); None for a single model."""
+    if "hamiltonian_spread" not in calc.results:
+        return None
+    return float(np.abs(calc.results["hamiltonian_spread"].values).max() * 1e3)
+
+
+def _chern_table(twisted, info: dict, filename: Path) -> tuple[int, int]:
+    """chern.txt: the trust verdict first, then the C3 phases and Chern numbers mod 3."""
+    from ase_moireh.topology import phases_deg
+
+    trust = (
+        "TRUSTWORTHY: the gap exceeds the expected band error"
+        if info["gap_resolved"]
+        else f"NOT TRUSTWORTHY: model gap {info['gap_meV']:.1f} meV is below the expected "
+        f"band error near the gap ({info['expected_band_error_meV']:.0f} meV, held-out "
+        "bilayer): these bands may touch or reorder, so the table only shows the pipeline"
     )
     lines = [
-        "# C3 eigenvalue phases (deg) of the top valence bands, spin-up sector",
+        f"# {info['angle_deg']} deg twisted MoTe2 ({info['atoms']} atoms), bundled SOC model",
+        f"# {trust}",
+        "# C3 eigenvalue phases (deg, in (-180, 180]) of the top valence bands, spin-up sector",
         "# nbands  Gamma  K  K'  Chern_mod3",
     ]
-    table = {}
+    chern = []
     for nb in (1, 2):
         r = twisted.calc.chern_numbers(nbands=nb, spin=1)
-        phases = {
-            k: [round(float(np.angle(v, deg=True)), 1) for v in vals]
-            for k, vals in r.eigenvalues.items()
-        }
-        table[nb] = r.chern_mod3
-        row = "  ".join(str(phases[label]) for label in ("Gamma", "K", "K'"))
+        row = "  ".join(str(phases_deg(r.eigenvalues[label])) for label in ("Gamma", "K", "K'"))
         lines.append(f"{nb}  {row}  {r.chern_mod3}")
-    (outdir / "chern.txt").write_text("\n".join(lines) + "\n")
-    vbm, cbm = twisted.calc.band_edges()
-    return {
-        "twisted_nm": (n, m),
-        "twisted_atoms": len(twisted),
-        # over Gamma, the three M and both K: negative means the model makes it a metal
-        "twisted_gap_meV": float((cbm - vbm) * 1e3),
-        "twisted_chern_mod3_top1_top2": (table[1], table[2]),
-    }
+        chern.append(r.chern_mod3)
+    with atomic_file(filename) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return chern[0], chern[1]
+
+
+def report_text(result: dict) -> str:
+    """The summary in words: each number with what it means and whether to trust it."""
+    c = result["converter"]
+    ok = c["max_eig_diff_meV"] < CONVERTER_TOLERANCE_MEV
+    lines = [
+        f"ase-moireh {__version__}: main job on the embedded default",
+        "Energies: bands.png relative to OpenMX's Fermi level; bands_model_vs_dft.png to the",
+        "same; twisted_bands.png to the model's mid-gap. Files: " + ", ".join(result["files"]),
+        "",
+        f"1. Converter check ({c['structure']}, {c['atoms']} atoms, SOC: {c['spinful']})",
+        f"   eigenvalues of the converted H, S against those OpenMX printed at "
+        f"{c['kpoints_compared']} k-points: max difference {c['max_eig_diff_meV']:.3f} meV",
+        f"   -> {'PASS' if ok else 'FAIL'} (tolerance {CONVERTER_TOLERANCE_MEV} meV); "
+        f"Hermiticity of H {c['hermiticity_H_eV']:.1e} eV",
+    ]
+    if "model" in result:
+        lines += _model_lines(result["model"]) + _twisted_lines(result["twisted"])
+    return "\n".join(lines) + "\n"
+
+
+def _model_lines(m: dict) -> list[str]:
+    def pairs(values: dict | None) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in (values or {}).items()) or "not recorded"
+
+    near = m["bands_near_gap"]
+    members = m["members"]
+    return [
+        "",
+        f"2. Bundled SOC model on {m['held_out_structure']}, a structure it never trained on",
+        f"   trained on: {', '.join(m['trained_on'] or ['(not recorded)'])}",
+        f"   validation MAE per pair at training (meV): {pairs(m['validation_mae_meV'])}",
+        f"   here, H MAE per pair (meV): {pairs(m['H_mae_meV'])}",
+        f"   bands within 0.3 eV of the gap at Gamma/M/K ({near['levels']} levels): max error "
+        f"{near['max_meV']:.1f} meV, mean {near['mean_meV']:.1f} meV; gap "
+        f"{near['gap_predicted_meV']:.1f} meV vs DFT {near['gap_reference_meV']:.1f} meV",
+        f"   band MAE within 2 eV of the Fermi level: {m['band_mae_meV_within_2eV']:.1f} meV",
+        f"   ensemble: {members} member(s)"
+        + ("; no spread, so no per-structure uncertainty" if members == 1 else ""),
+        "   -> trust this model's bands to about the max error above, on cells like these",
+    ]
+
+
+def _twisted_lines(t: dict) -> list[str]:
+    findings = t["domain_findings"] or ["none: inside the training domain"]
+    spread = t["ensemble_spread_max_meV"]
+    verdict = (
+        "gap resolved: larger than the expected band error"
+        if t["gap_resolved"]
+        else "NOT TRUSTWORTHY: the model cannot tell whether this cell is gapped; the "
+        "Chern numbers in chern.txt only show the pipeline"
+    )
+    return [
+        "",
+        f"3. {t['angle_deg']} deg twisted bilayer ({t['atoms']} atoms) via MoireHCalculator",
+        f"   domain check: {'; '.join(findings)}",
+        f"   model gap over Gamma, M, K: {t['gap_meV']:.1f} meV (negative: bands overlap)",
+        f"   expected band error near the gap: {t['expected_band_error_meV']:.0f} meV "
+        "(held-out bilayer above; twisted cells, which it saw less of, can be worse)",
+        f"   ensemble spread of H: {'n/a (one model)' if spread is None else f'{spread:.1f} meV'}",
+        f"   Chern numbers mod 3 of the top 1 / 2 spin-up valence bands: "
+        f"{t['chern_mod3_top1_top2'][0]} / {t['chern_mod3_top1_top2'][1]}",
+        f"   -> {verdict}",
+    ]
 
 
 def _plot_overlay(path, dft: np.ndarray, model: np.ndarray, fermi: float, filename: Path) -> None:
@@ -143,7 +296,7 @@ def _plot_overlay(path, dft: np.ndarray, model: np.ndarray, fermi: float, filena
     ax.plot([], [], color="k", label="DFT (OpenMX)")
     ax.plot([], [], color="tab:red", ls="--", label="model (bundled, SOC)")
     ax.legend(loc="upper right", fontsize=8)
-    kpath_axis(ax, path, 2.5, r"$E - \mu$ (eV)")
+    kpath_axis(ax, path, 2.5, r"$E - E_F$ (OpenMX's Fermi level, eV)")
     ax.set_title("bilayer MoTe$_2$ (held out): DFT vs model", fontsize=10)
     save_figure(fig, filename)
 
@@ -170,6 +323,7 @@ def _plot_bands(
     filename: Path,
     title: str = "bilayer MoTe$_2$ with SOC: converted H, S (lines)",
     ylim: float = 2.5,
+    ylabel: str = r"$E - E_F$ (OpenMX's Fermi level, eV)",
 ) -> None:
     fig, axes = new_figure(1, 5.0, 4.0)
     ax = axes[0, 0]
@@ -187,6 +341,6 @@ def _plot_bands(
         )
     if reference:
         ax.legend(loc="upper right", fontsize=8)
-    kpath_axis(ax, path, ylim, r"$E - \mu$ (eV)")
+    kpath_axis(ax, path, ylim, ylabel)
     ax.set_title(title, fontsize=10)
     save_figure(fig, filename)

@@ -138,7 +138,7 @@ def analyze_command(pred, ref, out) -> None:
     }
     with atomic_file(out / "analysis.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
-    plot_error_maps(maps, out / "mae_heatmap.png")
+    plot_error_maps(maps, out / "mae_heatmap.png", p.hamiltonian.basis)
     for pair, mae in result["mae_meV"].items():
         click.echo(f"{pair:8s} MAE {mae:.4f} meV")
     click.echo(f"wrote {out / 'analysis.json'} and {out / 'mae_heatmap.png'}")

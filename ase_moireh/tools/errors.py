@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_moireh.basis import Basis
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.plotting import new_figure, save_figure
 
@@ -38,8 +39,8 @@ def shell_pair_mae(maps: dict[str, np.ndarray], pred: BlockOperator) -> dict[str
     for pair, grid in maps.items():
         a, b = pair.split("-")
         sa, sb = pred.basis[a], pred.basis[b]
-        names_a = _shell_names(sa.shells)
-        names_b = _shell_names(sb.shells)
+        names_a = sa.shell_labels()
+        names_b = sb.shell_labels()
         out[pair] = {
             f"{na}-{nb}": float(grid[ra, rb].mean())
             for na, ra in zip(names_a, sa.shell_slices(), strict=True)
@@ -48,23 +49,55 @@ def shell_pair_mae(maps: dict[str, np.ndarray], pred: BlockOperator) -> dict[str
     return out
 
 
-def _shell_names(shells: tuple[int, ...]) -> list[str]:
-    seen: dict[int, int] = {}
-    names = []
-    for l in shells:
-        seen[l] = seen.get(l, 0) + 1
-        names.append(f"{'spdfg'[l]}{seen[l]}")
-    return names
-
-
 def plot_error_maps(
-    maps: dict[str, np.ndarray], filename: str | Path, unit_scale=1e3, unit="meV"
+    maps: dict[str, np.ndarray],
+    filename: str | Path,
+    basis: Basis | None = None,
+    unit_scale=1e3,
+    unit="meV",
 ) -> Path:
-    fig, axes = new_figure(len(maps), 3.6, 3.4)
+    """One heat map per element pair; axes labelled with orbital names (``basis``)."""
+    fig, axes = new_figure(len(maps), 4.0, 3.8)
     for ax, (pair, grid) in zip(axes[0], maps.items(), strict=True):
         im = ax.imshow(grid * unit_scale, cmap="viridis")
         ax.set_title(f"{pair}: MAE {grid.mean() * unit_scale:.3g} {unit}", fontsize=9)
-        ax.set_xlabel("orbital of j")
-        ax.set_ylabel("orbital of i")
+        first, second = pair.split("-")
+        _orbital_ticks(ax.set_yticks, basis, first, grid.shape[0])
+        _orbital_ticks(ax.set_xticks, basis, second, grid.shape[1])
+        ax.set_ylabel(f"orbital of i ({first})")
+        ax.set_xlabel(f"orbital of j ({second})")
+        ax.tick_params(axis="x", labelrotation=90)
         fig.colorbar(im, ax=ax, shrink=0.8, label=unit)
     return save_figure(fig, filename, dpi=130)
+
+
+def _orbital_ticks(set_ticks, basis: Basis | None, symbol: str, n: int) -> None:
+    """Integer ticks, named by orbital when the basis knows the element."""
+    if basis is not None and symbol in basis and basis[symbol].norb == n:
+        set_ticks(range(n), basis[symbol].orbital_labels(), fontsize=6)
+    else:
+        set_ticks(range(n))
+
+
+def band_errors_near_gap(
+    reference: np.ndarray, predicted: np.ndarray, nocc: int, window: float = 0.3
+) -> dict[str, float]:
+    """Band errors where they matter: levels (k, band) of ``reference`` within
+    ``window`` eV below its valence-band maximum or above its conduction-band minimum
+    (same k-points and band indices in ``predicted``), and the gap error, in meV.
+
+    Per-element MAE understates these: S has eigenvalues near 0.01, so small H errors
+    are amplified in the bands."""
+    vbm, cbm = reference[:, nocc - 1].max(), reference[:, nocc].min()
+    near = (reference > vbm - window) & (reference < cbm + window)
+    diff = np.abs(predicted - reference)[near]
+    gap_ref = cbm - vbm
+    gap_pred = predicted[:, nocc].min() - predicted[:, nocc - 1].max()
+    return {
+        "max_meV": float(diff.max() * 1e3),
+        "mean_meV": float(diff.mean() * 1e3),
+        "levels": int(near.sum()),
+        "gap_reference_meV": float(gap_ref * 1e3),
+        "gap_predicted_meV": float(gap_pred * 1e3),
+        "gap_error_meV": float((gap_pred - gap_ref) * 1e3),
+    }

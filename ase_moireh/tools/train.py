@@ -405,6 +405,14 @@ def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
     return total / max(len(graphs), 1)
 
 
+def training_stages(info: dict) -> list[dict]:
+    """The trainer's reports held in a model file's info, one per stage: its own
+    (``train``), or those the bundling recipe nests under ``pretrain`` / ``finetune``."""
+    if "train" in info:
+        return [info["train"]]
+    return [info[k]["train"] for k in ("pretrain", "finetune") if "train" in info.get(k, {})]
+
+
 def training_domain(run: _Setup) -> ModelDomain:
     """The structures the model was fitted to (train part), joined with its base's."""
     train = run.parts[0]
