@@ -26,6 +26,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.spectrum.band_structure import BandStructure
+from tqdm import tqdm
 
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.data import bundled_model_path
@@ -297,8 +298,10 @@ class MoireHCalculator(Calculator):
                 f"H has {tb.dimension} rows: finding the gap of a large cell needs PARDISO "
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
+        log.info("finding the gap of %d rows by inertia counts (PARDISO)", tb.dimension)
         sigma = tb.gap_energy(EXTREMA_KPOINTS[0], nocc)
-        edges = [tb.band_edges(k, nocc, sigma) for k in EXTREMA_KPOINTS]
+        points = tqdm(EXTREMA_KPOINTS, desc="band edges", unit="k", disable=None)
+        edges = [tb.band_edges(k, nocc, sigma) for k in points]
         return max(v for v, _ in edges), min(c for _, c in edges)
 
     # ------------------------------------------------------------------ ASE's band interface
@@ -346,6 +349,9 @@ class MoireHCalculator(Calculator):
         from ase.spectrum.band_structure import get_band_structure
 
         self._update(None)
+        kpts = range(len(self.get_ibz_k_points()))
+        for kpt in tqdm(kpts, desc=f"bands ({len(self.atoms)} atoms)", unit="k", disable=None):
+            self.get_eigenvalues(kpt)  # cached: ASE's call below reads them back
         return get_band_structure(atoms=self.atoms, calc=self)
 
     # ------------------------------------------------------------------ topology

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from tqdm import tqdm
 
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import TightBinding
@@ -48,7 +49,7 @@ def ribbon_bands(
         raise ValueError(f"ribbon too small for {nbands} bands ({tb.dimension} orbitals)")
     ks = np.linspace(0.0, 1.0, nk)
     out = {name: np.zeros((nk, nbands)) for name in ("energies", "norm", "spin", *groups)}
-    for n, t in enumerate(ks):
+    for n, t in enumerate(tqdm(ks, desc=f"ribbon ({len(ribbon)} atoms)", unit="k", disable=None)):
         k = np.zeros(3)
         k[axis] = t
         e, vec = tb.eigsh(k, sigma, nbands, vectors=True)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import torch
 from ase import Atoms
+from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
 from ase_moireh.block_operator import BlockOperator, packed_offsets
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
+
+log = logging.getLogger(__name__)
 
 
 def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
@@ -46,7 +52,8 @@ def predict_hamiltonian(
         [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
     )
     offsets = packed_offsets(basis.norbs(atoms.numbers) * spin_factor(spinful), edges)
-    stack = np.array([member_values(model, data, offsets) for model in models])
+    members = tqdm(models, desc=f"predict H ({len(atoms)} atoms)", unit="model", disable=None)
+    stack = np.array([member_values(model, data, offsets) for model in members])
     mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
     meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
     h = BlockOperator(atoms.numbers, basis, edges, mean, spinful, **meta)
@@ -64,8 +71,17 @@ def predict_operators(
     partitioned model); S from the two-centre overlap model."""
     config = bundle.config
     dtype = next(bundle.models[0].parameters()).dtype
+    start = time.perf_counter()
     data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
     models = [model.to(device) for model in bundle.models]
     h, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
     s = bundle.overlap.operator(atoms, h.edges) if bundle.overlap is not None else None
+    log.info(
+        "predicted H%s of %d atoms (%d blocks, %d model(s)) in %.1f s",
+        " and exact S" if s is not None else "",
+        len(atoms),
+        h.nedges,
+        len(models),
+        time.perf_counter() - start,
+    )
     return h, s, spread
