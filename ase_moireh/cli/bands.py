@@ -21,6 +21,7 @@ def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | No
 
 MODEL_FILE = click.Path(exists=True, dir_okay=False)
 MODEL_HELP = "Model file (default: the bundled MoTe2 model, SOC or collinear per --soc)."
+SOC_HELP = "Spin-orbit coupling: the SOC model (spinor bands) or the collinear one."
 SIGMA_HELP = (
     "Centre of the --nbands levels, eV relative to the mid-gap (0: the mid-gap, found "
     "by electron counting over Gamma, M and K); with --absolute-sigma, absolute eV."
@@ -94,12 +95,12 @@ def plot_bands(
     help="OpenMX .pao files for the exact S of a --dft dataset stored without S whose "
     "basis is not the bundled MoTe2 one.",
 )
-@click.option("--soc/--no-soc", default=True, show_default=True)
-@click.option("--npoints", default=40, show_default=True)
+@click.option("--soc/--no-soc", default=True, show_default=True, help=SOC_HELP)
+@click.option("--npoints", default=40, show_default=True, help="k-points along the path.")
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
 @click.option("--sigma", default=0.0, show_default=True, type=float, help=SIGMA_HELP)
 @click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
-@click.option("-o", "--out", default="bands.png", show_default=True)
+@click.option("-o", "--out", default="bands.png", show_default=True, help="Figure (PNG).")
 def bands_command(
     structure, model, dft, pao_dir, soc, npoints, nbands, sigma, absolute_sigma, out
 ) -> None:
@@ -133,8 +134,13 @@ def bands_command(
 @click.option(
     "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
 )
-@click.option("--dft", type=click.Path(exists=True, file_okay=False), default=None)
-@click.option("--soc/--no-soc", default=True, show_default=True)
+@click.option(
+    "--dft",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Converted DFT dataset of STRUCTURE: its H and S instead of the model's.",
+)
+@click.option("--soc/--no-soc", default=True, show_default=True, help=SOC_HELP)
 @click.option("--nbands", default=1, show_default=True, help="Top valence bands counted.")
 @click.option(
     "--spin",
@@ -180,7 +186,7 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 @click.option(
     "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
 )
-@click.option("--soc/--no-soc", default=True, show_default=True)
+@click.option("--soc/--no-soc", default=True, show_default=True, help=SOC_HELP)
 @click.option(
     "--sigma",
     default=0.0,
@@ -190,10 +196,10 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
     "(edge states live in its gap); with --absolute-sigma, absolute eV.",
 )
 @click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
-@click.option("--nbands", default=20, show_default=True)
-@click.option("--nk", default=30, show_default=True)
+@click.option("--nbands", default=20, show_default=True, help="Levels per k-point.")
+@click.option("--nk", default=30, show_default=True, help="k-points along the ribbon.")
 @click.option("--edge-width", default=5.0, show_default=True, help="A from the edge.")
-@click.option("-o", "--out", default="ribbon.png", show_default=True)
+@click.option("-o", "--out", default="ribbon.png", show_default=True, help="Figure (PNG).")
 @click.option("--json", "json_out", default=None, help="Also write energies and weights.")
 def ribbon_command(
     n, m, repeats, model, soc, sigma, absolute_sigma, nbands, nk, edge_width, out, json_out
