@@ -14,7 +14,7 @@ openmx_scfout_format = ExternalIOFormat(
     desc="OpenMX 3.9 .scfout (binary Hamiltonian file)",
     code="1B",
     module="ase_moireh_converters.ase_io",
-    ext="scfout",
+    ext=["scfout"],  # a list: ASE would split a string into letters
 )
 
 

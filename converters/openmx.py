@@ -13,6 +13,9 @@ from pathlib import Path
 from ase_moireh.io.openmx import read_scfout
 from ase_moireh.tightbinding import ElectronicStructure
 
+#: System.Name values that name the code, not the structure (our runner and the shared runs)
+GENERIC_SYSTEM_NAMES = frozenset({"openmx"})
+
 
 class OpenMXConverter:
     """Converter plugin for OpenMX 3.9 .scfout files (optionally .xz / .gz compressed)."""
@@ -26,5 +29,8 @@ class OpenMXConverter:
 
     @staticmethod
     def structure_name(path: Path) -> str:
-        """File name without the .scfout[.xz|.gz] suffixes (OpenMX's System.Name)."""
-        return re.sub(r"\.scfout(\.xz|\.gz)?$", "", path.name)
+        """File name without the .scfout[.xz|.gz] suffixes (OpenMX's System.Name), or the
+        run's folder name when that is the generic default every run shares
+        (``openmx.scfout``: two runs would otherwise land in one output folder)."""
+        stem = re.sub(r"\.scfout(\.xz|\.gz)?$", "", path.name)
+        return path.resolve().parent.name if stem in GENERIC_SYSTEM_NAMES else stem

@@ -59,10 +59,10 @@ def test_convert_good_and_bad_files_together(inputs, tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 4
     expected = {
-        "empty": "truncated",
+        "empty": "not an OpenMX .scfout: 0 bytes",
         "text": "format version",
         "truncated": "truncated",
-        "version": "unsupported .scfout format version 2",
+        "version": "not an OpenMX 3.9 .scfout: header field 8 gives format version 2",
     }
     for name, problem in expected.items():
         assert any(f"/{name}/run.scfout" in e and problem in e for e in errors), name
@@ -79,7 +79,8 @@ def test_skip_existing_and_deeph_format(tmp_path):
     runner = CliRunner()
     first = runner.invoke(moireh_convert, [*args, "--format", "deeph"])
     assert first.exit_code == 0, first.output
-    assert (out / "openmx" / "element.dat").exists()
+    # the generic file name openmx.scfout.xz: named after its run folder
+    assert (out / "bl1x1_nosoc_s02" / "element.dat").exists()
     again = runner.invoke(moireh_convert, [*args, "--skip-existing"])
     assert "converted 0, skipped 1" in again.output
 
@@ -113,7 +114,7 @@ def test_console_script_exit_code_and_single_line_error(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"error: {bad}: truncated: header needs 24 bytes at offset 0, file has 10"
+        f"error: {bad}: not an OpenMX .scfout: 10 bytes, fewer than its 28-byte header"
     ]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-
 from pathlib import Path
 
 import click
@@ -34,7 +33,17 @@ def moireh(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-@click.command(name="convert")
+def _codes_epilog() -> str:
+    from ase_moireh.io.plugins import converter_names
+
+    return (
+        f"Installed converters (CODE): {', '.join(converter_names()) or 'none'}. An output "
+        "folder that exists already is never replaced silently: pass --overwrite or "
+        "--skip-existing."
+    )
+
+
+@click.command(name="convert", epilog=_codes_epilog())
 @click.argument("code")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -49,8 +58,9 @@ def moireh(verbose: bool) -> None:
     "--format", "fmt", type=click.Choice(sorted(WRITERS)), default="dftio", show_default=True
 )
 @click.option("--skip-existing", is_flag=True, help="Leave already converted structures.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output folders.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> None:
+def convert_command(code, paths, out, jobs, fmt, skip_existing, overwrite, no_progress) -> None:
     """Convert DFT outputs of CODE (e.g. openmx) in PATHS (files or folders) to datasets."""
     from ase_moireh.io.plugins import ConversionError
 
@@ -62,10 +72,13 @@ def convert_command(code, paths, out, jobs, fmt, skip_existing, no_progress) -> 
             fmt=fmt,
             jobs=jobs,
             skip_existing=skip_existing,
+            overwrite=overwrite,
             progress=not no_progress,
         )
     except (ConversionError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+    for source, target in report.converted:
+        click.echo(f"wrote {target} (from {source})")
     click.echo(
         f"converted {len(report.converted)}, skipped {len(report.skipped)}, "
         f"failed {len(report.failed)}"
@@ -106,7 +119,12 @@ for _command in (
     moireh.add_command(_command)
 
 
-@click.command(name="moireh-convert", help=convert_command.help, params=convert_command.params)
+@click.command(
+    name="moireh-convert",
+    help=convert_command.help,
+    params=convert_command.params,
+    epilog=convert_command.epilog,
+)
 @click.pass_context
 def moireh_convert(ctx: click.Context, **kwargs) -> None:
     _setup_logging(False)

@@ -15,6 +15,7 @@ import gzip
 import lzma
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -50,20 +51,24 @@ class ScfoutError(ConversionError):
 
 def read_bytes(source: str | os.PathLike | bytes | BinaryIO) -> bytes:
     """All bytes of a .scfout, .scfout.xz or .scfout.gz (by content, not by name)."""
-    if isinstance(source, bytes | bytearray):
-        raw = bytes(source)
-    elif hasattr(source, "read"):
-        raw = source.read()
-    else:
-        raw = Path(source).read_bytes()
     try:
+        if isinstance(source, bytes | bytearray):
+            raw = bytes(source)
+        elif hasattr(source, "read"):  # e.g. ase.io.read's own decompressing file object
+            raw = source.read()
+        else:
+            raw = Path(source).read_bytes()
         if raw.startswith(b"\xfd7zXZ\x00"):
             return lzma.decompress(raw)
         if raw.startswith(b"\x1f\x8b"):
             return gzip.decompress(raw)
-    except (lzma.LZMAError, EOFError, OSError) as err:
-        raise ScfoutError(f"corrupt compressed data ({err})") from None
+    except (lzma.LZMAError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ScfoutError(f"truncated or corrupt compressed file ({err})") from None
     return raw
+
+
+#: atomnum, SpinP_switch + 4 version, Catomnum, Latomnum, Ratomnum, TCpyCell, order_max
+HEADER_BYTES = 7 * 4
 
 
 class _Cursor:
@@ -122,12 +127,16 @@ class ScfoutRaw:
 
 def _header(cur: _Cursor, size: int) -> tuple[int, int, int, int]:
     """(atomnum, SpinP_switch, TCpyCell, order_max), checked."""
+    if size < HEADER_BYTES:
+        raise ScfoutError(
+            f"not an OpenMX .scfout: {size} bytes, fewer than its {HEADER_BYTES}-byte header"
+        )
     atomnum, spin_version, _, _, _, tcpycell = (int(x) for x in cur.take("<i4", 6, "header"))
     version, spin = divmod(spin_version, 4) if spin_version >= 0 else (-1, -1)
     if version != SUPPORTED_VERSION:
         raise ScfoutError(
-            f"unsupported .scfout format version {version} (header field {spin_version}); "
-            f"only version {SUPPORTED_VERSION} (OpenMX 3.9) is supported"
+            f"not an OpenMX 3.9 .scfout: header field {spin_version} gives format version "
+            f"{version}, only version {SUPPORTED_VERSION} (OpenMX 3.9) is supported"
         )
     if spin not in (0, 1, 3):
         raise ScfoutError(f"unsupported SpinP_switch {spin} (expected 0, 1 or 3)")
@@ -398,11 +407,20 @@ def scfout_to_structure(raw: ScfoutRaw, source: str = "") -> ElectronicStructure
     )
 
 
+def _source_name(source) -> str:
+    """The file name for messages; lzma.LZMAFile (what ase.io.read opens for .xz)
+    keeps it only on its underlying file object."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    if isinstance(source, bytes | bytearray):
+        return "<bytes>"
+    inner = getattr(source, "_fp", None)
+    return str(getattr(source, "name", None) or getattr(inner, "name", None) or "<stream>")
+
+
 def read_scfout(source: str | os.PathLike | bytes | BinaryIO) -> ElectronicStructure:
     """Read an OpenMX 3.9 .scfout (plain, .xz or .gz) into Atoms, H and S."""
-    name = (
-        str(source) if isinstance(source, str | os.PathLike) else getattr(source, "name", "<bytes>")
-    )
+    name = _source_name(source)
     try:
         raw = parse_scfout(read_bytes(source))
     except ScfoutError as err:

@@ -36,6 +36,11 @@ class Converter(Protocol):
     def structure_name(self, path: Path) -> str: ...
 
 
+def converter_names() -> list[str]:
+    """Names of the installed converters, without importing them (for help texts)."""
+    return sorted(ep.name for ep in entry_points(group=GROUP))
+
+
 def available_converters() -> dict[str, Converter]:
     """Every converter registered under the ``ase_moireh.converters`` entry-point group."""
     return {ep.name: ep.load() for ep in entry_points(group=GROUP)}

@@ -2,8 +2,10 @@
 
 Each file becomes one folder, written atomically; failures are collected, never fatal
 for the other files. Output folder names are the converter's structure names (for OpenMX
-the file name without ``.scfout[.xz|.gz]``); when those collide, the parent folder names
-are used instead.
+the file name without ``.scfout[.xz|.gz]``, or the run's folder when the file has the
+generic name ``openmx.scfout``); when those collide, the parent folder names are used
+instead. An existing output folder is never replaced silently: that file fails with a
+message, unless ``skip_existing`` (leave it) or ``overwrite`` (replace it atomically).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ WRITERS: dict[str, Callable[[ElectronicStructure, Path], Path]] = {
 
 @dataclass
 class ConversionReport:
-    converted: list[Path] = field(default_factory=list)
+    converted: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -82,6 +84,7 @@ def convert_files(
     jobs: int = 1,
     skip_existing: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ConversionReport:
     """Convert every input to ``out/<name>``; see the module docstring for names."""
     from ase_moireh.io.plugins import get_converter
@@ -95,8 +98,16 @@ def convert_files(
     todo = []
     for f, name in zip(files, output_names(files, converter.structure_name), strict=True):
         target = out / name
-        if skip_existing and target.exists():
+        if target.exists() and skip_existing:
             report.skipped.append(f)
+        elif target.exists() and not overwrite:
+            report.failed.append(
+                (
+                    f,
+                    f"{f}: {target} exists already; pass --overwrite to "
+                    "replace it or --skip-existing to keep it",
+                )
+            )
         else:
             todo.append((f, target))
     log.info("converting %d files with %s to %s (%s)", len(todo), converter_name, out, fmt)
@@ -105,7 +116,7 @@ def convert_files(
     def record(f: Path, target: Path, result: tuple[str, str]) -> None:
         status, message = result
         if status == "ok":
-            report.converted.append(target)
+            report.converted.append((f, target))
         else:
             report.failed.append((f, message))
         bar.update()
