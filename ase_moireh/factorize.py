@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ase_moireh.memory import InsufficientMemory, ensure_fits, superlu_bytes
+
 log = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "pardiso", "superlu")
@@ -62,6 +64,13 @@ def factorize(a: sp.spmatrix, solver: str = "auto") -> Callable[[np.ndarray], np
     large = a.shape[0] >= PARDISO_FROM
     if solver == "pardiso" or (solver == "auto" and large and mkl_library() is not None):
         return PardisoLDL(a).solve
+    n = a.shape[0]
+    ensure_fits(
+        superlu_bytes(n, a.nnz),
+        f"SuperLU factorisation of {n} rows",
+        "PARDISO needs far less (solver='pardiso', Intel MKL)." if mkl_library() else "",
+    )
+    log.info("SuperLU factorisation of %d rows", n)
     return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
 
 
@@ -114,11 +123,31 @@ class PardisoLDL:
         # made every solve 7x dearer; Rayleigh-Ritz absorbs 1e-9 residuals), pivot
         # perturbation 1e-8, no scaling / matching (faster here, same residuals), report
         # factor size, Bunch-Kaufman pivoting, 0-based indices
-        self._call(12, np.zeros((self.n, 1), dtype=self.dtype))
+        self._analyse_within_memory()
+        log.info("PARDISO factorisation of %d rows", self.n)
+        self._call(22, np.zeros((self.n, 1), dtype=self.dtype))
         # inertia: MKL reports it for real symmetric matrices only
         self.negative = int(self.iparm[22]) if self.mtype == _MTYPE[False] else None
         self.perturbed = int(self.iparm[13])
         self.factor_nnz = int(self.iparm[17])
+
+    def _analyse_within_memory(self) -> None:
+        """Symbolic phase (11), then refuse (freeing it) if the numerical factorisation
+        would need more memory than is available: PARDISO reports that need now, in kB
+        (iparm[15] permanent + iparm[16] factor and solve)."""
+        self._call(11, np.zeros((self.n, 1), dtype=self.dtype))
+        need = (int(self.iparm[15]) + int(self.iparm[16])) * 1024
+        try:
+            ensure_fits(need, f"PARDISO factorisation of {self.n} rows")
+        except InsufficientMemory:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Free PARDISO's memory now (phase -1) rather than when garbage collected."""
+        if self.pt.any():
+            self._call(-1, np.zeros((self.n, 1), dtype=self.dtype))
+            self.pt[:] = 0
 
     def _call(self, phase: int, b: np.ndarray) -> np.ndarray:
         b = np.asfortranarray(b, dtype=self.dtype)
@@ -163,9 +192,8 @@ class PardisoLDL:
         return x[:, 0] if vector else x
 
     def __del__(self):
-        try:  # release PARDISO's memory (phase -1); never raise from a finaliser
-            if self.pt.any():
-                self._call(-1, np.zeros((self.n, 1), dtype=self.dtype))
+        try:  # never raise from a finaliser
+            self.release()
         except Exception:  # noqa: BLE001, S110
             pass
 
@@ -184,4 +212,6 @@ def count_below(a: sp.spmatrix) -> int:
     ldl = PardisoLDL(a.real.astype(np.float64))
     if ldl.perturbed:
         log.warning("PARDISO perturbed %d pivots: inertia may be off", ldl.perturbed)
-    return ldl.negative // 2 if twice else ldl.negative
+    negative = ldl.negative
+    ldl.release()  # the factor is not needed once counted
+    return negative // 2 if twice else negative

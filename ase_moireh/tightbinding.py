@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from ase import Atoms
 
 from ase_moireh.block_operator import BlockOperator
+from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
 from ase_moireh.solve import band_edges, gap_energy, generalized_eigh, shift_invert_eigh
 
 
@@ -100,7 +101,18 @@ class TightBinding:
     # ------------------------------------------------------------------ eigenproblems
     def eigh(self, k: Sequence[float], vectors: bool = False):
         """All levels (eV, ascending) at k by dense diagonalisation; with ``vectors``
-        also the S-orthonormal eigenvectors (columns)."""
+        also the S-orthonormal eigenvectors (columns). Refuses with
+        :class:`~ase_moireh.memory.InsufficientMemory` before allocating what cannot fit."""
+        n = self.dimension
+        fits = dense_rows_fitting(vectors)
+        ensure_fits(
+            dense_eigh_bytes(n, vectors),
+            f"dense diagonalisation of {n} rows",
+            f"About {fits} rows would fit; for large cells ask for the levels near the gap "
+            "(eigsh, shift-invert: nbands=... in the calculator)."
+            if fits
+            else "",
+        )
         h, s = self.dense(k)
         return generalized_eigh(h, s, k, vectors)
 

@@ -116,7 +116,7 @@ def bands_command(
             copy.calc = _calculator(model_file, dataset, soc, pao_dir if dataset else None)
             copy.calc.set(nbands=nbands, sigma=centre(copy.calc, label, sigma, absolute_sigma))
             curves.append((label, copy.calc.band_structure("GMKG", npoints), colour))
-    except ValueError as err:
+    except (ValueError, MemoryError) as err:  # named causes
         raise click.ClickException(str(err)) from None
     if dft:
         a, b = curves[0][1].energies, curves[1][1].energies
@@ -157,7 +157,7 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
     try:
         sector = {"up": 1, "down": -1, "both": None}[spin]
         result = atoms.calc.chern_numbers(nbands=nbands, spin=sector)
-    except ValueError as err:
+    except (ValueError, MemoryError) as err:  # named causes
         raise click.ClickException(str(err)) from None
     phases = {label: phases_deg(values) for label, values in result.eigenvalues.items()}
     rows = {label: [f"{p:+.1f} deg" for p in values] for label, values in phases.items()}
@@ -218,7 +218,7 @@ def ribbon_command(
         target = sigma if absolute_sigma else mid + sigma
         tb = ribbon.calc.get_tight_binding()
         bands = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
-    except ValueError as err:
+    except (ValueError, MemoryError) as err:  # named causes
         raise click.ClickException(str(err)) from None
     plot_ribbon(bands, out, f"({n},{m}) ribbon, {len(ribbon)} atoms", reference=mid)
     click.echo(f"wrote {out}")

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from ase_moireh import __version__
 from ase_moireh.data import demo_scfout_path
 from ase_moireh.files import atomic_file
 from ase_moireh.io.dataset import read_dftio, write_dftio
@@ -227,7 +227,7 @@ def report_text(result: dict) -> str:
     c = result["converter"]
     ok = c["max_eig_diff_meV"] < CONVERTER_TOLERANCE_MEV
     lines = [
-        f"ase-moireh {__version__}: main job on the embedded default",
+        f"ase-moireh {version('ase-moireh')}: main job on the embedded default",
         "Energies: bands.png relative to OpenMX's Fermi level; bands_model_vs_dft.png to the",
         "same; twisted_bands.png to the model's mid-gap. Files: " + ", ".join(result["files"]),
         "",

@@ -1,0 +1,121 @@
+"""Solves that cannot fit are refused with a message before they allocate, instead of
+the kernel's OOM killer (a SIGKILL with no Python message)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from ase_moireh import factorize as fz
+from ase_moireh import memory
+from ase_moireh.build import twisted_bilayer
+from ase_moireh.calculator import MoireHCalculator
+from ase_moireh.cli import moireh
+from ase_moireh.memory import InsufficientMemory
+
+
+def cap(monkeypatch, extra_mb: float) -> None:
+    """MOIREH_MEMORY_LIMIT at what the process holds plus ``extra_mb``."""
+    limit = memory.process_rss() + int(extra_mb * 2**20)
+    monkeypatch.setenv(memory.ENV, str(limit))
+
+
+@pytest.mark.parametrize(
+    ("text", "nbytes"),
+    [("123456", 123456), ("500M", 500 * 2**20), ("16G", 16 * 2**30), ("2.5g", int(2.5 * 2**30))],
+)
+def test_sizes_parse(text, nbytes):
+    assert memory.parse_size(text) == nbytes
+
+
+def test_a_bad_limit_names_the_variable(monkeypatch):
+    monkeypatch.setenv(memory.ENV, "lots")
+    with pytest.raises(ValueError, match="MOIREH_MEMORY_LIMIT='lots' is not a size"):
+        memory.available_bytes()
+
+
+def test_estimates_scale_as_the_methods_do():
+    assert memory.dense_eigh_bytes(2000, True) == 4 * memory.dense_eigh_bytes(1000, True)
+    assert memory.dense_eigh_bytes(1000, True) > memory.dense_eigh_bytes(1000, False)
+    small, large = memory.superlu_bytes(1000, 10**6), memory.superlu_bytes(4 * 7696, 10**6)
+    assert large == pytest.approx(2 * memory.superlu_bytes(7696, 10**6), rel=1e-6)
+    assert small == memory.superlu_bytes(7696, 10**6)  # no growth below the calibration
+
+
+def test_the_limit_caps_the_whole_process(monkeypatch):
+    cap(monkeypatch, 100)
+    have, source = memory.available_bytes()
+    assert source == memory.ENV and 90 * 2**20 < have <= 100 * 2**20
+    memory.ensure_fits(10 * 2**20, "a small thing")
+    with pytest.raises(InsufficientMemory, match=r"a big thing needs about 1.00 GB, but only"):
+        memory.ensure_fits(2**30, "a big thing")
+
+
+@pytest.fixture(scope="module")
+def twisted():
+    atoms = twisted_bilayer(2, 1)
+    atoms.calc = MoireHCalculator(soc=False)
+    return atoms
+
+
+def test_dense_solve_is_refused_before_it_allocates(twisted, monkeypatch):
+    """The collinear 42-atom cell (728 rows, ~32 MB for a dense solve) under a 10 MB cap:
+    refused with the estimate, the cap and what would fit; nothing dense is built."""
+    tb = twisted.calc.get_tight_binding()
+    cap(monkeypatch, 10)
+    monkeypatch.setattr(type(tb), "dense", lambda *a: pytest.fail("dense matrices were built"))
+    with pytest.raises(InsufficientMemory) as err:
+        twisted.calc.eigenvalues_at((0, 0, 0))
+    message = str(err.value)
+    assert f"dense diagonalisation of {tb.dimension} rows needs about" in message
+    assert "MOIREH_MEMORY_LIMIT" in message and "rows would fit" in message
+
+
+def test_without_a_cap_the_same_solve_runs(twisted, monkeypatch):
+    monkeypatch.delenv(memory.ENV, raising=False)
+    assert len(twisted.calc.eigenvalues_at((0, 0, 0))) == twisted.calc.get_tight_binding().dimension
+
+
+def hermitian(n: int = 3000) -> sp.csc_matrix:
+    rng = np.random.default_rng(1)
+    a = sp.random(n, n, density=5e-3, random_state=rng) + 1j * sp.random(
+        n, n, density=5e-3, random_state=rng
+    )
+    return sp.csc_matrix(a + a.conj().T + sp.identity(n) * 4)
+
+
+def test_superlu_is_refused_before_factorising(monkeypatch):
+    a = hermitian()
+    cap(monkeypatch, 1)
+    monkeypatch.setattr(fz.spla, "splu", lambda *a, **k: pytest.fail("factorised"))
+    with pytest.raises(InsufficientMemory, match="SuperLU factorisation of 3000 rows"):
+        fz.factorize(a, "superlu")
+
+
+@pytest.mark.skipif(fz.mkl_library() is None, reason="Intel MKL (PARDISO) not installed")
+def test_pardiso_refuses_after_its_analysis_and_frees_it(monkeypatch):
+    a = hermitian()
+    cap(monkeypatch, 0.01)
+    phases = []
+    original = fz.PardisoLDL._call
+    monkeypatch.setattr(
+        fz.PardisoLDL,
+        "_call",
+        lambda self, phase, b: (phases.append(phase), original(self, phase, b))[1],
+    )
+    with pytest.raises(InsufficientMemory, match="PARDISO factorisation of 3000 rows"):
+        fz.factorize(a, "pardiso")
+    assert phases == [11, -1]  # analysed, refused, freed: never factorised
+    monkeypatch.delenv(memory.ENV)
+    x = fz.factorize(a, "pardiso")(np.ones(3000, dtype=complex))
+    assert np.allclose(a @ x, 1.0)
+
+
+def test_cli_says_it_instead_of_a_traceback(tmp_path, monkeypatch):
+    structure = tmp_path / "cell.extxyz"
+    twisted_bilayer(2, 1).write(structure)
+    cap(monkeypatch, 10)
+    result = CliRunner().invoke(moireh, ["bands", str(structure), "--no-soc", "--npoints", "4"])
+    assert result.exit_code == 1
+    assert "Error: dense diagonalisation of 728 rows needs about" in result.output
+    assert "Traceback" not in result.output
