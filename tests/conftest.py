@@ -4,13 +4,13 @@ import os
 
 import pytest
 
-from shared_data import OPENMX, SI64
+from shared_data import SHARED_OPENMX, SI64
 
 
 def pytest_sessionstart(session):
     """With MOIREH_REQUIRE_SHARED=1 (CI sets it) a missing ../shared/data stops the run
     instead of silently skipping the tests that compare against real DFT data."""
     if os.environ.get("MOIREH_REQUIRE_SHARED") == "1":
-        missing = [str(p) for p in (OPENMX, SI64) if not p.exists()]
+        missing = [str(p) for p in (SHARED_OPENMX, SI64) if not p.exists()]
         if missing:
             pytest.exit(f"MOIREH_REQUIRE_SHARED=1 but {', '.join(missing)} is missing", 3)

@@ -14,11 +14,10 @@ from ase_moireh.data import bundled_model_path
 from ase_moireh.factorize import count_below, mkl_library
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import load_bundle
-from shared_data import converted, needs_shared
+from shared_data import converted
 
 
-@needs_shared
-@pytest.mark.parametrize("case", ["bl1x1_soc_s44", "tw2179_nosoc"])
+@pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "bl1x1_soc_s44", "tw2179_nosoc"])
 def test_dft_mode_reproduces_openmx_eigenvalues(case):
     s = converted(case)
     atoms = s.atoms.copy()
@@ -33,7 +32,6 @@ def test_dft_mode_reproduces_openmx_eigenvalues(case):
     assert np.all(np.isin(np.round(near, 9), np.round(full, 9)))
 
 
-@needs_shared
 def test_dft_mode_refuses_another_structure():
     s = converted("bl1x1_nosoc_s00")
     other = converted("bl1x1_nosoc_s22").atoms.copy()
@@ -137,7 +135,6 @@ def test_model_makes_no_tensor_off_its_device():
         assert pred.device.type == "cpu" and torch.equal(pred, reference[key][1]), key
 
 
-@needs_shared
 def test_band_edges_match_dense_diagonalisation_at_the_extrema():
     s = converted("bl1x1_soc_s00")
     atoms = s.atoms.copy()
@@ -150,11 +147,10 @@ def test_band_edges_match_dense_diagonalisation_at_the_extrema():
     )
 
 
-@needs_shared
 @pytest.mark.skipif(
     mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)"
 )
-@pytest.mark.parametrize("case", ["tw2179_nosoc", "bl1x1_soc_s22"])
+@pytest.mark.parametrize("case", ["tw2179_nosoc", "bl1x1_soc_s22", "bl1x1_soc_s00"])
 def test_sparse_midgap_equals_dense(case, monkeypatch):
     """Electron counting by LDL^T inertia + shift-invert finds the same band edges as dense
     diagonalisation (the path large cells take)."""

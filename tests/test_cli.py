@@ -14,9 +14,7 @@ from click.testing import CliRunner
 from ase_moireh.cli import moireh, moireh_convert
 from ase_moireh.io.dataset import read_dftio
 from ase_moireh_converters import available_converters
-from shared_data import OPENMX, converted, needs_shared, scfout_path
-
-pytestmark = needs_shared
+from shared_data import OPENMX, converted, scfout_path
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +73,12 @@ def test_convert_good_and_bad_files_together(inputs, tmp_path):
 
 def test_skip_existing_and_deeph_format(tmp_path):
     out = tmp_path / "out"
-    args = ["openmx", str(scfout_path("bl1x1_nosoc_s02")), "-o", str(out), "--no-progress"]
+    args = ["openmx", str(scfout_path("bl1x1_nosoc_s22")), "-o", str(out), "--no-progress"]
     runner = CliRunner()
     first = runner.invoke(moireh_convert, [*args, "--format", "deeph"])
     assert first.exit_code == 0, first.output
     # the generic file name openmx.scfout.xz: named after its run folder
-    assert (out / "bl1x1_nosoc_s02" / "element.dat").exists()
+    assert (out / "bl1x1_nosoc_s22" / "element.dat").exists()
     again = runner.invoke(moireh_convert, [*args, "--skip-existing"])
     assert "converted 0, skipped 1" in again.output
 

@@ -16,9 +16,7 @@ from ase_moireh.data import bundled_model_path
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import load_bundle
 from ase_moireh.topology import c3_invariant_kpoints, c3_matrix, c3_operation
-from shared_data import OPENMX, converted, needs_shared
-
-pytestmark = needs_shared
+from shared_data import case_dir, converted
 
 
 @pytest.mark.parametrize("soc", [False, True])
@@ -39,7 +37,7 @@ def test_bands_model_vs_dft_and_chern(tmp_path):
     the C3 table and Chern number of chern_numbers()."""
     case = "bl1x1_exact_soc"
     write_dftio(converted(case), tmp_path / case)
-    structure = str(OPENMX / case / "structure.extxyz")
+    structure = str(case_dir(case) / "structure.extxyz")
     runner = CliRunner()
     out = tmp_path / "bands.png"
     args = ["bands", structure, "--dft", str(tmp_path / case), "--npoints", "6"]

@@ -7,9 +7,7 @@ from click.testing import CliRunner
 
 from ase_moireh.cli import moireh
 from ase_moireh.io.dataset import read_dftio, write_dftio
-from shared_data import OPENMX, converted, needs_shared
-
-pytestmark = needs_shared
+from shared_data import case_dir, converted
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +18,7 @@ def reference(tmp_path_factory):
 
 
 def test_predict_with_bundled_model_then_analyze(reference, tmp_path):
-    structure = OPENMX / "tw2179_nosoc" / "structure.extxyz"
+    structure = case_dir("tw2179_nosoc") / "structure.extxyz"
     runner = CliRunner()
     result = runner.invoke(
         moireh, ["predict", "--no-soc", str(structure), "-o", str(tmp_path / "pred")]
@@ -45,7 +43,7 @@ def test_predict_with_bundled_model_then_analyze(reference, tmp_path):
 
 
 def test_predict_soc_default_and_bad_inputs(tmp_path):
-    structure = OPENMX / "bl1x1_soc_s00" / "structure.extxyz"
+    structure = case_dir("bl1x1_soc_s00") / "structure.extxyz"
     runner = CliRunner()
     result = runner.invoke(moireh, ["predict", str(structure), "-o", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output

@@ -9,9 +9,7 @@ import scipy.linalg as sl
 
 from ase_moireh.io.dataset import DatasetError, read_dftio, write_deeph, write_dftio
 from ase_moireh.tightbinding import TightBinding
-from shared_data import SI64, converted, needs_shared
-
-pytestmark = needs_shared
+from shared_data import SI64, converted
 
 
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s04", "bl1x1_soc_s22"])

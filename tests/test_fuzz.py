@@ -7,9 +7,7 @@ import pytest
 
 from ase_moireh.io.openmx import ScfoutError, parse_scfout, read_scfout
 from ase_moireh.tools.convert import convert_files
-from shared_data import needs_shared, scfout_path
-
-pytestmark = needs_shared
+from shared_data import scfout_path
 
 
 @pytest.fixture(scope="module")

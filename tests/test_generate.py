@@ -24,11 +24,8 @@ from ase_moireh.build.openmx_writer import default_kgrid, write_openmx_input
 from ase_moireh.build.twist import twisted_bilayer
 from ase_moireh.cli import moireh
 from ase_moireh.io.openmx_input import read_openmx_input
+from shared_data import OPENMX, case_dir
 
-OPENMX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openmx"
-needs_openmx = pytest.mark.skipif(
-    not OPENMX.is_dir(), reason=f"shared OpenMX runs not found at {OPENMX}"
-)
 #: keywords whose values must equal those of the shared runs (structure aside)
 SETTINGS = [
     "System.CurrrentDirectory",
@@ -178,18 +175,16 @@ def test_species_beyond_defaults(tmp_path):
     assert_same_structure(read_openmx_input(path), wse2)
 
 
-@needs_openmx
 def test_shared_twisted_input_parses_to_its_structure():
-    case = OPENMX / "tw2179_nosoc"
+    case = case_dir("tw2179_nosoc")
     assert_same_structure(
         read_openmx_input(case / "openmx_in.dat"), ase.io.read(case / "structure.extxyz")
     )
 
 
-@needs_openmx
 def test_writer_matches_shared_soc_input(tmp_path):
     """Same keywords and settings as the shared 1x1 SOC run, for the same kind of cell."""
-    shared = OPENMX / "bl1x1_exact_soc" / "openmx_in.dat"
+    shared = case_dir("bl1x1_exact_soc") / "openmx_in.dat"
     ours = write_openmx_input(tmp_path, exact_bilayer(), soc=True)
     theirs_kw, ours_kw = keyword_values(shared), keyword_values(ours)
     assert set(ours_kw) == set(theirs_kw)
@@ -207,7 +202,6 @@ def test_writer_matches_shared_soc_input(tmp_path):
     assert spins == {("Mo", "7.00", "7.00"), ("Te", "8.00", "8.00")}
 
 
-@needs_openmx
 def test_rewriting_every_shared_input_reproduces_it(tmp_path):
     """read + write gives each shared input back, word for word (structure included),
     but for the ten times tighter scf.criterion (see test_writer_matches_shared_soc_input)."""

@@ -15,7 +15,7 @@ from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_b
 from ase_moireh.model.network import HamiltonianModel, ModelConfig
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.overlap import bundled_overlap
-from shared_data import converted, needs_shared
+from shared_data import converted
 
 BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
 
@@ -59,7 +59,6 @@ def predict_operators_no_overlap(model, atoms):
     return h, 0, 0
 
 
-@needs_shared
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "tw2179_nosoc"])
 def test_graph_edges_are_exactly_the_openmx_blocks(case):
     s = converted(case)

@@ -10,9 +10,7 @@ from ase.units import Hartree
 
 from ase_moireh.symmetry import space_group_operations, symmetry_deviation
 from ase_moireh.tightbinding import TightBinding
-from shared_data import OPENMX_CASES, SYMMETRIC_CASES, converted, needs_shared, scfout_path
-
-pytestmark = needs_shared
+from shared_data import OPENMX_CASES, SYMMETRIC_CASES, converted, scfout_path
 
 #: spec of the foundation issue: converted H, S reproduce OpenMX's printed eigenvalues
 EIGENVALUE_TOL_EV = 1e-3

@@ -107,7 +107,6 @@ def test_resolve_overlap_refuses_what_it_cannot_provide():
 # --------------------------------------------------------------------------- against OpenMX
 
 
-@needs_shared
 @pytest.mark.parametrize("case", OPENMX_CASES)
 def test_overlap_equals_openmx(case):
     """Every shared run, collinear, SOC and twisted: S from the radial functions against
@@ -132,8 +131,9 @@ def test_bundled_radials_are_the_shared_pao_files():
             assert a.l == b.l and np.allclose(a.values, b.values, rtol=1e-14, atol=0)
 
 
-@needs_shared
-@pytest.mark.parametrize("case", ["bl1x1_nosoc_s22", "bl1x1_soc_s20", "tw2179_nosoc"])
+@pytest.mark.parametrize(
+    "case", ["bl1x1_nosoc_s22", "bl1x1_soc_s00", "bl1x1_soc_s20", "tw2179_nosoc"]
+)
 def test_eigenvalues_with_exact_overlap_match_openmx_output(case):
     run = converted(case)
     s = bundled_overlap().operator(run.atoms, run.hamiltonian.edges)
@@ -238,7 +238,6 @@ def test_shift_invert_names_k_and_smallest_eigenvalue():
     assert info.value.smallest == pytest.approx(np.linalg.eigvalsh(sk.toarray())[0])
 
 
-@needs_shared
 def test_calculator_computes_s_for_datasets_without_it():
     """A dataset holding H only (the corpus keeps no S) gets the exact overlap."""
     run = converted("bl1x1_nosoc_s22")

@@ -20,7 +20,7 @@ from ase_moireh.overlap import bundled_overlap
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.tools import openmx_runner
 from ase_moireh.tools.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
-from shared_data import OPENMX
+from shared_data import SHARED_OPENMX
 
 DATA = Path(__file__).parent / "data"
 PACKAGED = Path(__file__).parents[1] / "ase_moireh" / "data" / "bl1x1_soc_s00.scfout.xz"
@@ -240,7 +240,9 @@ def test_sample_command_writes_twins_with_fixed_splits(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openmx") is None, reason="no real openmx on PATH")
-@pytest.mark.skipif(not (OPENMX / "DFT_DATA").is_dir(), reason="no OpenMX DFT_DATA in ../shared")
+@pytest.mark.skipif(
+    not (SHARED_OPENMX / "DFT_DATA").is_dir(), reason="no OpenMX DFT_DATA in ../shared"
+)
 def test_real_openmx_run_lands_in_the_corpus(tmp_path):
     """A 6-atom collinear bilayer at a coarse k-grid and cutoff: converged, stored, and
     its stored H reproduces the eigenvalues OpenMX printed."""
@@ -252,7 +254,7 @@ def test_real_openmx_run_lands_in_the_corpus(tmp_path):
         {"kind": "shifted", "sample": 0},
         kgrid=(3, 3, 1),
         ecut=120.0,
-        data_path=str(OPENMX / "DFT_DATA"),
+        data_path=str(SHARED_OPENMX / "DFT_DATA"),
     )
     corpus = tmp_path / "corpus"
     result = CliRunner().invoke(

@@ -6,9 +6,8 @@ import scipy.linalg as sl
 
 from ase_moireh.factorize import mkl_library
 from ase_moireh.solve import shift_invert_eigh
-from shared_data import converted, needs_shared
+from shared_data import converted
 
-pytestmark = needs_shared
 needs_mkl = pytest.mark.skipif(
     mkl_library() is None, reason="PARDISO needs Intel MKL (pip install mkl, in the test extra)"
 )

@@ -18,7 +18,7 @@ from ase_moireh.topology import (
     fukui_chern,
     sector_c3_eigenvalues,
 )
-from shared_data import SYMMETRIC_CASES, converted, needs_shared
+from shared_data import SYMMETRIC_CASES, converted
 
 HALDANE_PHASES = [  # (mass, phi, |C|): Haldane 1988, gap closes at |M| = 3 sqrt3 |t2 sin phi|
     (0.0, math.pi / 2, 1),
@@ -64,7 +64,6 @@ def test_spinful_rashba_exchange_model(exchange):
     assert commutator_error(atoms, tb) < 1e-8
 
 
-@needs_shared
 @pytest.mark.parametrize("case", SYMMETRIC_CASES)
 def test_c3_commutes_with_dft_hamiltonians_within_grid_noise(case):
     """The shared symmetric cells: OpenMX's real-space grid breaks C3 by up to ~25 meV

@@ -15,7 +15,7 @@ from ase_moireh.build import (
     twisted_bilayer,
 )
 from ase_moireh.symmetry import space_group_operations
-from shared_data import OPENMX
+from shared_data import case_dir
 
 #: Mo-Te bond of the shared MoTe2 geometry (shared data README: 2.715 A)
 MO_TE_BOND = 2.715
@@ -88,9 +88,8 @@ def test_non_coprime_and_impossible_requests():
         twisted_bilayer(2, 1, interlayer=2.0)
 
 
-@pytest.mark.skipif(not OPENMX.is_dir(), reason=f"shared OpenMX data not found at {OPENMX}")
 def test_matches_the_shared_twisted_cell():
-    ref = read(OPENMX / "tw2179_nosoc" / "structure.extxyz")
+    ref = read(case_dir("tw2179_nosoc") / "structure.extxyz")
     ours = twisted_bilayer(2, 1)
     assert np.allclose(ours.cell, ref.cell, atol=1e-4)
     frac_diff = ours.get_scaled_positions()[:, None] - ref.get_scaled_positions()[None]
