@@ -21,6 +21,7 @@ def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | No
 
 MODEL_FILE = click.Path(exists=True, dir_okay=False)
 MODEL_HELP = "Model file (default: the bundled MoTe2 model, SOC or collinear per --soc)."
+model_option = click.option("--model", type=MODEL_FILE, default=None, help=MODEL_HELP)
 SOC_HELP = "Spin-orbit coupling: the SOC model (spinor bands) or the collinear one."
 SIGMA_HELP = (
     "Centre of the --nbands levels, eV relative to the mid-gap (0: the mid-gap, found "
@@ -79,9 +80,7 @@ def plot_bands(
 
 @click.command(name="bands")
 @click.argument("structure", type=click.Path(exists=True))
-@click.option(
-    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
-)
+@model_option
 @click.option(
     "--dft",
     type=click.Path(exists=True, file_okay=False),
@@ -131,9 +130,7 @@ def bands_command(
 
 @click.command(name="chern")
 @click.argument("structure", type=click.Path(exists=True))
-@click.option(
-    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
-)
+@model_option
 @click.option(
     "--dft",
     type=click.Path(exists=True, file_okay=False),
@@ -183,9 +180,7 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 @click.argument("n", type=int)
 @click.argument("m", type=int)
 @click.option("--repeats", default=3, show_default=True, help="Moire cells across.")
-@click.option(
-    "--model", type=click.Path(exists=True, dir_okay=False), default=None, help=MODEL_HELP
-)
+@model_option
 @click.option("--soc/--no-soc", default=True, show_default=True, help=SOC_HELP)
 @click.option(
     "--sigma",
