@@ -182,3 +182,35 @@ def test_trains_on_the_dftio_si64_peer_dataset(tmp_path):
     assert set(report["mae_meV"]) == {"Si-Si"}
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert float(rows[-1]["train_mse"]) < float(rows[0]["train_mse"])
+
+
+def test_named_validation_and_test_sets_replace_the_random_split(data, tmp_path):
+    require(*CASES)
+    cfg = config(
+        data,
+        tmp_path / "fixed",
+        datasets=[str(data / CASES[0])],
+        validation_datasets=[str(data / CASES[1])],
+        test_datasets=[str(data / CASES[2])],
+    )
+    train(cfg, progress=False)
+    summary = json.loads((tmp_path / "fixed" / "summary.json").read_text())
+    names = {k: v["structures"] for k, v in summary["parts"].items()}
+    assert names == {"train": [CASES[0]], "validation": [CASES[1]], "test": [CASES[2]]}
+    assert summary["cpu_seconds"] > 0
+    cfg.validation_datasets = [str(data / CASES[0])]
+    with pytest.raises(ValueError, match="in training and validation"):
+        train(cfg, progress=False, resume=False)
+
+
+def test_corpus_holdout_entries_are_refused(tmp_path):
+    from pathlib import Path
+
+    from ase_moireh.io.corpus import load_manifest
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
+    held = sorted(n for n, e in load_manifest(corpus).items() if e.split == "holdout")
+    assert held, "the corpus names its holdout entries"
+    cfg = TrainConfig(datasets=[str(corpus / held[0])], out=str(tmp_path / "x"), epochs=1)
+    with pytest.raises(ValueError, match="holdout entry"):
+        train(cfg, progress=False)

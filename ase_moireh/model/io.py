@@ -17,6 +17,7 @@ import torch
 
 from ase_moireh.files import atomic_file
 from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.soc import SOC_CORRECTION
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap
 
 FORMAT = "ase-moireh model 2"
@@ -30,16 +31,36 @@ class ModelFileError(ValueError):
 
 @dataclass
 class ModelBundle:
-    """A trained Hamiltonian model (or several: an ensemble) and its basis's exact overlap."""
+    """A trained Hamiltonian model (or several: an ensemble) and its basis's exact overlap.
+
+    ``corrections``: spinful members that predict dH_SO on top of collinear ``models``
+    (:mod:`ase_moireh.model.soc`); the bundle then predicts the SOC Hamiltonian
+    H_col (x) 1_2 + dH_SO."""
 
     models: list[HamiltonianModel]
     overlap: TwoCentreOverlap | None  # None: a basis without radial functions (H only)
     info: dict = field(default_factory=dict)  # training provenance and metrics
+    corrections: list[HamiltonianModel] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.corrections:
+            if self.models[0].config.spinful:
+                raise ValueError("a SOC correction goes on top of a collinear model")
+            base, corr = self.models[0].config, self.corrections[0].config
+            if not corr.spinful or corr.species != base.species or corr.basis != base.basis:
+                raise ValueError("the SOC correction needs spinful members of the same basis")
+            for m in self.corrections:
+                m.config.extra = {**m.config.extra, "role": SOC_CORRECTION}
 
     @property
     def config(self) -> ModelConfig:
         """Configuration shared by the members (species, basis, spin, cutoff)."""
         return self.models[0].config
+
+    @property
+    def spinful(self) -> bool:
+        """Whether the bundle predicts SOC Hamiltonians (directly or as a correction)."""
+        return self.config.spinful or bool(self.corrections)
 
     @property
     def partitioned(self) -> bool:
@@ -62,11 +83,22 @@ def merge_bundles(bundles: list[ModelBundle], info: dict | None = None) -> Model
             first.cutoff,
         ):
             raise ValueError("cannot merge models of different species, basis, spin or cutoff")
-    merged = ModelBundle(models, bundles[0].overlap, info or {})
+    corrections = [m for b in bundles for m in b.corrections]
+    merged = ModelBundle(models, bundles[0].overlap, info or {}, corrections)
     if merged.partitioned:
         shares = [Partition.from_dict(m.config.extra.get("partition")) for m in models]
         check_coverage(shares, models[0].block_keys, first.basis_obj, first.spinful)
     return merged
+
+
+def with_soc_correction(
+    collinear: ModelBundle, correction: ModelBundle, info: dict | None = None
+) -> ModelBundle:
+    """A SOC bundle: the collinear ensemble plus the ensemble that learnt dH_SO from
+    SOC/collinear twins (:mod:`ase_moireh.model.soc`); S from the collinear bundle."""
+    if collinear.corrections or correction.corrections:
+        raise ValueError("the bundles to combine must be a plain collinear and a plain SOC one")
+    return ModelBundle(collinear.models, collinear.overlap, info or {}, correction.models)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -90,13 +122,12 @@ def _digest(payload: dict) -> str:
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
+    members = [*bundle.models, *bundle.corrections]
     payload = {
         "format": FORMAT,
-        "configs": [m.config.to_json() for m in bundle.models],
+        "configs": [m.config.to_json() for m in members],
         "info": json.dumps(bundle.info),
-        "members": [
-            {k: v.detach().cpu() for k, v in m.state_dict().items()} for m in bundle.models
-        ],
+        "members": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in members],
     }
     basis, arrays = bundle.overlap.state() if bundle.overlap is not None else ({}, {})
     payload["overlap_basis"] = json.dumps(basis)
@@ -138,15 +169,15 @@ def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         raise ModelFileError(f"{path}: checksum mismatch, the file was altered or damaged")
     try:
         configs = [ModelConfig.from_json(text) for text in payload["configs"]]
-        config = configs[0]
-        models = []
+        models, corrections = [], []
         for member_config, state in zip(configs, payload["members"], strict=True):
             model = HamiltonianModel(member_config).to(dtype)
             model.load_state_dict(state)
             model.eval()
-            models.append(model)
-        overlap = _load_overlap(payload, config)
+            role = member_config.extra.get("role")
+            (corrections if role == SOC_CORRECTION else models).append(model)
+        overlap = _load_overlap(payload, models[0].config)
         info = json.loads(payload.get("info", "{}"))
-    except (KeyError, TypeError, ValueError, RuntimeError, OverlapError) as err:
+        return ModelBundle(models, overlap, info, corrections)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverlapError, IndexError) as err:
         raise ModelFileError(f"{path}: inconsistent model file ({err})") from None
-    return ModelBundle(models, overlap, info)

@@ -15,6 +15,7 @@ from ase_moireh.block_operator import BlockOperator, packed_offsets
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
+from ase_moireh.model.soc import add_correction, combine_spread
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +64,33 @@ def predict_hamiltonian(
     return h, BlockOperator(atoms.numbers, basis, edges, std, spinful, **meta)
 
 
+def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
+    """(H, spread) of members that share one configuration, on their own graph."""
+    config = models[0].config
+    dtype = next(models[0].parameters()).dtype
+    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
+    return predict_hamiltonian([m.to(device) for m in models], atoms, data, partitioned)
+
+
 def predict_operators(
     bundle: ModelBundle, atoms: Atoms, device: str = "cpu"
 ) -> tuple[BlockOperator, BlockOperator | None, BlockOperator | None]:
     """(H, S, spread): H is the ensemble mean (or the sum of the shares of a partitioned
     bundle), spread the members' per-element standard deviation (None for a single or
-    partitioned model); S from the two-centre overlap model."""
-    config = bundle.config
-    dtype = next(bundle.models[0].parameters()).dtype
+    partitioned model); S from the two-centre overlap model. A bundle with a SOC
+    correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph."""
     start = time.perf_counter()
-    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
-    models = [model.to(device) for model in bundle.models]
-    h, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
+    h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
+    if bundle.corrections:
+        dh, dspread = _predict_members(bundle.corrections, atoms, device, False)
+        h, spread = add_correction(h, dh), combine_spread(spread, dspread)
     s = bundle.overlap.operator(atoms, h.edges) if bundle.overlap is not None else None
     log.info(
         "predicted H%s of %d atoms (%d blocks, %d model(s)) in %.1f s",
         " and exact S" if s is not None else "",
         len(atoms),
         h.nedges,
-        len(models),
+        len(bundle.models) + len(bundle.corrections),
         time.perf_counter() - start,
     )
     return h, s, spread

@@ -59,7 +59,10 @@ class TrainConfig:
     revert_epochs: int = 20
     revert_lr_factor: float = 0.8
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes
-    test_datasets: list[str] = field(default_factory=list)  # extra held-out structures
+    #: named validation / test structures: when either is given, ``datasets`` are all
+    #: trained on and ``split`` is unused (a corpus's fixed splits)
+    validation_datasets: list[str] = field(default_factory=list)
+    test_datasets: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # ModelConfig fields (multiplicity, ...)
     partition: dict | None = None  # {"pairs": ["Mo-Te"], "shells": "same"}: one share
     pao_dir: str | None = None  # .pao files of a basis other than the bundled MoTe2 one
@@ -79,7 +82,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read training config ({err})") from None
     base = path.parent
-    for key in ("datasets", "test_datasets"):
+    for key in ("datasets", "validation_datasets", "test_datasets"):
         raw[key] = [str(base / p) if not Path(p).is_absolute() else p for p in raw.get(key, [])]
     for key in ("out", "pao_dir"):
         if raw.get(key) is not None and not Path(raw[key]).is_absolute():
@@ -102,6 +105,42 @@ def expand_datasets(patterns: list[str]) -> list[Path]:
     if not found:
         raise ValueError(f"no dataset folders match {patterns}")
     return found
+
+
+def refuse_holdout(paths: list[Path]) -> None:
+    """No training may see a corpus entry its manifest holds out (``split: holdout``):
+    those entries are the honest test of what users bring."""
+    from ase_moireh.io.corpus import load_manifest
+
+    manifests: dict[Path, dict] = {}
+    for path in paths:
+        corpus = path.resolve().parent
+        if corpus not in manifests:
+            manifests[corpus] = load_manifest(corpus)
+        entry = manifests[corpus].get(path.name)
+        if entry is not None and entry.split == "holdout":
+            raise ValueError(f"{path}: a holdout entry of the corpus; no training may see it")
+
+
+def training_parts(config: TrainConfig) -> tuple[list[Path], tuple[list, list, list]]:
+    """Folders to load and the (train, validation, test) indices into them: the named
+    validation / test sets when given, else a seeded split of ``datasets``."""
+    paths = expand_datasets(config.datasets)
+    refuse_holdout(paths)
+    if not (config.validation_datasets or config.test_datasets):
+        return paths, split_indices(len(paths), config.split, config.seed)
+    val = expand_datasets(config.validation_datasets) if config.validation_datasets else []
+    test = expand_datasets(config.test_datasets) if config.test_datasets else []
+    refuse_holdout(val)
+    overlap = {p.resolve() for p in paths} & {p.resolve() for p in [*val, *test]}
+    if overlap:
+        raise ValueError(f"in training and validation/test at once: {sorted(map(str, overlap))}")
+    n, m = len(paths), len(val)
+    return [*paths, *val, *test], (
+        list(range(n)),
+        list(range(n, n + m)),
+        list(range(n + m, n + m + len(test))),
+    )
 
 
 def split_indices(n: int, fractions, seed: int) -> tuple[list[int], list[int], list[int]]:
@@ -265,9 +304,8 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None) -> _Setup:
     """Data, split, model (fresh or pretrained), graphs and the overlap the model carries
     (resolved now, so a missing basis file fails before hours of training)."""
     dtype = torch.float64 if config.float64 else torch.float32
-    paths = expand_datasets(config.datasets)
+    paths, parts = training_parts(config)
     structures = load_structures(paths)
-    parts = split_indices(len(structures), config.split, config.seed)
     log.info("%d structures: %d train, %d validation, %d test", len(paths), *map(len, parts))
     base = load_bundle(pretrained, dtype) if pretrained else None
     if base is not None:
@@ -349,7 +387,7 @@ def train(
         total=config.epochs,
     )
     for epoch in bar:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         train_loss = _train_epoch(model, optimizer, train_g, epoch, config.seed)
         val_loss, _ = evaluate(model, val_g)
         scheduler.step(val_loss)
@@ -361,6 +399,7 @@ def train(
                 "val_mse": val_loss,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu,
             }
         )
         state.epoch = epoch + 1
@@ -378,6 +417,9 @@ def train(
 def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> ModelBundle:
     """Report, model file (with the valence electrons of the data), summary and plot."""
     report = _report(run.model, run.graphs, *run.parts, run.paths, config)
+    report["cpu_seconds"] = sum(h.get("cpu_seconds", 0.0) for h in state.history)
+    report["wall_seconds"] = sum(h["seconds"] for h in state.history)
+    report["threads"] = torch.get_num_threads()
     info = {"train": report}
     known = run.base.info.get("valence") if run.base else None
     valence = training_valence(run.structures, known)
@@ -498,7 +540,8 @@ def _load_checkpoint(path, model, optimizer, scheduler):
 def _write_log(path: Path, history: list[dict]) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        fields = list(dict.fromkeys(k for row in history for k in row))  # old rows lack some
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
     os.replace(tmp, path)

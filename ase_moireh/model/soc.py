@@ -1,0 +1,123 @@
+"""SOC as a correction on a collinear Hamiltonian: H_SOC = H_col (x) 1_2 + dH_SO.
+
+Why: collinear DFT runs are ~4x cheaper than SOC runs, so a corpus holds many more of
+them. The collinear model learns from all of them; a second, spinful model learns only
+dH_SO from SOC/collinear twins of one geometry. dH_SO holds the spin-orbit coupling
+(short-ranged, nearly on-site) and the small change of the self-consistent potential
+that SOC brings. The spinor layout is the project's (:func:`ase_moireh.basis.spinor_matrix`):
+a collinear block B lifts to [[B, 0], [0, B]].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.tightbinding import ElectronicStructure
+
+#: ``ModelConfig.extra["role"]`` of the members of a bundle that predict dH_SO
+SOC_CORRECTION = "soc_correction"
+#: positions of twins may differ by the precision of the files they came from (A)
+SAME_POSITIONS = 1e-4
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every (s, n), without a Python loop."""
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts, sizes) + (np.arange(total) - first)
+
+
+def _with_values(op: BlockOperator, edges: np.ndarray, values: np.ndarray, spinful: bool):
+    return BlockOperator(
+        op.numbers, op.basis, edges, values, spinful, cell=op.cell, positions=op.positions
+    )
+
+
+def spinor_lift(op: BlockOperator) -> BlockOperator:
+    """H (x) 1_2 of a collinear (spinless) operator, in the spinor layout."""
+    if op.spinful:
+        raise ValueError("spinor_lift needs a collinear (spinless) operator")
+    out = np.zeros(4 * op.values.size, dtype=complex)
+    out_offsets = packed_offsets(op.norbs * 2, op.edges)
+    shapes = op.shapes
+    for ni, nj in {tuple(s) for s in shapes.tolist()}:
+        sel = np.flatnonzero((shapes[:, 0] == ni) & (shapes[:, 1] == nj))
+        blocks = op.values[op.offsets[sel][:, None] + np.arange(ni * nj)].reshape(-1, ni, nj)
+        lifted = np.zeros((len(sel), 2 * ni, 2 * nj), dtype=complex)
+        lifted[:, :ni, :nj] = blocks
+        lifted[:, ni:, nj:] = blocks
+        out[out_offsets[sel][:, None] + np.arange(4 * ni * nj)] = lifted.reshape(len(sel), -1)
+    return _with_values(op, op.edges, out, True)
+
+
+def on_edges(op: BlockOperator, edges: np.ndarray) -> tuple[BlockOperator, np.ndarray]:
+    """``op`` on the given (i, j, R) rows, zero blocks where it has none; also the mask
+    of the rows it had."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
+    found = op.find(edges)
+    have = found >= 0
+    target = packed_offsets(op.norbs, edges)
+    sizes = np.diff(target)[have]
+    values = np.zeros(int(target[-1]), dtype=op.values.dtype)
+    values[_ranges(target[:-1][have], sizes)] = op.values[_ranges(op.offsets[found[have]], sizes)]
+    return _with_values(op, edges, values, op.spinful), have
+
+
+def _check_twins(soc: BlockOperator, col: BlockOperator, where: str) -> None:
+    if not soc.spinful or col.spinful:
+        raise ValueError(f"{where}: need a SOC (spinful) and a collinear (spinless) Hamiltonian")
+    if not np.array_equal(soc.numbers, col.numbers) or soc.basis != col.basis:
+        raise ValueError(f"{where}: the twins differ in atoms or basis")
+    if soc.positions is not None and col.positions is not None:
+        moved = float(np.abs(soc.positions - col.positions).max())
+        if moved > SAME_POSITIONS:
+            raise ValueError(f"{where}: the twins' positions differ by up to {moved:.2g} A")
+
+
+def soc_correction(soc: BlockOperator, col: BlockOperator, where: str = "twins") -> BlockOperator:
+    """dH_SO = H_SOC - H_col (x) 1_2 on the SOC run's blocks (same structure required;
+    every SOC block must have its collinear partner)."""
+    _check_twins(soc, col, where)
+    lifted, have = on_edges(spinor_lift(col), soc.edges)
+    if not have.all():
+        raise ValueError(
+            f"{where}: {int((~have).sum())} blocks of the SOC run have no collinear partner"
+        )
+    return _with_values(soc, soc.edges, soc.values - lifted.values, True)
+
+
+def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperator:
+    """H_col (x) 1_2 + dH_SO on the collinear operator's blocks (dH_SO is zero where it
+    has no block: it is shorter-ranged than H)."""
+    delta, _ = on_edges(correction, col.edges)
+    return _with_values(col, col.edges, spinor_lift(col).values + delta.values, True)
+
+
+def combine_spread(col: BlockOperator | None, correction: BlockOperator | None):
+    """Spread of H_col (x) 1_2 + dH_SO from the two ensembles' spreads, taken as
+    independent: real parts add in quadrature, the imaginary part is dH_SO's alone."""
+    if col is None:
+        return correction
+    lifted = spinor_lift(col)
+    if correction is None:
+        return lifted
+    delta, _ = on_edges(correction, col.edges)
+    real = np.hypot(lifted.values.real, delta.values.real)
+    return _with_values(col, col.edges, real + 1j * delta.values.imag, True)
+
+
+def correction_structure(soc: ElectronicStructure, col: ElectronicStructure) -> ElectronicStructure:
+    """The training target of a correction model: the SOC run's structure with dH_SO as
+    its Hamiltonian (S, valence and basis records kept)."""
+    where = f"{soc.source or 'SOC run'} / {col.source or 'collinear run'}"
+    return ElectronicStructure(
+        soc.atoms,
+        soc_correction(soc.hamiltonian, col.hamiltonian, where),
+        soc.overlap,
+        None,
+        source=where,
+        extra={**soc.extra, "target": SOC_CORRECTION},
+    )

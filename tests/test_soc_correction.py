@@ -1,0 +1,140 @@
+"""SOC as a correction: H_SOC = H_col (x) 1_2 + dH_SO, on the corpus's twins and models."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+from test_model import tiny_model
+
+from ase_moireh.basis import atom_rotation
+from ase_moireh.build import twisted_bilayer
+from ase_moireh.io.corpus import read_entry
+from ase_moireh.io.dataset import write_dftio
+from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
+from ase_moireh.model.predict import predict_operators
+from ase_moireh.model.soc import (
+    add_correction,
+    correction_structure,
+    on_edges,
+    soc_correction,
+    spinor_lift,
+)
+from ase_moireh.overlap import bundled_overlap
+from ase_moireh.tightbinding import TightBinding
+from ase_moireh.tools.train import TrainConfig, train
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+TWIN = "shift2x2_000"  # a training entry with its SOC twin (manifest: split train)
+TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}
+
+
+@pytest.fixture(scope="module")
+def twins():
+    return read_entry(CORPUS / f"{TWIN}_soc"), read_entry(CORPUS / TWIN)
+
+
+def test_spinor_lift_doubles_every_collinear_level(twins):
+    """H (x) 1_2 with S (x) 1_2 has each collinear level twice, at any k."""
+    _, col = twins
+    s = bundled_overlap().operator(col.atoms, col.hamiltonian.edges)
+    k = (0.21, 0.37, 0)
+    collinear = TightBinding(col.hamiltonian, s).eigh(k)
+    lifted = TightBinding(spinor_lift(col.hamiltonian), s).eigh(k)
+    assert np.abs(lifted - np.repeat(collinear, 2)).max() < 1e-9
+
+
+def test_soc_correction_is_exact_hermitian_and_short_ranged(twins):
+    soc, col = twins
+    delta = soc_correction(soc.hamiltonian, col.hamiltonian)
+    back = add_correction(col.hamiltonian, delta)
+    assert np.array_equal(back.edges, col.hamiltonian.edges)
+    rows = soc.hamiltonian.find(back.edges)
+    assert np.abs(back.values - on_edges(soc.hamiltonian, back.edges)[0].values).max() == 0
+    assert (rows >= 0).all()
+    assert delta.hermiticity_error() < 1e-5  # single-precision storage of both runs
+    # the spin-orbit part is local: far blocks change by far less than near ones
+    d = delta.positions[delta.edges[:, 1]] + delta.edges[:, 2:] @ delta.cell
+    dist = np.linalg.norm(d - delta.positions[delta.edges[:, 0]], axis=1)
+    size = np.array([np.abs(delta.block(e)).mean() for e in range(delta.nedges)])
+    assert size[dist < 0.1].mean() > 10 * size[dist > 4.5].mean()
+    assert size[dist > 6].max() < 0.01  # eV
+
+
+def test_twins_must_be_the_same_structure(twins):
+    soc, col = twins
+    moved = read_entry(CORPUS / TWIN)
+    moved.hamiltonian.positions = moved.hamiltonian.positions + 0.01
+    with pytest.raises(ValueError, match="positions differ"):
+        soc_correction(soc.hamiltonian, moved.hamiltonian, "x")
+    with pytest.raises(ValueError, match="SOC .* collinear"):
+        soc_correction(col.hamiltonian, soc.hamiltonian, "x")
+
+
+def composite(correction_cutoff: float | None = None) -> ModelBundle:
+    col = tiny_model(False, seed=1)
+    corr = tiny_model(True, seed=2)
+    if correction_cutoff is not None:
+        config = corr.config
+        config.cutoff = correction_cutoff
+        torch.manual_seed(2)
+        corr = type(corr)(config).to(torch.float64).eval()
+    return with_soc_correction(ModelBundle([col], bundled_overlap()), ModelBundle([corr], None))
+
+
+def test_composite_bundle_predicts_lift_plus_correction_and_round_trips(tmp_path):
+    bundle = composite(correction_cutoff=6.0)
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.03, seed=5)
+    h, s, spread = predict_operators(bundle, atoms)
+    assert h.spinful and bundle.spinful and spread is None
+    col, _, _ = predict_operators(ModelBundle(bundle.models, None), atoms)
+    corr, _, _ = predict_operators(ModelBundle(bundle.corrections, None), atoms)
+    assert corr.nedges < col.nedges  # the shorter cutoff: fewer blocks
+    expected = spinor_lift(col).values + on_edges(corr, col.edges)[0].values
+    assert np.abs(h.values - expected).max() < 1e-12
+    assert h.hermiticity_error() < 1e-12
+    save_bundle(bundle, tmp_path / "m.pt")
+    loaded = load_bundle(tmp_path / "m.pt", dtype=torch.float64)
+    assert len(loaded.models) == 1 and len(loaded.corrections) == 1
+    again, _, _ = predict_operators(loaded, atoms)
+    assert np.abs(again.values - h.values).max() < 1e-12
+
+
+def test_composite_blocks_rotate_by_spinor_wigner_d():
+    bundle = composite()
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=1)
+    q = Rotation.random(random_state=11).as_matrix()
+    moved = atoms.copy()
+    moved.set_cell(np.asarray(atoms.cell) @ q.T, scale_atoms=False)
+    moved.positions = atoms.positions @ q.T
+    before, _, _ = predict_operators(bundle, atoms)
+    after, _, _ = predict_operators(bundle, moved)
+    basis, sym = before.basis, atoms.get_chemical_symbols()
+    rot = {s: atom_rotation(basis[s], q, True) for s in set(sym)}
+    index = after.find(before.edges)
+    worst = max(
+        np.abs(after.block(index[e]) - rot[sym[i]] @ before.block(e) @ rot[sym[j]].conj().T).max()
+        for e, (i, j, *_) in enumerate(before.edges)
+    )
+    assert worst < 1e-5
+
+
+def test_correction_model_trains_on_twin_differences(twins, tmp_path):
+    soc, col = twins
+    target = correction_structure(soc, col)
+    write_dftio(target, tmp_path / "delta")
+    config = TrainConfig(
+        datasets=[str(tmp_path / "delta")],
+        out=str(tmp_path / "run"),
+        epochs=2,
+        model=dict(TINY),
+    )
+    correction = train(config, progress=False)
+    assert correction.config.spinful
+    collinear = ModelBundle([tiny_model(False).float()], bundled_overlap())
+    bundle = with_soc_correction(collinear, correction)
+    h, _, _ = predict_operators(bundle, soc.atoms)
+    assert h.spinful and h.dimension == soc.hamiltonian.dimension
