@@ -214,3 +214,31 @@ def test_corpus_holdout_entries_are_refused(tmp_path):
     cfg = TrainConfig(datasets=[str(corpus / held[0])], out=str(tmp_path / "x"), epochs=1)
     with pytest.raises(ValueError, match="holdout entry"):
         train(cfg, progress=False)
+
+
+def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(data, tmp_path):
+    """train_ensemble stores the largest spread seen on validation; a structure on which
+    the members disagree far more (here: squeezed layers) draws the calculator's warning."""
+    from ase_moireh.calculator import MoireHCalculator
+    from ase_moireh.domain import OutOfDomainWarning
+    from ase_moireh.tools.train import train_ensemble
+
+    require(*CASES)
+    cfg = config(
+        data,
+        tmp_path / "ens",
+        epochs=2,
+        datasets=[str(data / CASES[0]), str(data / CASES[1])],
+        validation_datasets=[str(data / CASES[2])],
+    )
+    bundle = train_ensemble(cfg, 2, progress=False)
+    assert len(bundle.models) == 2
+    spread_max = bundle.info["domain"]["spread_max"]
+    _, _, spread = predict_operators(bundle, converted(CASES[2]).atoms)
+    assert spread_max == pytest.approx(float(np.abs(spread.values).max()), rel=1e-6)
+    assert (tmp_path / "ens" / "model.pt").exists()
+    bundle.info["domain"]["spread_max"] = spread_max * 1e-3  # a validation far calmer
+    atoms = converted(CASES[2]).atoms
+    atoms.calc = MoireHCalculator(model=bundle)
+    with pytest.warns(OutOfDomainWarning, match="ensemble spread"):
+        atoms.calc.get_hamiltonian()

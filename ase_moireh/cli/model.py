@@ -16,24 +16,11 @@ log = logging.getLogger(__name__)
 def _run_training(
     config_path: str, pretrained: str | None, ensemble: int, resume: bool, progress: bool
 ) -> None:
-    from ase_moireh.model.io import merge_bundles, save_bundle
-    from ase_moireh.tools.train import load_train_config, train
+    from ase_moireh.tools.train import load_train_config, train_ensemble
 
     try:
         config = load_train_config(config_path)
-        if ensemble <= 1:
-            bundle = train(config, pretrained=pretrained, resume=resume, progress=progress)
-        else:
-            members = []
-            for k in range(ensemble):
-                member = load_train_config(config_path)
-                member.seed = config.seed + k
-                member.out = str(Path(config.out) / f"member_{k}")
-                members.append(
-                    train(member, pretrained=pretrained, resume=resume, progress=progress)
-                )
-            bundle = merge_bundles(members, {"ensemble_of": ensemble})
-            save_bundle(bundle, Path(config.out) / "model.pt")
+        bundle = train_ensemble(config, ensemble, pretrained, resume, progress)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     report = bundle.info.get("train", {}).get("parts", {})

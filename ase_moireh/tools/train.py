@@ -300,7 +300,7 @@ class _Setup:
     base: ModelBundle | None
 
 
-def _setup(config: TrainConfig, pretrained: str | os.PathLike | None) -> _Setup:
+def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: int = 0) -> _Setup:
     """Data, split, model (fresh or pretrained), graphs and the overlap the model carries
     (resolved now, so a missing basis file fails before hours of training)."""
     dtype = torch.float64 if config.float64 else torch.float32
@@ -319,7 +319,7 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None) -> _Setup:
     model = HamiltonianModel(model_config).to(dtype).to(config.device)
     graphs = [g.to(config.device) for g in _make_graphs(model_config, structures, dtype)]
     if base is not None:
-        model.load_state_dict(base.models[0].state_dict())
+        model.load_state_dict(base.models[member % len(base.models)].state_dict())
     else:
         init_statistics(model, [graphs[k] for k in parts[0]])
     for name, p in model.named_parameters():
@@ -363,12 +363,14 @@ def train(
     pretrained: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = True,
+    member: int = 0,
 ) -> ModelBundle:
-    """Run (or resume) one training; returns the bundle also written to ``out/model.pt``."""
+    """Run (or resume) one training; returns the bundle also written to ``out/model.pt``.
+    ``member``: which member of a pretrained ensemble to start from."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
-    run = _setup(config, pretrained)
+    run = _setup(config, pretrained, member)
     model, (tr, va, _) = run.model, run.parts
     train_g = [run.graphs[k] for k in tr]
     val_g = [run.graphs[k] for k in va] or train_g
@@ -445,6 +447,54 @@ def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
         total += loss.item()
     model.eval()
     return total / max(len(graphs), 1)
+
+
+def train_ensemble(
+    config: TrainConfig,
+    members: int,
+    pretrained: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> ModelBundle:
+    """``members`` trainings with seeds seed, seed + 1, ... in ``out/member_k`` (member k
+    of a pretrained ensemble starts from its member k), merged into ``out/model.pt``.
+
+    The merged model's domain records the largest ensemble spread seen on the
+    validation structures, against which the calculator flags predictions."""
+    from ase_moireh.model.io import merge_bundles
+
+    if members <= 1:
+        return train(config, pretrained, resume, progress)
+    bundles = []
+    for k in range(members):
+        member = TrainConfig(**{**asdict(config), "seed": config.seed + k})
+        member.out = str(Path(config.out) / f"member_{k}")
+        bundles.append(train(member, pretrained, resume, progress, member=k))
+    info = {**bundles[0].info, "ensemble_of": members}
+    merged = merge_bundles(bundles, info)
+    validation = bundles[0].info["train"]["parts"]["validation"]["structures"]
+    if validation:
+        paths, _ = training_parts(config)
+        named = {p.name: p for p in paths}
+        spread = validation_spread(merged, [named[n] for n in validation])
+        domain = ModelDomain.from_dict(info["domain"])
+        domain.spread_max = spread
+        merged.info["domain"] = domain.to_dict()
+        log.info("largest ensemble spread on validation: %.2f meV", spread * 1e3)
+    save_bundle(merged, Path(config.out) / "model.pt")
+    return merged
+
+
+def validation_spread(bundle: ModelBundle, paths: list[Path]) -> float:
+    """Largest per-element ensemble spread (eV) of H over the given structures."""
+    from ase_moireh.model.predict import predict_operators
+
+    largest = 0.0
+    for path in paths:
+        _, _, spread = predict_operators(bundle, read_structure(path).atoms)
+        if spread is not None and spread.nedges:
+            largest = max(largest, float(np.abs(spread.values).max()))
+    return largest
 
 
 def training_stages(info: dict) -> list[dict]:

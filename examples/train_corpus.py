@@ -1,0 +1,239 @@
+"""Recipe of the bundled MoTe2 models trained on the project's corpus (data/corpus/).
+
+    python examples/train_corpus.py scan                 # model size on validation
+    python examples/train_corpus.py collinear            # pretrain, then fine-tune
+    python examples/train_corpus.py soc                  # dH_SO correction and direct SOC
+    python examples/train_corpus.py install              # compose, write the package's files
+
+Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything):
+
+1. ``scan``: candidate model sizes, each trained ``--scan-epochs`` on the non-twisted
+   collinear training entries, judged on the non-twisted validation entries
+   (``scan.md``). Nothing here sees a test or holdout entry.
+2. ``collinear``: an ensemble pretrained on the non-twisted collinear entries, then
+   fine-tuned on the twisted training entries with a replay of non-twisted ones (the
+   fine-tune is validated on both kinds, so forgetting shows).
+3. ``soc``: (a) the correction ensemble learns dH_SO = H_SOC - H_col (x) 1_2 from the
+   SOC/collinear twins; (b) for comparison, a direct SOC ensemble pretrained on the
+   non-twisted SOC entries and fine-tuned on the twisted SOC ones.
+4. ``install``: the collinear model, and the SOC model chosen by ``--soc-model``
+   (``correction`` or ``direct``, after ``benchmarks/robustness.py`` compared them), with
+   this recipe's settings and CPU times in their info, into ase_moireh/data/models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from ase_moireh.io.corpus import load_manifest, read_entry
+from ase_moireh.io.dataset import write_dftio
+from ase_moireh.model.graph import MOTE2_CUTOFF
+from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
+from ase_moireh.model.soc import correction_structure
+from ase_moireh.tools.train import TrainConfig, train, train_ensemble
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_MODELS = ROOT / "ase_moireh" / "data" / "models"
+#: model sizes the scan compares (ModelConfig fields)
+CANDIDATES = {
+    "m8-L2": {"multiplicity": 8, "num_layers": 2},
+    "m16-L2": {"multiplicity": 16, "num_layers": 2},
+    "m16-L3": {"multiplicity": 16, "num_layers": 3},
+}
+SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40
+#: non-twisted training entries replayed while fine-tuning on twisted ones
+REPLAY = 4
+
+
+def entries(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
+    """Converted entries of one kind, spin and split, by name."""
+    return sorted(
+        str(corpus / e.name)
+        for e in load_manifest(corpus).values()
+        if e.kind == kind
+        and e.soc == soc
+        and e.split == split
+        and e.status == "converged"
+        and (corpus / e.name / "hamiltonian.h5").exists()
+    )
+
+
+def config(out: Path, datasets, validation, epochs: int, lr: float, model=None) -> TrainConfig:
+    return TrainConfig(
+        datasets=list(datasets),
+        validation_datasets=list(validation),
+        out=str(out),
+        epochs=epochs,
+        lr=lr,
+        model=dict(model or {}),
+        **SCHEDULE,
+    )
+
+
+def scan(args) -> None:
+    rows = []
+    train_set = entries(args.corpus, "shifted", False, "train")
+    val_set = entries(args.corpus, "shifted", False, "validation")
+    for name, model in CANDIDATES.items():
+        cfg = config(args.work / "scan" / name, train_set, val_set, args.scan_epochs, 3e-3, model)
+        bundle = train(cfg, progress=args.progress)
+        report = bundle.info["train"]
+        val = report["parts"]["validation"]
+        params = sum(p.numel() for p in bundle.models[0].parameters())
+        rows.append(
+            f"| {name} | {params} | {val['rmse_meV']:.2f} | "
+            + " / ".join(f"{v:.2f}" for v in val["mae_meV"].values())
+            + f" | {report['cpu_seconds'] / 60:.0f} |"
+        )
+    header = [
+        f"Model-size scan: {len(train_set)} training, {len(val_set)} validation non-twisted "
+        f"collinear entries, {args.scan_epochs} epochs each.",
+        "",
+        "| model | parameters | validation RMSE (meV) | validation MAE per pair (meV) | CPU min |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    (args.work / "scan.md").write_text("\n".join(header + rows) + "\n")
+    print("\n".join(header + rows))
+
+
+def collinear(args) -> None:
+    model = CANDIDATES[args.model]
+    shifted = entries(args.corpus, "shifted", False, "train")
+    shifted_val = entries(args.corpus, "shifted", False, "validation")
+    pre = config(args.work / "col_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
+    train_ensemble(pre, args.members, progress=args.progress)
+    twisted = entries(args.corpus, "twisted", False, "train")
+    twisted_val = entries(args.corpus, "twisted", False, "validation")
+    fine = config(
+        args.work / "col_finetune",
+        twisted + shifted[: args.replay],
+        twisted_val + shifted_val,
+        args.finetune_epochs,
+        1e-3,
+    )
+    train_ensemble(fine, args.members, args.work / "col_pretrain" / "model.pt", True, args.progress)
+
+
+def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
+    """dftio folders of dH_SO for every converged SOC entry of a split with its twin."""
+    folders = []
+    manifest = load_manifest(corpus)
+    for path in entries(corpus, "shifted", True, split) + entries(corpus, "twisted", True, split):
+        twin = manifest[Path(path).name].twin
+        if not twin or not (corpus / twin / "hamiltonian.h5").exists():
+            continue
+        out = work / "delta" / Path(path).name
+        if not out.exists():
+            write_dftio(correction_structure(read_entry(path), read_entry(corpus / twin)), out)
+        folders.append(str(out))
+    return folders
+
+
+def soc(args) -> None:
+    model = CANDIDATES[args.model]
+    cfg = config(
+        args.work / "soc_correction",
+        correction_sets(args.corpus, args.work, "train"),
+        correction_sets(args.corpus, args.work, "validation"),
+        args.epochs,
+        3e-3,
+        {**model, "cutoff": args.correction_cutoff},
+    )
+    train_ensemble(cfg, args.members, progress=args.progress)
+    shifted = entries(args.corpus, "shifted", True, "train")
+    shifted_val = entries(args.corpus, "shifted", True, "validation")
+    pre = config(args.work / "soc_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
+    train_ensemble(pre, args.members, progress=args.progress)
+    twisted = entries(args.corpus, "twisted", True, "train")
+    twisted_val = entries(args.corpus, "twisted", True, "validation")
+    if twisted:
+        fine = config(
+            args.work / "soc_finetune",
+            twisted + shifted[: args.replay],
+            twisted_val + shifted_val,
+            args.finetune_epochs,
+            1e-3,
+        )
+        pretrained = args.work / "soc_pretrain" / "model.pt"
+        train_ensemble(fine, args.members, pretrained, True, args.progress)
+
+
+def stage_info(work: Path, *stages: str) -> dict:
+    """The training reports of the stages (CPU time included), as the model file keeps them."""
+    out = {}
+    for stage in stages:
+        path = work / stage / "model.pt"
+        if path.exists():
+            out[stage] = {"train": load_bundle(path).info["train"]}
+    return out
+
+
+def install(args) -> None:
+    recipe = {"recipe": "examples/train_corpus.py", "settings": _settings(args)}
+    col_stage = "col_finetune"
+    col = load_bundle(args.work / col_stage / "model.pt")
+    col_info = {**recipe, **stage_info(args.work, "col_pretrain", col_stage)}
+    col_info["domain"] = col.info["domain"]
+    if args.soc_model == "correction":
+        corr = load_bundle(args.work / "soc_correction" / "model.pt")
+        soc_info = {**col_info, **stage_info(args.work, "soc_correction")}
+        soc_bundle = with_soc_correction(col, corr, soc_info)
+    else:
+        stage = "soc_finetune" if (args.work / "soc_finetune").exists() else "soc_pretrain"
+        direct = load_bundle(args.work / stage / "model.pt")
+        info = {**recipe, **stage_info(args.work, "soc_pretrain", stage)}
+        soc_bundle = ModelBundle(direct.models, direct.overlap, {**info, **direct.info})
+    out = args.work / "install"
+    out.mkdir(parents=True, exist_ok=True)
+    save_bundle(ModelBundle(col.models, col.overlap, col_info), out / "mote2_nosoc.pt")
+    save_bundle(soc_bundle, out / "mote2_soc.pt")
+    for name in ("mote2_nosoc.pt", "mote2_soc.pt"):
+        load_bundle(out / name)  # the file we ship must load
+        if args.package:
+            shutil.copy(out / name, PACKAGE_MODELS / name)
+    logging.info("wrote %s%s", out, " and installed" if args.package else "")
+
+
+def _settings(args) -> dict:
+    return {
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in vars(args).items()
+        if k not in ("func", "progress", "threads")
+    } | {"model_size": CANDIDATES[args.model], "schedule": SCHEDULE}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["scan", "collinear", "soc", "install"])
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
+    parser.add_argument("--work", type=Path, default=Path("corpus-work"))
+    parser.add_argument("--model", choices=sorted(CANDIDATES), default="m16-L3")
+    parser.add_argument("--members", type=int, default=2, help="ensemble size")
+    parser.add_argument("--epochs", type=int, default=600)
+    parser.add_argument("--finetune-epochs", type=int, default=300)
+    parser.add_argument("--scan-epochs", type=int, default=300)
+    parser.add_argument("--replay", type=int, default=REPLAY)
+    parser.add_argument("--correction-cutoff", type=float, default=MOTE2_CUTOFF)
+    parser.add_argument("--soc-model", choices=["correction", "direct"], default="correction")
+    parser.add_argument("--package", action="store_true", help="install: copy into the package")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / f"{args.stage}.settings.json").write_text(
+        json.dumps(_settings(args), indent=1) + "\n"
+    )
+    {"scan": scan, "collinear": collinear, "soc": soc, "install": install}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
