@@ -1,5 +1,6 @@
 """Files shipped with the package: the bundled models, the MoTe2 radial functions of the
-exact overlap, and the demo's OpenMX run. One place knows where they are."""
+exact overlap, the demo's OpenMX run and the DFT reference bands of the 21.79 deg SOC
+cell. One place knows where they are."""
 
 from __future__ import annotations
 
@@ -27,3 +28,9 @@ def bundled_radials_path() -> Path:
 def demo_scfout_path() -> Path:
     """A real OpenMX run (SOC bilayer MoTe2, 6 atoms) with its printed eigenvalues."""
     return _path("bl1x1_soc_s00.scfout.xz")
+
+
+#: k-points of the demo's Gamma-M-K-Gamma path through a twisted cell
+TWISTED_PATH_POINTS = 40
+#: DFT bands of the shared 21.79 deg SOC run near its gap (``examples/bundle_reference.py``)
+REFERENCE_BANDS = _path("reference", "tw2179_soc_bands.npz")
