@@ -5,9 +5,10 @@
 The shared OpenMX run of the 21.79 deg twisted bilayer with SOC (``tw2179_soc``, exact
 structure, never trained on) is 24 MB; the demo needs only its bands near the gap. This
 reads the run, checks its structure is ``twisted_bilayer(2, 1)`` (the same atoms, in
-OpenMX's order), and stores that structure and (``ase_moireh/data/reference/tw2179_soc_bands.npz``, a few kB): the levels of
-the ``WINDOW`` bands on either side of the gap along the demo's Gamma-M-K-Gamma path and
-at Gamma, M and K, in eV, with the occupied-band count and the source's SHA-256.
+OpenMX's order) and stores in ``ase_moireh/data/reference/tw2179_soc_bands.npz`` (18 kB)
+that structure, the levels of the ``WINDOW`` bands on either side of the gap along the
+demo's Gamma-M-K-Gamma path and at Gamma, M and K (eV), the occupied-band count and the
+source's SHA-256.
 """
 
 from __future__ import annotations
