@@ -25,6 +25,7 @@ Results accumulate per label in ``benchmarks/results/robustness.json``;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from ase_moireh.model.predict import predict_operators
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import ElectronicStructure
 from ase_moireh.tools.errors import band_errors_near_gap
+from ase_moireh.tools.train import training_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -174,9 +176,24 @@ def correlation(errors: list[np.ndarray], spreads: list[np.ndarray]) -> dict | N
     }
 
 
+def describe(path: Path, bundle) -> str:
+    """A model file as the report names it: where it is (in the repo, or its SHA-256),
+    its members, how SOC is made and the CPU time its training stages took."""
+    name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    stages = training_stages(bundle.info)
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in stages.values()) / 60
+    how = "; SOC = collinear (x) 1 + learned dH_SO" if bundle.corrections else ""
+    timing = f"{cpu:.0f} CPU min over {', '.join(stages)}" if cpu else "CPU time not recorded"
+    return f"`{name}` (sha256 {digest}, {len(bundle.models)} member(s){how}; {timing})"
+
+
 def measure(nosoc: Path, soc: Path, corpus: Path, pair: tuple[str, str]) -> dict:
     bundles = {False: load_bundle(nosoc), True: load_bundle(soc)}
-    out: dict = {"models": {"nosoc": str(nosoc), "soc": str(soc)}, "entries": {}}
+    out: dict = {
+        "models": {"nosoc": describe(nosoc, bundles[False]), "soc": describe(soc, bundles[True])},
+        "entries": {},
+    }
     errors, spreads = [], []
     for entry in holdout(corpus):
         if entry.kind == "displaced":
@@ -216,6 +233,11 @@ def summary(result: dict) -> dict[str, float | None]:
     out["onsite_max_meV"] = max((r["onsite_max_meV"] for r in rows), default=None)
     out["bands_max_meV"] = max((r["bands"]["max_meV"] for r in rows), default=None)
     out["gap_error_max_meV"] = max((abs(r["bands"]["gap_error_meV"]) for r in rows), default=None)
+    smooth = result.get("smoothness")
+    out["smooth_model_meV"] = smooth["model"]["max_meV"] if smooth else None
+    out["smooth_dft_meV"] = smooth["dft"]["max_meV"] if smooth else None
+    corr = result.get("spread_vs_error")
+    out["spearman"] = corr["spearman"] if corr else None
     return out
 
 
@@ -245,6 +267,9 @@ def write_report(results: dict[str, dict], filename: Path) -> None:
         "onsite_max_meV": ("max on-site element error (meV)", "10", "-"),
         "bands_max_meV": ("max band error within 0.3 eV of the gap (meV)", "2", PAPER["bands_meV"]),
         "gap_error_max_meV": ("max gap error (meV)", "5", "-"),
+        "smooth_model_meV": ("smoothness: model's max on-site change, DFT pair (meV)", "DFT", "-"),
+        "smooth_dft_meV": ("smoothness: DFT's own max on-site change (meV)", "-", "-"),
+        "spearman": ("ensemble spread vs error, Spearman", "> 0", "-"),
     }
     for key, (text, goal, paper) in names.items():
         cells = " | ".join(_fmt(sums[label][key]) for label in labels)
@@ -259,7 +284,9 @@ def _label_section(label: str, result: dict) -> list[str]:
         "",
         f"## {label}",
         "",
-        f"Models: `{result['models']['nosoc']}`, `{result['models']['soc']}`.",
+        f"Collinear model: {result['models']['nosoc']}.",
+        "",
+        f"SOC model: {result['models']['soc']}.",
         "",
         "| entry | kind | SOC | MAE per pair (meV) | max on-site (meV) | bands near gap, max "
         "(meV) | gap DFT / model (meV) |",

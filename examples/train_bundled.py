@@ -56,7 +56,7 @@ def finetune(data: Path, out: Path, pretrained: Path, epochs: int) -> ModelBundl
 def trained_on(info: dict) -> list[str]:
     """Names of the structures each stage's train part held (from the stage reports)."""
     stages = training_stages(info)
-    return [name for stage in stages for name in stage["parts"]["train"]["structures"]]
+    return [name for stage in stages.values() for name in stage["parts"]["train"]["structures"]]
 
 
 def annotate(path: Path, shared: Path) -> None:

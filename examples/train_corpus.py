@@ -3,6 +3,7 @@
     python examples/train_corpus.py scan                 # model size on validation
     python examples/train_corpus.py collinear            # pretrain, then fine-tune
     python examples/train_corpus.py soc                  # dH_SO correction and direct SOC
+                                    (or soc-correction, soc-direct: one of them)
     python examples/train_corpus.py install              # compose, write the package's files
 
 Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything):
@@ -135,7 +136,8 @@ def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
     return folders
 
 
-def soc(args) -> None:
+def soc_correction(args) -> None:
+    """The dH_SO ensemble (on the SOC/collinear twins)."""
     model = CANDIDATES[args.model]
     cfg = config(
         args.work / "soc_correction",
@@ -146,6 +148,11 @@ def soc(args) -> None:
         {**model, "cutoff": args.correction_cutoff},
     )
     train_ensemble(cfg, args.members, progress=args.progress)
+
+
+def soc_direct(args) -> None:
+    """The direct SOC ensemble it is compared with (same SOC runs)."""
+    model = CANDIDATES[args.model]
     shifted = entries(args.corpus, "shifted", True, "train")
     shifted_val = entries(args.corpus, "shifted", True, "validation")
     pre = config(args.work / "soc_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
@@ -162,6 +169,11 @@ def soc(args) -> None:
         )
         pretrained = args.work / "soc_pretrain" / "model.pt"
         train_ensemble(fine, args.members, pretrained, True, args.progress)
+
+
+def soc(args) -> None:
+    soc_correction(args)
+    soc_direct(args)
 
 
 def stage_info(work: Path, *stages: str) -> dict:
@@ -208,9 +220,19 @@ def _settings(args) -> dict:
     } | {"model_size": CANDIDATES[args.model], "schedule": SCHEDULE}
 
 
+STAGES = {
+    "scan": scan,
+    "collinear": collinear,
+    "soc": soc,
+    "soc-correction": soc_correction,
+    "soc-direct": soc_direct,
+    "install": install,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["scan", "collinear", "soc", "install"])
+    parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
     parser.add_argument("--work", type=Path, default=Path("corpus-work"))
     parser.add_argument("--model", choices=sorted(CANDIDATES), default="m16-L3")
@@ -232,7 +254,7 @@ def main() -> None:
     (args.work / f"{args.stage}.settings.json").write_text(
         json.dumps(_settings(args), indent=1) + "\n"
     )
-    {"scan": scan, "collinear": collinear, "soc": soc, "install": install}[args.stage](args)
+    STAGES[args.stage](args)
 
 
 if __name__ == "__main__":

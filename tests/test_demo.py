@@ -7,12 +7,13 @@ import pytest
 
 from ase_moireh.cli.demo import run_demo
 from ase_moireh.data import demo_scfout_path
+from shared_data import SHARED_OPENMX, needs_shared
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, npoints=18)
+    return out, run_demo(out, npoints=18, twist=(2, 1))  # the small cell keeps this quick
 
 
 def test_main_job_converts_verifies_predicts_and_plots(demo):
@@ -25,7 +26,7 @@ def test_main_job_converts_verifies_predicts_and_plots(demo):
     assert c["hermiticity_H_eV"] < 1e-6
     assert set(result["model"]["H_mae_meV"]) == {"Mo-Mo", "Mo-Te", "Te-Mo", "Te-Te"}
     assert result["twisted"]["atoms"] == 42
-    for name in ("bands.png", "bands_model_vs_dft.png", "twisted_bands.png"):
+    for name in ("bands.png", "bands_model_vs_dft.png", "twisted_vs_dft.png", "twisted_bands.png"):
         assert (out / name).stat().st_size > 10_000, name
     assert (out / "dataset" / "bl1x1_soc_s00" / "hamiltonians.h5").exists()
     # the files it says it wrote are there, and it says so for every file it wrote
@@ -43,7 +44,13 @@ def test_outputs_carry_their_trust_information(demo):
     near = model["bands_near_gap"]
     assert near["levels"] > 0 and near["max_meV"] >= near["mean_meV"] > 0
     # the verdict follows the numbers: a gap below the expected error is not resolved
-    assert twisted["expected_band_error_meV"] == near["max_meV"]
+    # step 3 holds the DFT check of a twisted SOC cell; step 4's verdict uses its error
+    ref = result["reference"]["bands_near_gap"]
+    assert result["reference"]["atoms"] == 42 and ref["levels"] > 0
+    assert ref["gap_reference_meV"] == pytest.approx(
+        1036.6, abs=1.0
+    )  # tw2179_soc H, S at Gamma/M/K
+    assert twisted["expected_band_error_meV"] == ref["max_meV"]
     resolved = twisted["gap_meV"] > twisted["expected_band_error_meV"]
     assert twisted["gap_resolved"] == (resolved and not twisted["domain_findings"])
     text = (out / "summary.txt").read_text()
@@ -58,3 +65,27 @@ def test_outputs_carry_their_trust_information(demo):
     )
     rows = [r.split() for r in chern.splitlines() if r[0] != "#"]
     assert tuple(int(r[-1]) for r in rows) == tuple(twisted["chern_mod3_top1_top2"])
+
+
+@needs_shared
+def test_bundled_reference_bands_are_the_shared_runs():
+    """Step 3's DFT bands are the shared tw2179_soc run's own (its H, S, its structure)."""
+    import hashlib
+
+    import numpy as np
+
+    from ase_moireh.calculator import MoireHCalculator
+    from ase_moireh.data import REFERENCE_BANDS
+    from ase_moireh.io.openmx import read_scfout
+
+    ref = np.load(REFERENCE_BANDS)
+    source = SHARED_OPENMX / "tw2179_soc" / "openmx.scfout.xz"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == str(ref["sha256"])
+    run = read_scfout(source)
+    np.testing.assert_allclose(run.atoms.positions, ref["positions"], atol=1e-8)
+    calc = MoireHCalculator(dft=run)
+    calc.set_atoms(run.atoms)
+    first = int(ref["first_band"])
+    levels = calc.get_tight_binding().eigenvalues(ref["extrema_kpts"])
+    np.testing.assert_allclose(levels[:, first : first + 48], ref["extrema_energies"], atol=1e-6)
+    assert calc.occupied_bands() == int(ref["nocc"])

@@ -95,11 +95,19 @@ def convert_command(code, paths, out, jobs, fmt, skip_existing, overwrite, no_pr
 @click.option(
     "-o", "--out", default="moireh-demo", show_default=True, type=click.Path(file_okay=False)
 )
-def demo_command(out: str) -> None:
-    """Main job on the embedded default: convert, verify and plot the bundled run."""
-    from ase_moireh.cli.demo import run_demo
+@click.option(
+    "--twist",
+    nargs=2,
+    type=int,
+    default=None,
+    help="(n, m) of the twisted cell of step 4 (default: the demo's, see `moireh demo --help`).",
+)
+def demo_command(out: str, twist: tuple[int, int] | None) -> None:
+    """Main job on the embedded default: convert and verify the bundled run, the bundled
+    models against DFT, then a twisted cell's bands and Chern numbers."""
+    from ase_moireh.cli.demo import DEMO_TWIST, run_demo
 
-    result = run_demo(out)
+    result = run_demo(out, twist=tuple(twist) if twist else DEMO_TWIST)
     click.echo((Path(out) / "summary.txt").read_text())
     click.echo("wrote " + ", ".join(f"{out}/{name}" for name in result["files"]))
 

@@ -16,7 +16,7 @@ def _path(*parts: str) -> Path:
 
 
 def bundled_model_path(soc: bool = True) -> Path:
-    """The MoTe2 model shipped with the package (``examples/train_bundled.py`` makes it)."""
+    """The MoTe2 model shipped with the package (``examples/train_corpus.py`` makes it)."""
     return _path("models", BUNDLED_MODELS[soc])
 
 

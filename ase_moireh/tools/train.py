@@ -497,12 +497,13 @@ def validation_spread(bundle: ModelBundle, paths: list[Path]) -> float:
     return largest
 
 
-def training_stages(info: dict) -> list[dict]:
-    """The trainer's reports held in a model file's info, one per stage: its own
-    (``train``), or those the bundling recipe nests under ``pretrain`` / ``finetune``."""
+def training_stages(info: dict) -> dict[str, dict]:
+    """The trainer's reports held in a model file's info, by stage, in training order:
+    its own (``train``), or those a recipe nests under stage names (``pretrain``,
+    ``finetune``; ``col_pretrain``, ``col_finetune``, ``soc_correction``, ...)."""
     if "train" in info:
-        return [info["train"]]
-    return [info[k]["train"] for k in ("pretrain", "finetune") if "train" in info.get(k, {})]
+        return {"train": info["train"]}
+    return {k: v["train"] for k, v in info.items() if isinstance(v, dict) and "train" in v}
 
 
 def training_domain(run: _Setup) -> ModelDomain:
