@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ase_moireh.io.dataset import write_dftio
-from ase_moireh.model.io import merge_bundles
+from ase_moireh.model.io import load_bundle, merge_bundles
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.tools.train import TrainConfig, load_train_config, train
@@ -237,6 +237,10 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
     _, _, spread = predict_operators(bundle, converted(CASES[2]).atoms)
     assert spread_max == pytest.approx(float(np.abs(spread.values).max()), rel=1e-6)
     assert (tmp_path / "ens" / "model.pt").exists()
+    # the ensemble's training cost is that of all its members
+    members = [load_bundle(tmp_path / "ens" / f"member_{k}" / "model.pt") for k in range(2)]
+    cpu = [m.info["train"]["cpu_seconds"] for m in members]
+    assert bundle.info["train"]["cpu_seconds"] == pytest.approx(sum(cpu)) and min(cpu) > 0
     bundle.info["domain"]["spread_max"] = spread_max * 1e-3  # a validation far calmer
     atoms = converted(CASES[2]).atoms
     atoms.calc = MoireHCalculator(model=bundle)

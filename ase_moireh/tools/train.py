@@ -471,6 +471,14 @@ def train_ensemble(
         member.out = str(Path(config.out) / f"member_{k}")
         bundles.append(train(member, pretrained, resume, progress, member=k))
     info = {**bundles[0].info, "ensemble_of": members}
+    # the cost of the ensemble, not of its first member
+    info["train"] = {
+        **info["train"],
+        **{
+            key: sum(b.info["train"].get(key, 0.0) for b in bundles)
+            for key in ("cpu_seconds", "wall_seconds")
+        },
+    }
     merged = merge_bundles(bundles, info)
     validation = bundles[0].info["train"]["parts"]["validation"]["structures"]
     if validation:
