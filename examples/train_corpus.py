@@ -52,8 +52,24 @@ SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180,
 REPLAY = 4
 
 
+#: entry lists as the work folder first saw them (``--work``/entries.json, set in main)
+FROZEN: Path | None = None
+
+
 def entries(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
-    """Converted entries of one kind, spin and split, by name."""
+    """Converted entries of one kind, spin and split, by name: the list this work
+    folder first saw, so that a corpus still growing never changes (and never breaks the
+    resumption of) a stage that has started. Delete entries.json to take new entries."""
+    key = f"{kind} {'SOC' if soc else 'collinear'} {split}"
+    frozen = json.loads(FROZEN.read_text()) if FROZEN and FROZEN.exists() else {}
+    if key not in frozen:
+        frozen[key] = _converted(corpus, kind, soc, split)
+        if FROZEN:
+            FROZEN.write_text(json.dumps(frozen, indent=1) + "\n")
+    return frozen[key]
+
+
+def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
     return sorted(
         str(corpus / e.name)
         for e in load_manifest(corpus).values()
@@ -251,6 +267,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
+    global FROZEN
+    FROZEN = args.work / "entries.json"
     (args.work / f"{args.stage}.settings.json").write_text(
         json.dumps(_settings(args), indent=1) + "\n"
     )
