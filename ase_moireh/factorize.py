@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
 from ase_moireh.memory import InsufficientMemory, ensure_fits, superlu_bytes
 
@@ -71,7 +72,8 @@ def factorize(a: sp.spmatrix, solver: str = "auto") -> Callable[[np.ndarray], np
         "PARDISO needs far less (solver='pardiso', Intel MKL)." if mkl_library() else "",
     )
     log.info("SuperLU factorisation of %d rows", n)
-    return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
+    with threadpool_limits(1, user_api="blas"):  # its small BLAS calls: as solve.py's dense
+        return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
 from ase_moireh.factorize import count_below, factorize
 
@@ -56,11 +57,20 @@ def check_positive_definite(sk: sp.spmatrix, k) -> None:
         raise OverlapNotPositiveDefinite(k, smallest)
 
 
+#: dense problems up to this many rows run on one BLAS thread. Threads gain little
+#: there, and while the other cores are busy OpenBLAS's waiting threads are ruinous:
+#: 81 generalised eighs of 208 rows took 474 s with its default threads and 3 s on one
+#: (2-core machine, OpenMX running beside it)
+ONE_THREAD_DENSE = 2000
+
+
 def generalized_eigh(h: np.ndarray, s: np.ndarray, k, vectors: bool = False):
     """Dense H c = E S c (eigenvalues ascending; with eigenvectors when ``vectors``),
     with a clear error when S is not positive definite."""
+    threads = 1 if len(h) <= ONE_THREAD_DENSE else None
     try:
-        return sl.eigh(h, s, eigvals_only=not vectors)
+        with threadpool_limits(threads, user_api="blas"):
+            return sl.eigh(h, s, eigvals_only=not vectors)
     except np.linalg.LinAlgError:
         smallest = float(np.linalg.eigvalsh(s)[0])
         if smallest <= 0:

@@ -284,6 +284,7 @@ def _label_section(label: str, result: dict) -> list[str]:
         "",
         f"## {label}",
         "",
+        *([result["note"], ""] if result.get("note") else []),
         f"Collinear model: {result['models']['nosoc']}.",
         "",
         f"SOC model: {result['models']['soc']}.",
@@ -342,12 +343,14 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
     parser.add_argument("--pair", nargs=2, default=["shift2x2_009", "displaced2x2_009"])
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--note", default="", help="where the models come from, for the report")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.results.mkdir(parents=True, exist_ok=True)
     store = args.results / "robustness.json"
     results = json.loads(store.read_text()) if store.exists() else {}
     results[args.label] = measure(args.nosoc, args.soc, args.corpus, tuple(args.pair))
+    results[args.label]["note"] = args.note
     store.write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.results / "robustness.md")
     plot_spread(results, args.results / "robustness_spread.png")

@@ -206,8 +206,8 @@ def install(args) -> None:
     recipe = {"recipe": "examples/train_corpus.py", "settings": _settings(args)}
     col_stage = "col_finetune"
     col = load_bundle(args.work / col_stage / "model.pt")
-    col_info = {**recipe, **stage_info(args.work, "col_pretrain", col_stage)}
-    col_info["domain"] = col.info["domain"]
+    kept = {k: v for k, v in col.info.items() if k != "train"}  # valence, domain, ...
+    col_info = {**kept, **recipe, **stage_info(args.work, "col_pretrain", col_stage)}
     if args.soc_model == "correction":
         corr = load_bundle(args.work / "soc_correction" / "model.pt")
         soc_info = {**col_info, **stage_info(args.work, "soc_correction")}
@@ -215,14 +215,17 @@ def install(args) -> None:
     else:
         stage = "soc_finetune" if (args.work / "soc_finetune").exists() else "soc_pretrain"
         direct = load_bundle(args.work / stage / "model.pt")
-        info = {**recipe, **stage_info(args.work, "soc_pretrain", stage)}
-        soc_bundle = ModelBundle(direct.models, direct.overlap, {**info, **direct.info})
+        kept = {k: v for k, v in direct.info.items() if k != "train"}
+        info = {**kept, **recipe, **stage_info(args.work, "soc_pretrain", stage)}
+        soc_bundle = ModelBundle(direct.models, direct.overlap, info)
     out = args.work / "install"
     out.mkdir(parents=True, exist_ok=True)
     save_bundle(ModelBundle(col.models, col.overlap, col_info), out / "mote2_nosoc.pt")
     save_bundle(soc_bundle, out / "mote2_soc.pt")
     for name in ("mote2_nosoc.pt", "mote2_soc.pt"):
-        load_bundle(out / name)  # the file we ship must load
+        shipped = load_bundle(out / name)  # the file we ship must load, and count electrons
+        if not shipped.info.get("valence"):
+            raise SystemExit(f"{out / name}: no valence electrons recorded")
         if args.package:
             shutil.copy(out / name, PACKAGE_MODELS / name)
     logging.info("wrote %s%s", out, " and installed" if args.package else "")
