@@ -72,6 +72,10 @@ class MoireHCalculator(Calculator):
       a list of fractional k, or None for the cell's Gamma-M-K-Gamma path (60 points).
     * ``nbands`` / ``sigma``: levels per k-point: all (None, dense) or the ``nbands``
       nearest ``sigma`` (eV; None: around the gap).
+    * ``gap_guess``: an energy (eV) likely inside the gap, where the electron counting of
+      large cells starts (checked by inertia, so a wrong guess costs time, never
+      correctness; a good one, e.g. the mid-gap of a smaller cell of the same material
+      and model, saves the bisection's factorisations).
     * ``domain_check``: check each structure against the model's training domain
       (:mod:`ase_moireh.domain`) before predicting: True raises
       :class:`~ase_moireh.domain.OutOfDomainError` for structures the model cannot
@@ -92,6 +96,7 @@ class MoireHCalculator(Calculator):
         "kpts": None,
         "nbands": None,
         "sigma": None,
+        "gap_guess": None,
         "domain_check": True,
     }
 
@@ -299,7 +304,7 @@ class MoireHCalculator(Calculator):
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
         log.info("finding the gap of %d rows by inertia counts (PARDISO)", tb.dimension)
-        sigma = tb.gap_energy(EXTREMA_KPOINTS[0], nocc)
+        sigma = tb.gap_energy(EXTREMA_KPOINTS[0], nocc, self.parameters["gap_guess"])
         points = tqdm(EXTREMA_KPOINTS, desc="band edges", unit="k", disable=None)
         edges = [tb.band_edges(k, nocc, sigma) for k in points]
         return max(v for v, _ in edges), min(c for _, c in edges)

@@ -160,13 +160,23 @@ def band_edges(
 ) -> tuple[float, float]:
     """(highest occupied, lowest empty) level at this k for cells too large for dense
     solvers: the inertia count at sigma numbers the ``nev`` shift-invert levels near
-    it; sigma moves until levels nocc-1 and nocc are both in that window."""
-    for _ in range(50):
+    it; each edge is kept once a window holds it, and sigma moves toward a missing one
+    (steps doubling, halved on a turn), so a sigma near one edge of a wide gap, where the
+    ``nev`` nearest levels all lie on that side, still reaches the other."""
+    edges: dict[int, float] = {}
+    step, direction = 0.0, 0
+    for _ in range(60):
         below = count_below(hk - sigma * sk)
         levels = shift_invert_eigh(hk, sk, sigma, nev, solver=solver, k=k)
-        index = nocc - 1 - (below - int(np.sum(levels < sigma)))  # of the top filled level
-        if 0 <= index < len(levels) - 1:
-            return float(levels[index]), float(levels[index + 1])
-        width = levels[-1] - levels[0]
-        sigma = levels[0] - 0.5 * width if index < 0 else levels[-1] + 0.5 * width
+        first = below - int(np.sum(levels < sigma))  # number of the window's lowest level
+        for n in (nocc - 1, nocc):
+            if 0 <= n - first < len(levels):
+                edges[n] = float(levels[n - first])
+        if len(edges) == 2:
+            return edges[nocc - 1], edges[nocc]
+        width = float(levels[-1] - levels[0])
+        turn = -1 if nocc - 1 < first else 1  # window above the top filled level: go down
+        step = width if direction == 0 else (2 * step if turn == direction else step / 2)
+        direction = turn
+        sigma = levels[0] - step if turn < 0 else levels[-1] + step
     raise RuntimeError(f"band edges around level {nocc} not reached")

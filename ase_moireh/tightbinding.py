@@ -132,9 +132,10 @@ class TightBinding:
         hk, sk = self.pair(k)
         return shift_invert_eigh(hk, sk, sigma, n, return_vectors=vectors, solver=solver, k=k)
 
-    def gap_energy(self, k: Sequence[float], nocc: int) -> float:
-        """An energy with ``nocc`` levels below it at k (inertia counts, PARDISO)."""
-        return gap_energy(*self.pair(k), nocc)
+    def gap_energy(self, k: Sequence[float], nocc: int, guess: float | None = None) -> float:
+        """An energy with ``nocc`` levels below it at k (inertia counts, PARDISO),
+        searched from ``guess`` (eV; default: the median on-site energy)."""
+        return gap_energy(*self.pair(k), nocc, guess)
 
     def band_edges(self, k: Sequence[float], nocc: int, sigma: float) -> tuple[float, float]:
         """(highest occupied, lowest empty) level at k for large cells."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ase.dft.bandgap import bandgap
 
-from ase_moireh import calculator
+from ase_moireh import calculator, solve
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.build.generate import shifted_bilayers
 from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
@@ -88,8 +88,15 @@ def test_extras_are_declared_properties():
     assert calc.results["band_edges"] == (vbm, cbm) and cbm > vbm
     from ase.calculators.calculator import PropertyNotImplementedError
 
+    from ase_moireh.model.io import ModelBundle
+
+    spread = calc.get_hamiltonian_spread()  # the bundled model is an ensemble
+    assert spread.nedges == calc.get_hamiltonian().nedges and spread.values.min() >= 0
+    bundle = calc.bundle
+    single = ModelBundle(bundle.models[:1], bundle.overlap, bundle.info)
+    atoms.calc = MoireHCalculator(model=single)
     with pytest.raises(PropertyNotImplementedError):  # a single model has no spread
-        calc.get_hamiltonian_spread()
+        atoms.calc.get_hamiltonian_spread()
 
 
 def test_ase_band_structure_and_bandgap_tools():
@@ -165,3 +172,28 @@ def test_sparse_midgap_equals_dense(case, monkeypatch):
     hk, sk = sparse.get_tight_binding().pair((0.5, 0, 0))
     below = np.sum(dense.eigenvalues_at((0.5, 0, 0)) < expected)
     assert count_below(hk - expected * sk) == below and below == nocc
+
+
+@pytest.mark.skipif(
+    mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)"
+)
+def test_a_gap_guess_saves_the_bisection_and_never_changes_the_answer(monkeypatch):
+    """Large cells count electrons from ``gap_guess``: one inside the gap needs a single
+    inertia count; one far off costs a bisection but gives the same band edges."""
+    s = converted("tw2179_nosoc")
+    dense = MoireHCalculator(dft=s)
+    dense.set_atoms(s.atoms)
+    edges, nocc = dense.band_edges(), dense.occupied_bands()
+    tb = dense.get_tight_binding()
+    counts = []
+    counted = solve.count_below
+    monkeypatch.setattr(solve, "count_below", lambda a: counts.append(1) or counted(a))
+    for guess, expected_counts in ((0.5 * sum(edges), 1), (edges[0] - 3.0, None)):
+        counts.clear()
+        energy = tb.gap_energy(EXTREMA_KPOINTS[0], nocc, guess)
+        assert counted(tb.Hk(EXTREMA_KPOINTS[0]) - energy * tb.Sk(EXTREMA_KPOINTS[0])) == nocc
+        assert len(counts) == expected_counts if expected_counts else len(counts) > 1
+    monkeypatch.setattr(calculator, "DENSE_LIMIT", 10)
+    calc = MoireHCalculator(dft=s, gap_guess=edges[0] - 3.0)
+    calc.set_atoms(s.atoms)
+    assert calc.band_edges() == pytest.approx(edges, abs=1e-8)
