@@ -2,7 +2,9 @@
 for milder departures, a named error for structures it cannot describe at all."""
 
 import warnings
+from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import mx2
@@ -21,6 +23,7 @@ from ase_moireh.domain import (
     union,
     vacuum_width,
 )
+from ase_moireh.io.corpus import load_manifest
 from ase_moireh.model.io import load_bundle
 
 CUTOFF = 7.4
@@ -58,8 +61,12 @@ def test_measures_of_a_bilayer():
 
 def test_bundled_models_record_their_training_domain(domain):
     assert domain.species == ["Mo", "Te"] and domain.layers == [2]
-    assert 14.0 < domain.vacuum_min < 15.0  # the shared runs' cells
-    assert "tw2179_nosoc" in domain.structures
+    # trained on the corpus's training entries only, and their vacuum is the minimum
+    corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
+    manifest = load_manifest(corpus)
+    assert {manifest[name].split for name in domain.structures} == {"train"}
+    cells = [ase.io.read(corpus / name / "structure.extxyz") for name in domain.structures]
+    assert domain.vacuum_min == pytest.approx(min(vacuum_width(a) for a in cells), abs=1e-4)
 
 
 @pytest.mark.parametrize("atoms", [twisted_bilayer(2, 1), twisted_bilayer(4, 3), exact_bilayer()])

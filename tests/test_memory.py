@@ -1,6 +1,8 @@
 """Solves that cannot fit are refused with a message before they allocate, instead of
 the kernel's OOM killer (a SIGKILL with no Python message)."""
 
+import gc
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,7 +17,9 @@ from ase_moireh.memory import InsufficientMemory
 
 
 def cap(monkeypatch, extra_mb: float) -> None:
-    """MOIREH_MEMORY_LIMIT at what the process holds plus ``extra_mb``."""
+    """MOIREH_MEMORY_LIMIT at what the process holds plus ``extra_mb`` (garbage of
+    earlier tests collected first: freed later, it would widen the margin)."""
+    gc.collect()
     limit = memory.process_rss() + int(extra_mb * 2**20)
     monkeypatch.setenv(memory.ENV, str(limit))
 

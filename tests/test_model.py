@@ -68,8 +68,13 @@ def test_graph_edges_are_exactly_the_openmx_blocks(case):
 
 
 def trained_model(spinful: bool) -> HamiltonianModel:
-    """The bundled (trained) model in float64."""
-    return load_bundle(bundled_model_path(spinful), dtype=torch.float64).models[0]
+    """A bundled (trained) network in float64; for SOC, the spinful network of the
+    bundle: its dH_SO correction when SOC is made as one (the spinor lift of the
+    collinear part is tested in test_soc_correction)."""
+    bundle = load_bundle(bundled_model_path(spinful), dtype=torch.float64)
+    network = (bundle.corrections or bundle.models)[0] if spinful else bundle.models[0]
+    assert network.config.spinful == spinful
+    return network
 
 
 @pytest.mark.parametrize("which", ["untrained-tp", "untrained-so2", "bundled"])
