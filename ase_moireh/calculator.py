@@ -6,7 +6,7 @@ numbers of a structure.
     tb = atoms.calc.get_tight_binding()               # H and S together
     atoms.calc.set(kpts=atoms.cell.bandpath("GMKG", npoints=40), nbands=20)
     bs = atoms.calc.band_structure()                  # ASE's own machinery
-    atoms.calc.eigenvalues_at((1/3, 1/3, 0), nbands=20)   # one k, our solver
+    atoms.calc.eigenvalues_at((1/3, 2/3, 0), nbands=20)   # K, our solver
     atoms.calc.chern_numbers(nbands=2)                # C3 eigenvalues -> C mod 3
 
 It follows ASE's contract: options live in ``parameters`` (``default_parameters``,
@@ -33,6 +33,7 @@ from ase_moireh.data import bundled_model_path
 from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.factorize import mkl_library
 from ase_moireh.io.dataset import read_structure
+from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.overlap import resolve_overlap
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 
@@ -40,15 +41,6 @@ log = logging.getLogger(__name__)
 
 #: dense diagonalisation up to this matrix size, shift-invert above
 DENSE_LIMIT = 3000
-#: Gamma, M1, M2, M3, K, K' of a hexagonal cell (fractional): where band edges sit
-EXTREMA_KPOINTS = [
-    (0, 0, 0),
-    (0.5, 0, 0),
-    (0, 0.5, 0),
-    (0.5, 0.5, 0),
-    (1 / 3, 1 / 3, 0),
-    (2 / 3, 2 / 3, 0),
-]
 #: parameters that change H or S (the others only change which levels are computed)
 OPERATOR_PARAMETERS = ("model", "soc", "device", "dft", "pao_dir", "openmx_basis", "domain_check")
 
@@ -295,8 +287,9 @@ class MoireHCalculator(Calculator):
     def _band_edges(self) -> tuple[float, float]:
         tb = self.results["tight_binding"]
         nocc = self.occupied_bands()
+        kpts = extrema_kpoints(self.atoms.cell)
         if tb.dimension <= DENSE_LIMIT:
-            e = tb.eigenvalues(EXTREMA_KPOINTS)
+            e = tb.eigenvalues(kpts)
             return float(e[:, nocc - 1].max()), float(e[:, nocc].min())
         if mkl_library() is None:
             raise ValueError(
@@ -304,8 +297,8 @@ class MoireHCalculator(Calculator):
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
         log.info("finding the gap of %d rows by inertia counts (PARDISO)", tb.dimension)
-        sigma = tb.gap_energy(EXTREMA_KPOINTS[0], nocc, self.parameters["gap_guess"])
-        points = tqdm(EXTREMA_KPOINTS, desc="band edges", unit="k", disable=None)
+        sigma = tb.gap_energy(kpts[0], nocc, self.parameters["gap_guess"])
+        points = tqdm(kpts, desc="band edges", unit="k", disable=None)
         edges = [tb.band_edges(k, nocc, sigma) for k in points]
         return max(v for v, _ in edges), min(c for _, c in edges)
 

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from ase_moireh.block_operator import BlockOperator
-from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
+from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import bundled_model_path
 from ase_moireh.io.corpus import load_manifest, read_entry
 from ase_moireh.io.openmx import read_scfout
+from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.plotting import new_figure, save_figure
@@ -96,8 +97,9 @@ def band_figures(bundle, dft: ElectronicStructure) -> dict:
     model = MoireHCalculator(model=bundle, domain_check=False)
     model.set_atoms(dft.atoms)
     nocc = ref.occupied_bands()
-    dft = ref.get_tight_binding().eigenvalues(EXTREMA_KPOINTS)
-    pred = model.get_tight_binding().eigenvalues(EXTREMA_KPOINTS)
+    kpts = extrema_kpoints(dft.atoms.cell)
+    dft = ref.get_tight_binding().eigenvalues(kpts)
+    pred = model.get_tight_binding().eigenvalues(kpts)
     return band_errors_near_gap(dft, pred, nocc)
 
 

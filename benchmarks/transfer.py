@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
+from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.io.dataset import read_dftio
+from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.symmetry import space_group_operations, symmetry_deviation
@@ -39,11 +40,12 @@ def gap_row(bundle, ref) -> tuple[float, float]:
     atoms = ref.atoms.copy()
     atoms.calc = MoireHCalculator(dft=ref) if bundle is None else MoireHCalculator(model=bundle)
     nocc = atoms.calc.occupied_bands()
-    e = atoms.calc.get_tight_binding().eigenvalues(EXTREMA_KPOINTS)[:, nocc - 4 : nocc + 2]
+    kpts = extrema_kpoints(atoms.cell)
+    e = atoms.calc.get_tight_binding().eigenvalues(kpts)[:, nocc - 4 : nocc + 2]
     gap = 1e3 * (e[:, 4].min() - e[:, 3].max())
     if bundle is None:
         return gap, 0.0
-    reference = ref.tight_binding.eigenvalues(EXTREMA_KPOINTS)
+    reference = ref.tight_binding.eigenvalues(kpts)
     return gap, 1e3 * float(np.abs(e - reference[:, nocc - 4 : nocc + 2]).max())
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ase_moireh.build import twisted_bilayer
-from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
+from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import REFERENCE_BANDS, TWISTED_PATH_POINTS
 from ase_moireh.files import atomic_file
 from ase_moireh.io.openmx import read_scfout
+from ase_moireh.kpoints import extrema_kpoints
 
 WINDOW = 24  # bands kept below and above the gap
 
@@ -56,6 +57,7 @@ def main() -> None:
     tb = calc.get_tight_binding()
     path = built.cell.bandpath("GMKG", npoints=TWISTED_PATH_POINTS)
     keep = slice(nocc - WINDOW, nocc + WINDOW)
+    extrema = extrema_kpoints(built.cell)
     with atomic_file(REFERENCE_BANDS) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f,
@@ -64,8 +66,8 @@ def main() -> None:
             cell=np.asarray(run.atoms.cell),
             kpts=path.kpts,
             path_energies=tb.eigenvalues(path.kpts)[:, keep],
-            extrema_kpts=np.array(EXTREMA_KPOINTS, dtype=float),
-            extrema_energies=tb.eigenvalues(EXTREMA_KPOINTS)[:, keep],
+            extrema_kpts=extrema,
+            extrema_energies=tb.eigenvalues(extrema)[:, keep],
             first_band=nocc - WINDOW,
             nocc=nocc,
             source=f"shared/data/openmx/tw2179_soc/{source.name}",

@@ -106,8 +106,9 @@ def _model_part(
     dft, path, dft_bands: np.ndarray, outdir: Path, npoints: int, result, twist
 ) -> None:
     """Steps 2-4 of the module docstring."""
-    from ase_moireh.calculator import EXTREMA_KPOINTS, MoireHCalculator
+    from ase_moireh.calculator import MoireHCalculator
     from ase_moireh.data import bundled_model_path
+    from ase_moireh.kpoints import extrema_kpoints
     from ase_moireh.model.io import load_bundle
     from ase_moireh.tools.errors import band_errors_near_gap
 
@@ -118,9 +119,10 @@ def _model_part(
     model_tb = atoms.calc.get_tight_binding()
     model_bands = model_tb.eigenvalues(path.kpts)
     window = np.abs(dft_bands - dft.fermi_level) < 2.0  # bands within 2 eV of mu
+    kpts = extrema_kpoints(atoms.cell)
     near_gap = band_errors_near_gap(
-        dft.tight_binding.eigenvalues(EXTREMA_KPOINTS),
-        model_tb.eigenvalues(EXTREMA_KPOINTS),
+        dft.tight_binding.eigenvalues(kpts),
+        model_tb.eigenvalues(kpts),
         atoms.calc.occupied_bands(),
     )
     result["model"] = {
