@@ -297,10 +297,12 @@ class MoireHCalculator(Calculator):
                 "(pip install mkl), or pass sigma (eV, inside the gap) explicitly"
             )
         log.info("finding the gap of %d rows by inertia counts (PARDISO)", tb.dimension)
-        sigma = tb.gap_energy(kpts[0], nocc, self.parameters["gap_guess"])
-        points = tqdm(kpts, desc="band edges", unit="k", disable=None)
-        edges = [tb.band_edges(k, nocc, sigma) for k in points]
-        return max(v for v, _ in edges), min(c for _, c in edges)
+        sigma, vbm, cbm = self.parameters["gap_guess"], -np.inf, np.inf
+        for k in tqdm(kpts, desc="band edges", unit="k", disable=None):
+            v, c = tb.band_edges(k, nocc, sigma)
+            vbm, cbm = max(vbm, v), min(cbm, c)
+            sigma = 0.5 * (vbm + cbm) if vbm < cbm else 0.5 * (v + c)  # next k starts here
+        return float(vbm), float(cbm)
 
     # ------------------------------------------------------------------ ASE's band interface
     def get_ibz_k_points(self) -> np.ndarray:

@@ -8,13 +8,15 @@ eigenvalue instead of a raw linear-algebra traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
-from ase_moireh.factorize import count_below, factorize
+from ase_moireh.factorize import count_below, counting_factor, factorize
 
 #: S(k) up to this size is diagonalised densely to report its smallest eigenvalue
 DENSE_CHECK_LIMIT = 4000
@@ -87,8 +89,12 @@ def shift_invert_eigh(
     return_vectors: bool = False,
     solver: str = "auto",
     k=None,
+    opinv: Callable[[np.ndarray], np.ndarray] | None = None,
+    which: str = "LM",
 ):
-    """The ``nev`` generalised eigenvalues of H c = E S c nearest ``sigma`` (eV).
+    """The ``nev`` generalised eigenvalues of H c = E S c nearest ``sigma`` (eV), or with
+    ``which="SA"`` / ``"LA"`` the ``nev`` just below / just above it (ARPACK's ``which``
+    acts on 1/(E - sigma)).
 
     Factorise H - sigma S once, Lanczos (ARPACK) on (H - sigma S)^-1 S, E = sigma + 1/nu;
     then a Rayleigh-Ritz step in the Ritz subspace with the directions in which S is
@@ -96,16 +102,22 @@ def shift_invert_eigh(
     ill-conditioned overlap. ``solver``: see :func:`.factorize.factorize` (PARDISO when
     MKL is installed, SuperLU otherwise). ``k`` only labels errors: a Ritz subspace in
     which S is not positive definite (or an ARPACK failure caused by such an S) raises
-    :class:`OverlapNotPositiveDefinite`.
+    :class:`OverlapNotPositiveDefinite`. ``opinv``: a solve of H - sigma S already
+    factorised (then ``solver`` is unused).
     """
     n = hk.shape[0]
     if nev >= n - 1:
         raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
-    solve = factorize(hk - sigma * sk, solver)
-    opinv = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
+    solve = factorize(hk - sigma * sk, solver) if opinv is None else opinv
+    operator = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
     try:
         _, ritz = spla.eigsh(
-            hk.astype(complex), k=nev, M=sk.astype(complex), sigma=sigma, OPinv=opinv, which="LM"
+            hk.astype(complex),
+            k=nev,
+            M=sk.astype(complex),
+            sigma=sigma,
+            OPinv=operator,
+            which=which,
         )
     except spla.ArpackError:
         check_positive_definite(sk, k)
@@ -129,19 +141,27 @@ def gap_energy(
     """An energy with exactly ``nocc`` levels below it at this k (inside the gap there),
     by bracketing and bisection on inertia counts alone (PARDISO, no diagonalisation).
     The default first guess is the median on-site energy."""
+    return _search_gap(hk, sk, nocc, guess, step, lambda a: (count_below(a), None))[0]
+
+
+def _search_gap(hk, sk, nocc: int, guess: float | None, step: float, factor):
+    """(sigma, count, payload) of the first sigma that ``factor(H - sigma S)`` =
+    (count, payload) finds with ``count == nocc``; or, when a degenerate level straddles
+    nocc (no gap at this k), a sigma within 1e-6 eV of it. Payloads not returned are
+    released."""
     sigma = float(np.median(hk.diagonal().real)) if guess is None else guess
     lo = hi = None
     for _ in range(200):
-        count = count_below(hk - sigma * sk)
-        if count == nocc:
-            return sigma
+        count, payload = factor(hk - sigma * sk)
+        if count == nocc or (lo is not None and hi is not None and hi - lo < 1e-6):
+            return sigma, count, payload
+        if payload is not None:
+            payload.release()
         if count < nocc:
             lo = sigma
         else:
             hi = sigma
         if lo is not None and hi is not None:
-            if hi - lo < 1e-6:  # a degenerate level straddles nocc: no gap at this k
-                return 0.5 * (lo + hi)
             sigma = 0.5 * (lo + hi)
         else:
             sigma += step if hi is None else -step
@@ -150,33 +170,28 @@ def gap_energy(
 
 
 def band_edges(
-    hk: sp.spmatrix,
-    sk: sp.spmatrix,
-    nocc: int,
-    sigma: float,
-    nev: int = 16,
-    solver: str = "auto",
-    k=None,
+    hk: sp.spmatrix, sk: sp.spmatrix, nocc: int, sigma: float | None, nev: int = 6, k=None
 ) -> tuple[float, float]:
     """(highest occupied, lowest empty) level at this k for cells too large for dense
-    solvers: the inertia count at sigma numbers the ``nev`` shift-invert levels near
-    it; each edge is kept once a window holds it, and sigma moves toward a missing one
-    (steps doubling, halved on a turn), so a sigma near one edge of a wide gap, where the
-    ``nev`` nearest levels all lie on that side, still reaches the other."""
-    edges: dict[int, float] = {}
-    step, direction = 0.0, 0
-    for _ in range(60):
-        below = count_below(hk - sigma * sk)
-        levels = shift_invert_eigh(hk, sk, sigma, nev, solver=solver, k=k)
-        first = below - int(np.sum(levels < sigma))  # number of the window's lowest level
-        for n in (nocc - 1, nocc):
-            if 0 <= n - first < len(levels):
-                edges[n] = float(levels[n - first])
-        if len(edges) == 2:
-            return edges[nocc - 1], edges[nocc]
-        width = float(levels[-1] - levels[0])
-        turn = -1 if nocc - 1 < first else 1  # window above the top filled level: go down
-        step = width if direction == 0 else (2 * step if turn == direction else step / 2)
-        direction = turn
-        sigma = levels[0] - step if turn < 0 else levels[-1] + step
-    raise RuntimeError(f"band edges around level {nocc} not reached")
+    solvers. From ``sigma``, inertia counts find an energy with exactly ``nocc`` levels
+    below it; its one PARDISO factorisation then serves both edges: shift-invert
+    Lanczos on the ``nev`` levels just below it (the top one is the highest occupied)
+    and just above it, however wide the gap and wherever in it sigma sits."""
+    sigma, count, solve = _search_gap(hk, sk, nocc, sigma, 1.0, counting_factor)
+    try:
+        if count == nocc:
+            levels = np.concatenate(
+                [
+                    shift_invert_eigh(hk, sk, sigma, nev, k=k, opinv=solve, which=which)
+                    for which in ("SA", "LA")
+                ]
+            )
+            return float(levels[levels < sigma].max()), float(levels[levels > sigma].min())
+        # no gap here: a degenerate group at sigma holds levels nocc - 1 and nocc
+        levels = shift_invert_eigh(hk, sk, sigma, nev, k=k, opinv=solve)
+        first = count - int(np.sum(levels < sigma))  # number of the window's lowest level
+        if not (0 <= nocc - 1 - first and nocc - first < len(levels)):
+            raise RuntimeError(f"band edges around level {nocc} not reached at k = {k}")
+        return float(levels[nocc - 1 - first]), float(levels[nocc - first])
+    finally:
+        solve.release()

@@ -137,8 +137,9 @@ class TightBinding:
         searched from ``guess`` (eV; default: the median on-site energy)."""
         return gap_energy(*self.pair(k), nocc, guess)
 
-    def band_edges(self, k: Sequence[float], nocc: int, sigma: float) -> tuple[float, float]:
-        """(highest occupied, lowest empty) level at k for large cells."""
+    def band_edges(self, k: Sequence[float], nocc: int, sigma: float | None) -> tuple[float, float]:
+        """(highest occupied, lowest empty) level at k for large cells, searched from
+        ``sigma`` (eV; default: the median on-site energy)."""
         return band_edges(*self.pair(k), nocc, sigma, k=k)
 
 

@@ -34,3 +34,41 @@ def test_unknown_solver_is_refused():
 
     with pytest.raises(ValueError, match="unknown solver"):
         factorize(sp.identity(3, format="csr"), "mumps")
+
+
+@needs_mkl
+@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
+@pytest.mark.parametrize("where", ["above_vbm", "below_cbm", "in_valence", "far_above"])
+def test_band_edges_from_any_start_equal_dense(case, where):
+    """One factorisation in the gap gives both edges (levels just below and just above
+    it), wherever the search starts: next to one edge of a wide gap, or in a band."""
+    from ase_moireh.calculator import MoireHCalculator
+    from ase_moireh.solve import band_edges
+
+    s = converted(case)
+    calc = MoireHCalculator(dft=s)
+    calc.set_atoms(s.atoms)
+    nocc = calc.occupied_bands()
+    k = (1 / 3, 2 / 3, 0.0)
+    hk, sk = s.tight_binding.pair(k)
+    dense = sl.eigh(hk.toarray(), sk.toarray(), eigvals_only=True)
+    vbm, cbm = dense[nocc - 1], dense[nocc]
+    start = {
+        "above_vbm": vbm + 1e-3,
+        "below_cbm": cbm - 1e-3,
+        "in_valence": vbm - 1.5,
+        "far_above": cbm + 4.0,
+    }[where]
+    assert band_edges(hk, sk, nocc, start, k=k) == pytest.approx((vbm, cbm), abs=1e-8)
+
+
+@needs_mkl
+def test_one_sided_shift_invert_gives_the_levels_on_that_side():
+    s = converted("tw2179_nosoc")
+    hk, sk = s.tight_binding.pair((0.5, 0.0, 0.0))
+    dense = sl.eigh(hk.toarray(), sk.toarray(), eigvals_only=True)
+    sigma = s.fermi_level + 0.01
+    below = shift_invert_eigh(hk, sk, sigma, 5, which="SA")
+    above = shift_invert_eigh(hk, sk, sigma, 5, which="LA")
+    np.testing.assert_allclose(below, dense[dense < sigma][-5:], atol=1e-8)
+    np.testing.assert_allclose(above, dense[dense > sigma][:5], atol=1e-8)
