@@ -61,6 +61,16 @@ def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_cosine_schedule_falls_to_its_floor_and_an_unknown_one_is_refused(data, tmp_path):
+    train(config(data, tmp_path, epochs=4, lr=1e-3, lr_schedule="cosine"), progress=False)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "log.csv"))]
+    # lr after each epoch: 1e-3 * (0.02 + 0.98 * (1 + cos(pi e / 4)) / 2), e = 1..4
+    expected = [1e-3 * (0.02 + 0.49 * (1 + np.cos(np.pi * e / 4))) for e in range(1, 5)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(config(data, tmp_path / "x", epochs=1, lr_schedule="linear"), progress=False)
+
+
 def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
     cfg = tmp_path / "train.json"
     cfg.write_text(

@@ -55,6 +55,11 @@ class TrainConfig:
     lr_patience: int = 60
     lr_cooldown: int = 40
     lr_threshold: float = 0.05
+    #: "plateau" (the paper's ReduceLROnPlateau above) or "cosine": lr falls from ``lr``
+    #: to ``lr * lr_min_factor`` along a half cosine over ``epochs``, for CPU budgets too
+    #: short for the plateau rule ever to fire
+    lr_schedule: str = "plateau"
+    lr_min_factor: float = 0.02
     revert_ratio: float = 2.0
     revert_epochs: int = 20
     revert_lr_factor: float = 0.8
@@ -329,8 +334,15 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
 
 
 def _optimizer(model: HamiltonianModel, config: TrainConfig):
-    """Adam on the trainable weights and the paper's ReduceLROnPlateau."""
+    """Adam on the trainable weights and the learning-rate schedule of ``config``."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    if config.lr_schedule == "cosine":
+        floor, n = config.lr_min_factor, max(config.epochs, 1)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, n) / n))
+        )
+    if config.lr_schedule != "plateau":
+        raise ValueError(f"lr_schedule {config.lr_schedule!r}: expected 'plateau' or 'cosine'")
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         factor=config.lr_factor,
@@ -392,7 +404,10 @@ def train(
         start, cpu = time.perf_counter(), time.process_time()
         train_loss = _train_epoch(model, optimizer, train_g, epoch, config.seed)
         val_loss, _ = evaluate(model, val_g)
-        scheduler.step(val_loss)
+        if config.lr_schedule == "plateau":
+            scheduler.step(val_loss)
+        else:
+            scheduler.step()
         best = _keep_best(model, optimizer, state, best, val_loss, config, epoch)
         state.history.append(
             {
