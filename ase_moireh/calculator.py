@@ -361,13 +361,32 @@ class MoireHCalculator(Calculator):
         """C3 eigenvalues at Gamma, K, K' and the Chern number mod 3 of the top ``nbands``
         valence bands; with SOC those of one spin sector (``spin`` = +1 / -1, None: all
         bands regardless of spin). See :mod:`ase_moireh.topology`."""
-        from ase_moireh.topology import c3_eigenvalues, sector_c3_eigenvalues
+        from ase_moireh.topology import c3_eigenvalues, sector_c3_eigenvalues, sector_window
 
         tb = self.get_tight_binding(atoms)
         nocc = self.occupied_bands(atoms)
-        if tb.spinful and spin:
-            return sector_c3_eigenvalues(tb, self.atoms, nbands, nocc, spin=spin, tol=tol)
-        return c3_eigenvalues(tb, self.atoms, np.arange(nocc - nbands, nocc), degeneracy_tol=tol)
+        sector = bool(tb.spinful and spin)
+        points = self._c3_points(tb, nocc, sector_window(nbands) if sector else nbands + 6)
+        if sector:
+            return sector_c3_eigenvalues(
+                tb, self.atoms, nbands, nocc, spin=spin, tol=tol, points=points
+            )
+        bands = np.arange(nocc - nbands, nocc)
+        return c3_eigenvalues(tb, self.atoms, bands, degeneracy_tol=tol, points=points)
+
+    def _c3_points(self, tb: TightBinding, nocc: int, window: int) -> list:
+        """Gamma, K, K' (:func:`.topology.c3_points`), kept in ``results`` for the next
+        call: every level for small cells, for large ones the ``window`` levels below the
+        mid-gap (one factorisation per point instead of a dense diagonalisation)."""
+        from ase_moireh.topology import C3_DENSE_LIMIT, c3_points
+
+        reach, points = self.results.get("c3_points", (0, None))
+        if points is not None and reach >= window:
+            return points
+        below = (self.midgap(), nocc, window) if tb.dimension > C3_DENSE_LIMIT else None
+        points = list(c3_points(tb, self.atoms, below=below))
+        self.results["c3_points"] = (window if below else tb.dimension, points)
+        return points
 
 
 def _describe(atoms: Atoms) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sl
+import scipy.sparse as sp
 from ase import Atoms
 
 from ase_moireh.basis import Basis, atom_rotation, spin_factor
@@ -98,52 +99,108 @@ def c3_invariant_kpoints(op: SpaceGroupOperation) -> dict[str, np.ndarray]:
     return {"Gamma": gamma, "K": k1, "K'": k2}
 
 
-def c3_matrix(atoms: Atoms, basis: Basis, spinful: bool, op: SpaceGroupOperation, k) -> np.ndarray:
-    """U(k) of the module docstring (k must be C3-invariant)."""
+def c3_matrix(
+    atoms: Atoms, basis: Basis, spinful: bool, op: SpaceGroupOperation, k, sparse: bool = False
+):
+    """U(k) of the module docstring (k must be C3-invariant): dense, or CSR with
+    ``sparse`` (one block per atom, for cells too large for dense matrices)."""
     image, shift = atom_images(atoms, op)
     sym = atoms.get_chemical_symbols()
     m = spin_factor(spinful)
     norbs = np.array([basis[s].norb * m for s in sym])
     start = np.concatenate([[0], np.cumsum(norbs)])
     kp = np.linalg.inv(op.W).T @ np.asarray(k, dtype=float)
-    u = np.zeros((start[-1], start[-1]), dtype=complex)
     rot = {s: atom_rotation(basis[s], op.Q, spinful) for s in set(sym)}
+    rows, cols, values = [], [], []
     for i, s in enumerate(sym):
         j = image[i]
-        phase = np.exp(-2j * np.pi * kp @ shift[i])
-        u[start[j] : start[j + 1], start[i] : start[i + 1]] = rot[s] * phase
-    return u
+        block = rot[s] * np.exp(-2j * np.pi * kp @ shift[i])
+        r, c = np.meshgrid(np.arange(start[j], start[j + 1]), np.arange(start[i], start[i + 1]))
+        rows.append(r.T.ravel())
+        cols.append(c.T.ravel())
+        values.append(block.ravel())
+    u = sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(start[-1], start[-1]),
+    )
+    return u if sparse else u.toarray()
 
 
 @dataclass
 class C3Point:
-    """The eigenproblem at one C3-invariant k-point, with the C3 matrix there."""
+    """The eigenproblem at one C3-invariant k-point, with the C3 matrix there: all
+    levels (small cells) or the window of levels ``first``, ``first + 1``, ... below
+    the gap (large cells); band numbers are always those of the whole spectrum."""
 
     label: str
     energies: np.ndarray
     vectors: np.ndarray
-    sk: np.ndarray
-    u: np.ndarray
+    sk: np.ndarray | sp.spmatrix
+    u: np.ndarray | sp.spmatrix
+    first: int = 0
+
+    def level(self, band: int) -> float:
+        i = band - self.first
+        if not 0 <= i < len(self.energies):
+            raise ValueError(f"band {band} is outside the levels computed at {self.label}")
+        return float(self.energies[i])
 
     def group(self, band: int, tol: float) -> np.ndarray:
         """The levels within ``tol`` (eV) of ``band``: its (near-)degenerate group."""
-        return np.flatnonzero(np.abs(self.energies - self.energies[band]) < tol)
+        return np.flatnonzero(np.abs(self.energies - self.level(band)) < tol) + self.first
 
     def rotate(self, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """C3 eigenvalues of a group and their eigenvectors (columns) in it."""
-        sub = self.vectors[:, group]
-        return np.linalg.eig(sub.conj().T @ self.sk @ self.u @ sub)
+        sub = self.vectors[:, group - self.first]
+        return np.linalg.eig(sub.conj().T @ (self.sk @ (self.u @ sub)))
+
+
+#: dense eigenvectors at Gamma, K, K' up to this dimension, a window below the gap above
+C3_DENSE_LIMIT = 3000
 
 
 def c3_points(
-    tb: TightBinding, atoms: Atoms, op: SpaceGroupOperation | None = None
+    tb: TightBinding,
+    atoms: Atoms,
+    op: SpaceGroupOperation | None = None,
+    below: tuple[float, int, int] | None = None,
 ) -> Iterator[C3Point]:
-    """Gamma, K, K': every level and eigenvector there, and U(k)."""
+    """Gamma, K, K': the levels and eigenvectors there, and U(k). ``below`` = (sigma,
+    nocc, n): for matrices above :data:`C3_DENSE_LIMIT`, only the ``n`` levels just
+    below sigma (an energy in the gap with ``nocc`` levels below it), by one-sided
+    shift-invert; otherwise (or without it) every level, densely."""
     op = op or c3_operation(atoms)
     for label, k in c3_invariant_kpoints(op).items():
-        energies, vectors = tb.eigh(k, vectors=True)
-        u = c3_matrix(atoms, tb.H.basis, tb.spinful, op, k)
-        yield C3Point(label, energies, vectors, tb.Sk(k).toarray(), u)
+        if below is None or tb.dimension <= C3_DENSE_LIMIT:
+            energies, vectors = tb.eigh(k, vectors=True)
+            u = c3_matrix(atoms, tb.H.basis, tb.spinful, op, k)
+            yield C3Point(label, energies, vectors, tb.Sk(k).toarray(), u)
+            continue
+        sigma, nocc, n = below
+        energies, vectors = levels_below(tb, k, sigma, nocc, n)
+        u = c3_matrix(atoms, tb.H.basis, tb.spinful, op, k, sparse=True)
+        yield C3Point(label, energies, vectors, tb.Sk(k).tocsr(), u, first=nocc - n)
+
+
+def levels_below(tb: TightBinding, k, sigma: float, nocc: int, n: int):
+    """The ``n`` levels just below ``sigma`` at k with their eigenvectors, after an
+    inertia count confirms they are levels nocc - n ... nocc - 1 (one factorisation)."""
+    from ase_moireh.factorize import counting_factor
+    from ase_moireh.solve import shift_invert_eigh
+
+    hk, sk = tb.pair(k)
+    count, solve = counting_factor(hk - sigma * sk)
+    try:
+        if count != nocc:
+            raise ValueError(
+                f"{count} levels lie below {sigma:.4f} eV at k = {tuple(k)}, not {nocc}: "
+                "not inside the gap there"
+            )
+        return shift_invert_eigh(
+            hk, sk, sigma, n, k=k, opinv=solve, which="SA", return_vectors=True
+        )
+    finally:
+        solve.release()
 
 
 def phases_deg(values: np.ndarray) -> list[float]:
@@ -193,11 +250,13 @@ def c3_eigenvalues(
     bands,
     op: SpaceGroupOperation | None = None,
     degeneracy_tol: float = 1e-6,
+    points: list[C3Point] | None = None,
 ) -> C3Result:
-    """C3 eigenvalues of ``bands`` at Gamma, K, K' and the Chern number modulo 3."""
+    """C3 eigenvalues of ``bands`` at Gamma, K, K' and the Chern number modulo 3
+    (``points``: from :func:`c3_points`, when already computed)."""
     bands = np.atleast_1d(bands)
     values = {}
-    for point in c3_points(tb, atoms, op):
+    for point in points or c3_points(tb, atoms, op):
         out = np.empty(len(bands), dtype=complex)
         chosen, done = set(bands.tolist()), set()
         for n in bands:
@@ -222,6 +281,12 @@ def c3_group_eigenvalues(
     return {p.label: p.rotate(p.group(band, tol))[0] for p in c3_points(tb, atoms)}
 
 
+def sector_window(nbands: int) -> int:
+    """Levels below the gap :func:`sector_c3_eigenvalues` may look at (4 per band and 2,
+    both spins and a split pair), with 6 to spare so no group it uses is cut."""
+    return 4 * nbands + 8
+
+
 def sector_c3_eigenvalues(
     tb: TightBinding,
     atoms: Atoms,
@@ -229,19 +294,21 @@ def sector_c3_eigenvalues(
     nocc: int,
     spin: int = 1,
     tol: float = 5e-3,
+    points: list[C3Point] | None = None,
 ) -> C3Result:
     """C3 eigenvalues of the top ``nbands`` valence bands of one spin sector (SOC).
 
     At each of Gamma, K, K' the highest occupied states are split into C3 eigenstates
     within (near-)degenerate groups, each labelled by its <s_z> (valid where s_z is nearly
     conserved, as for the valence bands of tMoTe2); the ``nbands`` highest of sign
-    ``spin`` are kept. Chern number mod 3 as in the module docstring, F = 1.
+    ``spin`` are kept. Chern number mod 3 as in the module docstring, F = 1. ``points``:
+    from :func:`c3_points` (reaching :func:`sector_window` levels below the gap).
     """
     if not tb.spinful:
         raise ValueError("spin sectors need a spinful (SOC) Hamiltonian")
     sz = tb.spin_z()
     values = {}
-    for point in c3_points(tb, atoms):
+    for point in points or c3_points(tb, atoms):
         states = []  # (energy, s_z, theta)
         done: set[int] = set()
         for n in range(nocc - 1, max(0, nocc - 4 * nbands - 2) - 1, -1):
@@ -250,10 +317,10 @@ def sector_c3_eigenvalues(
             group = point.group(n, tol)
             done |= set(group.tolist())
             theta, w = point.rotate(group)
-            for t, psi in zip(theta, (point.vectors[:, group] @ w).T, strict=True):
+            for t, psi in zip(theta, (point.vectors[:, group - point.first] @ w).T, strict=True):
                 norm = np.real(psi.conj() @ point.sk @ psi)
                 spin_value = np.real(psi.conj() @ (point.sk @ (sz * psi))) / norm
-                states.append((point.energies[n], spin_value, t))
+                states.append((point.level(n), spin_value, t))
         chosen = [t for e, sv, t in sorted(states, key=lambda x: -x[0]) if sv * spin > 0]
         if len(chosen) < nbands:
             raise ValueError(

@@ -8,6 +8,7 @@ import pytest
 from toy_models import haldane_model, rashba_exchange_model
 
 from ase_moireh.block_operator import BlockOperator
+from ase_moireh.factorize import mkl_library
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.topology import (
     c3_eigenvalues,
@@ -113,3 +114,28 @@ def test_a_cut_degenerate_group_says_how_many_bands_to_count():
         c3_eigenvalues(tb, atoms, [1])
     with pytest.raises(ValueError, match=r"at K .*levels 0-3 .*touches the bands above"):
         c3_eigenvalues(tb, atoms, [0, 1])  # the Dirac point of graphene: no gap
+
+
+@pytest.mark.skipif(
+    mkl_library() is None,
+    reason="the window of levels below the gap needs PARDISO's inertia (pip install mkl)",
+)
+def test_large_cell_window_gives_the_dense_c3_eigenvalues(monkeypatch):
+    """Large cells take only the levels just below the gap at Gamma, K, K' (one-sided
+    shift-invert); the C3 eigenvalues and Chern numbers equal the dense route's."""
+    from ase_moireh import topology
+    from ase_moireh.build import twisted_bilayer
+    from ase_moireh.calculator import MoireHCalculator
+
+    atoms = twisted_bilayer(2, 1)
+    atoms.calc = MoireHCalculator()  # bundled SOC model
+    dense = [atoms.calc.chern_numbers(nbands=n, spin=s) for n, s in ((1, 1), (2, 1), (2, None))]
+    monkeypatch.setattr(topology, "C3_DENSE_LIMIT", 10)
+    atoms.calc = window = MoireHCalculator()
+    for (n, s), expected in zip(((1, 1), (2, 1), (2, None)), dense, strict=True):
+        found = window.chern_numbers(nbands=n, spin=s)
+        assert found.chern_mod3 == expected.chern_mod3
+        for label, values in expected.eigenvalues.items():
+            np.testing.assert_allclose(found.eigenvalues[label], values, atol=1e-6)
+    reach, points = window.results["c3_points"]
+    assert reach == topology.sector_window(2) and points[0].first > 0
