@@ -76,6 +76,15 @@ def factorize(a: sp.spmatrix, solver: str = "auto") -> Callable[[np.ndarray], np
         return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
 
 
+def release(solve: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Free a factorisation from :func:`factorize` now: a PARDISO factor lives outside
+    Python's heap, and left to the garbage collector, factors of successive k-points
+    overlapped (three k-points of a 7,696-row cell: RSS 3.9 GB, 2.8 GB released)."""
+    owner = getattr(solve, "__self__", None)
+    if isinstance(owner, PardisoLDL):
+        owner.release()
+
+
 @functools.lru_cache(maxsize=1)
 def mkl_library() -> ctypes.CDLL | None:
     """MKL's single dynamic library (``PYPARDISO_MKL_RT`` or ``MKL_RT`` may name it),

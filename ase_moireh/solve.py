@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
-from ase_moireh.factorize import count_below, counting_factor, factorize
+from ase_moireh.factorize import count_below, counting_factor, factorize, release
 
 #: S(k) up to this size is diagonalised densely to report its smallest eigenvalue
 DENSE_CHECK_LIMIT = 4000
@@ -122,6 +122,9 @@ def shift_invert_eigh(
     except spla.ArpackError:
         check_positive_definite(sk, k)
         raise
+    finally:
+        if opinv is None:  # ours: free it now, not when the garbage collector finds it
+            release(solve)
     hs = ritz.conj().T @ (hk @ ritz)
     ss = ritz.conj().T @ (sk @ ritz)
     w, u = np.linalg.eigh(0.5 * (ss + ss.conj().T))
