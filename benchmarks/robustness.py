@@ -2,6 +2,11 @@
 
     python benchmarks/robustness.py --label before --nosoc old_nosoc.pt --soc old_soc.pt
     python benchmarks/robustness.py --label after                 # the bundled models
+    python benchmarks/robustness.py --split validation --label round2 --nosoc ... --soc ...
+
+``--split validation`` measures the same figures on the validation entries, to choose
+between trained models without looking at the held-out ones
+(``robustness_validation.md``).
 
 Every figure is measured on the entries ``data/corpus/manifest.json`` holds out
 (``split: holdout``: no training may read them, ``ase_moireh.tools.train`` refuses),
@@ -150,11 +155,11 @@ def smoothness(bundle, corpus: Path, pair: tuple[str, str]) -> dict | None:
     }
 
 
-def holdout(corpus: Path) -> list:
+def split_entries(corpus: Path, split: str) -> list:
     return [
         e
         for e in sorted(load_manifest(corpus).values(), key=lambda e: e.name)
-        if e.split == "holdout" and (corpus / e.name / "hamiltonian.h5").exists()
+        if e.split == split and (corpus / e.name / "hamiltonian.h5").exists()
     ]
 
 
@@ -190,14 +195,19 @@ def describe(path: Path, bundle) -> str:
     return f"`{name}` (sha256 {digest}, {len(bundle.models)} member(s){how}; {timing})"
 
 
-def measure(nosoc: Path, soc: Path, corpus: Path, pair: tuple[str, str]) -> dict:
+def measure(
+    nosoc: Path, soc: Path, corpus: Path, pair: tuple[str, str], split: str = "holdout"
+) -> dict:
+    """Every figure on the entries of ``split``: ``holdout`` for the report, or
+    ``validation`` to choose between trained models (then without the shared run and
+    the smoothness pair, which are held-out figures)."""
     bundles = {False: load_bundle(nosoc), True: load_bundle(soc)}
     out: dict = {
         "models": {"nosoc": describe(nosoc, bundles[False]), "soc": describe(soc, bundles[True])},
         "entries": {},
     }
     errors, spreads = [], []
-    for entry in holdout(corpus):
+    for entry in split_entries(corpus, split):
         if entry.kind == "displaced":
             continue  # its DFT pair is the smoothness figure
         logging.info("%s", entry.name)
@@ -205,6 +215,9 @@ def measure(nosoc: Path, soc: Path, corpus: Path, pair: tuple[str, str]) -> dict
         out["entries"][entry.name] = {"kind": entry.kind, "soc": entry.soc, **row}
         errors.append(err)
         spreads.append(spr)
+    if split != "holdout":
+        out["spread_vs_error"] = correlation(errors, spreads)
+        return out
     if TW2179_SOC.is_dir():
         logging.info("tw2179_soc (shared)")
         dft = read_scfout(next(TW2179_SOC.glob("*.scfout*")))
@@ -247,13 +260,14 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def write_report(results: dict[str, dict], filename: Path) -> None:
+def write_report(results: dict[str, dict], filename: Path, split: str = "holdout") -> None:
     labels = list(results)
     lines = [
-        "# Robustness on held-out structures (`benchmarks/robustness.py`)",
+        f"# Robustness on {split} structures (`benchmarks/robustness.py --split {split}`)",
         "",
-        "Every structure below is a corpus entry held out of all training "
-        "(`data/corpus/manifest.json`, split `holdout`), or the shared 21.79 deg SOC run.",
+        f"Every structure below is a corpus entry of split `{split}` "
+        "(`data/corpus/manifest.json`), never trained on"
+        + (", or the shared 21.79 deg SOC run." if split == "holdout" else "."),
         "",
         "## Summary",
         "",
@@ -346,17 +360,24 @@ def main() -> None:
     parser.add_argument("--pair", nargs=2, default=["shift2x2_009", "displaced2x2_009"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--note", default="", help="where the models come from, for the report")
+    parser.add_argument(
+        "--split",
+        choices=["holdout", "validation"],
+        default="holdout",
+        help="holdout: the report; validation: choosing between models (robustness_validation.*)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.results.mkdir(parents=True, exist_ok=True)
-    store = args.results / "robustness.json"
+    stem = "robustness" if args.split == "holdout" else f"robustness_{args.split}"
+    store = args.results / f"{stem}.json"
     results = json.loads(store.read_text()) if store.exists() else {}
-    results[args.label] = measure(args.nosoc, args.soc, args.corpus, tuple(args.pair))
+    results[args.label] = measure(args.nosoc, args.soc, args.corpus, tuple(args.pair), args.split)
     results[args.label]["note"] = args.note
     store.write_text(json.dumps(results, indent=1) + "\n")
-    write_report(results, args.results / "robustness.md")
-    plot_spread(results, args.results / "robustness_spread.png")
-    print((args.results / "robustness.md").read_text())
+    write_report(results, args.results / f"{stem}.md", args.split)
+    plot_spread(results, args.results / f"{stem}_spread.png")
+    print((args.results / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":
