@@ -15,7 +15,10 @@ LAYERS = [
     ("operators", ["block_operator", "solve"]),
     ("tight binding", ["tightbinding"]),
     ("io", ["io"]),
-    ("physics", ["overlap", "symmetry", "topology", "ribbon_states", "domain", "build"]),
+    (
+        "physics",
+        ["overlap", "symmetry", "topology", "ribbon_states", "kpoints", "domain", "build"],
+    ),
     ("model", ["model"]),
     ("tools", ["tools"]),
     ("calculator", ["calculator"]),
