@@ -205,13 +205,13 @@ class BlockOperator:
 
     def bloch(self, k: Sequence[float]) -> sp.csr_matrix:
         """O(k) = sum_R O(R) exp(2 pi i k.R) as CSR; k in fractional reciprocal coordinates."""
-        rows, cols, elem_edge = self._coo_pattern()
+        rows, cols, elem_edge = self.coo_pattern()
         phase = np.exp(2j * np.pi * (self.edges[:, 2:] @ np.asarray(k, dtype=float)))
         data = self.values * phase[elem_edge]
         n = self.dimension
         return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
 
-    def _coo_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def coo_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and edge of every stored number (k-independent, cached)."""
         if "coo" not in self._cache:
             start = np.concatenate([[0], np.cumsum(self.norbs)[:-1]])

@@ -9,7 +9,8 @@ dftio layout, one folder per structure (what dftio itself writes, e.g. for DeePT
     info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source,
                         and when known n_electrons, valence per element and
                         openmx_basis, e.g. {'Mo': 'Mo7.0-s3p2d1'}, which names the radial
-                        functions of the exact overlap, see :mod:`ase_moireh.overlap`)
+                        functions of the exact overlap, see :mod:`ase_moireh.overlap`;
+                        target "soc_correction" when H is a learned-SOC target dH_SO)
 
 Atoms are 0-based; both (i, j, R) and (j, i, -R) are stored; orbital order and spin
 layout are those of :mod:`ase_moireh.basis`.
@@ -37,7 +38,7 @@ from ase_moireh.files import atomic_folder
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ElectronicStructure.extra entries that travel in info.json
-INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence")
+INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence", "target")
 
 
 class DatasetError(ValueError):

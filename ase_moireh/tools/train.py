@@ -3,8 +3,9 @@
 What the paper did: Adam; ReduceLROnPlateau (factor 0.5, cooldown, threshold 0.05,
 patience); revert to the best weights when the validation loss stays above 2x the best
 for 20 epochs (then lr x 0.8); a seeded 80/15/5 split; batch size one structure; MSE
-over block elements (eV^2). Fine-tuning loads all weights of a pretrained model, starts
-a fresh Adam at a lower learning rate and may freeze chosen modules.
+over block elements (eV^2), plus (``band_weight`` > 0, our addition) the near-gap
+band loss of :mod:`ase_moireh.tools.band_loss`. Fine-tuning loads all weights of a
+pretrained model, starts a fresh Adam at a lower learning rate and may freeze chosen modules.
 
 A run writes into its output folder: ``checkpoint.pt`` (every epoch, atomically; a
 killed run resumes from it with optimiser and scheduler state), ``log.csv``,
@@ -36,6 +37,7 @@ from ase_moireh.model.partition import Partition
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap, resolve_overlap
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import ElectronicStructure
+from ase_moireh.tools.band_loss import BAND_WINDOW, BandProbe, band_probe
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class TrainConfig:
     partition: dict | None = None  # {"pairs": ["Mo-Te"], "shells": "same"}: one share
     pao_dir: str | None = None  # .pao files of a basis other than the bundled MoTe2 one
     device: str = "cpu"  # torch device ("cuda" where present)
+    #: weight of the near-gap band loss (:mod:`.band_loss`) beside the element MSE;
+    #: 0 trains on elements alone (dH_SO targets must: they have no bands)
+    band_weight: float = 0.0
+    band_window: float = BAND_WINDOW  # eV beyond the band edges
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -222,26 +228,61 @@ def element_masks(model: HamiltonianModel) -> dict[str, torch.Tensor | None]:
     return out
 
 
-def block_errors(model: HamiltonianModel, g) -> dict[str, tuple[float, float, int]]:
+def block_diffs(model: HamiltonianModel, g) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per block key: (positions in ``g.y``, prediction - target) of its edges with targets."""
+    out = {}
+    for key, (edges, pred) in model(g).items():
+        keep = g.y_mask[edges]
+        if not bool(keep.any()):
+            continue
+        index = g.y_start[edges[keep]][:, None] + torch.arange(pred.shape[1], device=edges.device)
+        out[key] = (index, pred[keep] - g.y[index])
+    return out
+
+
+def block_errors(model: HamiltonianModel, g, diffs=None) -> dict[str, tuple[float, float, int]]:
     """Per block key: (sum of squared errors, sum of absolute errors, element count),
     over the elements of the model's partition share."""
     out = {}
     masks = element_masks(model)
-    for key, (edges, pred) in model(g).items():
-        keep = g.y_mask[edges]
-        if not bool(keep.any()) or masks[key] is None:
+    for key, (_, diff) in (block_diffs(model, g) if diffs is None else diffs).items():
+        if masks[key] is None:
             continue
-        index = g.y_start[edges[keep]][:, None] + torch.arange(pred.shape[1], device=edges.device)
-        diff = (pred[keep] - g.y[index])[:, masks[key]]
+        diff = diff[:, masks[key]]
         out[key] = (diff.pow(2).sum(), diff.abs().sum().item(), diff.numel())
     return out
 
 
-def structure_loss(model: HamiltonianModel, g) -> torch.Tensor:
-    errors = block_errors(model, g)
+def flat_errors(g, diffs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """prediction - target laid out as ``g.y`` (what a :class:`BandProbe` reads)."""
+    index = torch.cat([i.reshape(-1) for i, _ in diffs.values()])
+    values = torch.cat([d.reshape(-1) for _, d in diffs.values()])
+    return torch.zeros_like(g.y).index_put((index,), values)
+
+
+def structure_loss(
+    model: HamiltonianModel, g, probe: BandProbe | None = None, band_weight: float = 0.0
+) -> torch.Tensor:
+    """Element MSE (eV^2), plus ``band_weight`` x the band loss when a probe is given."""
+    diffs = block_diffs(model, g)
+    errors = block_errors(model, g, diffs)
     total = sum(sq for sq, _, _ in errors.values())
     count = sum(n for _, _, n in errors.values())
-    return total / max(count, 1)
+    loss = total / max(count, 1)
+    if probe is not None and band_weight > 0:
+        loss = loss + band_weight * probe.loss(flat_errors(g, diffs))
+    return loss
+
+
+@torch.no_grad()
+def band_error(model: HamiltonianModel, graphs, probes: list[BandProbe | None]) -> float:
+    """Mean band loss (eV^2) over the graphs that have a probe (nan if none has)."""
+    values = [
+        float(p.loss(flat_errors(g, block_diffs(model, g))))
+        for g, p in zip(graphs, probes, strict=True)
+        if p is not None
+    ]
+    return float(np.mean(values)) if values else float("nan")
 
 
 @torch.no_grad()
@@ -303,6 +344,7 @@ class _Setup:
     graphs: list
     overlap: TwoCentreOverlap | None
     base: ModelBundle | None
+    probes: list[BandProbe | None]  # per graph: near-gap states (train and validation)
 
 
 def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: int = 0) -> _Setup:
@@ -330,7 +372,27 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
     for name, p in model.named_parameters():
         if any(name.startswith(prefix) for prefix in config.freeze):
             p.requires_grad_(False)
-    return _Setup(paths, structures, parts, model, graphs, overlap, base)
+    probes = _band_probes(config, model_config, structures, parts, overlap, dtype)
+    return _Setup(paths, structures, parts, model, graphs, overlap, base, probes)
+
+
+def _band_probes(config, model_config, structures, parts, overlap, dtype) -> list:
+    """Band-loss probes of the training and validation structures (none when
+    ``band_weight`` is 0)."""
+    probes: list[BandProbe | None] = [None] * len(structures)
+    if config.band_weight <= 0:
+        return probes
+    if config.partition is not None:
+        raise ValueError("band_weight needs whole blocks: not with a partition share")
+    if overlap is None:
+        raise ValueError("band_weight needs the exact overlap (no PAO radial functions)")
+    chosen = parts[0] + parts[1]
+    for k in tqdm(chosen, desc="band probes", unit="structure", leave=False):
+        edges = graph_edges(structures[k].atoms, model_config.cutoff)
+        probe = band_probe(structures[k], edges, overlap, config.band_window, dtype)
+        probes[k] = probe.to(config.device)
+    log.info("band loss (weight %g) on %d structures", config.band_weight, len(chosen))
+    return probes
 
 
 def _optimizer(model: HamiltonianModel, config: TrainConfig):
@@ -385,7 +447,9 @@ def train(
     run = _setup(config, pretrained, member)
     model, (tr, va, _) = run.model, run.parts
     train_g = [run.graphs[k] for k in tr]
+    train_p = [run.probes[k] for k in tr]
     val_g = [run.graphs[k] for k in va] or train_g
+    val_p = [run.probes[k] for k in va] or train_p
     optimizer, scheduler = _optimizer(model, config)
     state, best = RunState(), {k: v.clone() for k, v in model.state_dict().items()}
     ckpt = out / "checkpoint.pt"
@@ -402,8 +466,10 @@ def train(
     )
     for epoch in bar:
         start, cpu = time.perf_counter(), time.process_time()
-        train_loss = _train_epoch(model, optimizer, train_g, epoch, config.seed)
-        val_loss, _ = evaluate(model, val_g)
+        train_loss = _train_epoch(model, optimizer, train_g, epoch, config, train_p)
+        val_mse, _ = evaluate(model, val_g)
+        val_band = band_error(model, val_g, val_p) if config.band_weight > 0 else None
+        val_loss = val_mse + config.band_weight * val_band if val_band is not None else val_mse
         if config.lr_schedule == "plateau":
             scheduler.step(val_loss)
         else:
@@ -412,8 +478,9 @@ def train(
         state.history.append(
             {
                 "epoch": epoch + 1,
-                "train_mse": train_loss,
-                "val_mse": val_loss,
+                "train_mse": train_loss,  # the training loss (with the band term if any)
+                "val_mse": val_mse,
+                **({"val_band": val_band, "val_loss": val_loss} if val_band is not None else {}),
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - start,
                 "cpu_seconds": time.process_time() - cpu,
@@ -424,7 +491,8 @@ def train(
         _write_log(out / "log.csv", state.history)
         bar.set_postfix(
             train=f"{math.sqrt(train_loss) * 1e3:.2f} meV",
-            val=f"{math.sqrt(val_loss) * 1e3:.2f} meV",
+            val=f"{math.sqrt(val_mse) * 1e3:.2f} meV",
+            **({"bands": f"{math.sqrt(val_band) * 1e3:.1f} meV"} if val_band is not None else {}),
         )
     model.load_state_dict(best)
     model.eval()
@@ -433,7 +501,7 @@ def train(
 
 def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> ModelBundle:
     """Report, model file (with the valence electrons of the data), summary and plot."""
-    report = _report(run.model, run.graphs, *run.parts, run.paths, config)
+    report = _report(run.model, run.graphs, *run.parts, run.paths, config, run.probes)
     report["cpu_seconds"] = sum(h.get("cpu_seconds", 0.0) for h in state.history)
     report["wall_seconds"] = sum(h["seconds"] for h in state.history)
     report["threads"] = torch.get_num_threads()
@@ -450,13 +518,13 @@ def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> Mod
     return bundle
 
 
-def _train_epoch(model, optimizer, graphs, epoch: int, seed: int) -> float:
+def _train_epoch(model, optimizer, graphs, epoch: int, config: TrainConfig, probes) -> float:
     model.train()
-    order = np.random.default_rng(seed + 1000 * (epoch + 1)).permutation(len(graphs))
+    order = np.random.default_rng(config.seed + 1000 * (epoch + 1)).permutation(len(graphs))
     total = 0.0
     for k in order:
         optimizer.zero_grad()
-        loss = structure_loss(model, graphs[k])
+        loss = structure_loss(model, graphs[k], probes[k], config.band_weight)
         loss.backward()
         optimizer.step()
         total += loss.item()
@@ -571,7 +639,7 @@ def training_overlap(
         return None
 
 
-def _report(model, graphs, tr, va, te, paths, config) -> dict:
+def _report(model, graphs, tr, va, te, paths, config, probes) -> dict:
     parts = {"train": tr, "validation": va, "test": te}
     report = {"config": {**asdict(config), "split": list(config.split)}, "parts": {}}
     for name, idx in parts.items():
@@ -581,6 +649,9 @@ def _report(model, graphs, tr, va, te, paths, config) -> dict:
             "rmse_meV": math.sqrt(mse) * 1e3 if idx else None,
             "mae_meV": {k: v * 1e3 for k, v in mae.items()},
         }
+        band = band_error(model, [graphs[k] for k in idx], [probes[k] for k in idx])
+        if np.isfinite(band):  # root-mean-square first-order level error near the gap
+            report["parts"][name]["band_rms_meV"] = math.sqrt(band) * 1e3
     return report
 
 
@@ -627,9 +698,15 @@ def plot_loss(history: list[dict], filename: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, axes = new_figure(1, 5.0, 3.5)
     ax = axes[0, 0]
-    for key, label in (("train_mse", "train"), ("val_mse", "validation")):
-        ax.semilogy(epochs, [math.sqrt(h[key]) * 1e3 for h in history], label=label)
+    for key, label in (
+        ("train_mse", "train loss"),
+        ("val_mse", "validation elements"),
+        ("val_band", "validation near-gap levels"),
+    ):
+        if key in history[-1]:
+            rms = [math.sqrt(h.get(key, math.nan)) * 1e3 for h in history]
+            ax.semilogy(epochs, rms, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("RMSE of block elements (meV)")
+    ax.set_ylabel("root-mean-square error (meV)")
     ax.legend()
     save_figure(fig, filename, dpi=120)
