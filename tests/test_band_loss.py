@@ -30,7 +30,7 @@ def exact_overlap(structure: ElectronicStructure):
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "bl1x1_soc_s00"])
 def test_an_error_proportional_to_h_gives_the_squared_levels(case):
     """dH = eps H: C^dagger dH C = eps diag(E) for S-orthonormal eigenvectors C, so the
-    loss is eps^2 sum(E^2) / n^2 per k over the watched levels (an independent dense
+    loss is eps^2 sum(E^2) / n per k over the n watched levels (an independent dense
     diagonalisation here). A wrong row, spin half or phase in the probe's layout would
     leave off-diagonal terms and change the number."""
     s = converted(case)
@@ -47,7 +47,7 @@ def test_an_error_proportional_to_h_gives_the_squared_levels(case):
     cbm = min(w[nocc] for w in levels)
     watched = [w[(w >= vbm - WINDOW) & (w <= cbm + WINDOW)] for w in levels]
     assert min(len(w) for w in watched) >= 2
-    expected = np.mean([eps**2 * np.sum(w**2) / len(w) ** 2 for w in watched])
+    expected = np.mean([eps**2 * np.sum(w**2) / len(w) for w in watched])
     assert loss == pytest.approx(expected, rel=1e-9)
     assert float(probe.loss(torch.zeros_like(graph.y))) == 0.0
 

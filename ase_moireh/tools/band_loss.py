@@ -7,10 +7,11 @@ a few hundred meV. For each training structure we keep the DFT levels within
 ``window`` eV of the gap at Gamma, M, K, K' (:func:`ase_moireh.kpoints.extrema_kpoints`)
 and their S-orthonormal eigenvectors C (exact S from the PAOs). To first order an
 error dH moves level n by (C^dagger dH(k) C)_nn and mixes levels n, m by the
-off-diagonal entries; the loss is the mean |C^dagger dH(k) C|^2 (eV^2) over those
-entries and k-points. It is quadratic in the prediction (no eigensolver to
-differentiate, no trouble at degeneracies) and bounds the first-order band errors
-near the gap, the figure users judge a model by.
+off-diagonal entries; the loss is, averaged over the watched levels n and the
+k-points, sum_m |(C^dagger dH(k) C)_mn|^2 (eV^2): each level's first-order shift and
+mixing, not diluted by how many levels the window holds. It is quadratic in the
+prediction (no eigensolver to differentiate, no trouble at degeneracies) and bounds the
+first-order band errors near the gap, the figure users judge a model by.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class BandProbe:
     n: int
 
     def loss(self, dy: torch.Tensor) -> torch.Tensor:
-        """Mean |C^dagger dH(k) C|^2 (eV^2) for flat errors ``dy`` laid out as ``g.y``."""
+        """Per-level sum_m |(C^dagger dH C)_mn|^2 (eV^2), averaged over levels and k, for
+        flat errors ``dy`` laid out as ``g.y``."""
         cplx = torch.complex128 if dy.dtype == torch.float64 else torch.complex64
         zero = torch.zeros_like(dy)
         values = torch.complex(torch.where(self.imag, zero, dy), torch.where(self.imag, dy, zero))
@@ -60,7 +62,7 @@ class BandProbe:
             dense = torch.zeros(self.n * self.n, dtype=cplx, device=dy.device)
             dense = dense.index_add(0, self.rows, values * phase[self.edge])
             x = c.conj().T @ dense.view(self.n, self.n) @ c
-            total = total + x.abs().pow(2).mean()
+            total = total + x.abs().pow(2).sum() / x.shape[0]
         return total / len(self.vectors)
 
     def to(self, device) -> BandProbe:
