@@ -2,6 +2,7 @@
 
     python examples/train_corpus.py scan                 # model size on validation
     python examples/train_corpus.py collinear            # pretrain, then fine-tune
+    python examples/train_corpus.py refine --band-weight 0.05  # then near-gap levels
     python examples/train_corpus.py soc                  # dH_SO correction and direct SOC
                                     (or soc-correction, soc-direct: one of them)
     python examples/train_corpus.py install              # compose, write the package's files
@@ -14,6 +15,9 @@ Stages (each resumes from its checkpoints when rerun; ``--work`` holds everythin
 2. ``collinear``: an ensemble pretrained on the non-twisted collinear entries, then
    fine-tuned on the twisted training entries with a replay of non-twisted ones (the
    fine-tune is validated on both kinds, so forgetting shows).
+   ``refine`` (optional) continues the fine-tuned ensemble on every collinear
+   training entry, twisted and non-twisted, with the near-gap band loss
+   (``--band-weight``, :mod:`ase_moireh.tools.band_loss`) beside the element MSE.
 3. ``soc``: (a) the correction ensemble learns dH_SO = H_SOC - H_col (x) 1_2 from the
    SOC/collinear twins; (b) for comparison, a direct SOC ensemble pretrained on the
    non-twisted SOC entries and fine-tuned on the twisted SOC ones.
@@ -148,6 +152,17 @@ def collinear(args) -> None:
     train_ensemble(fine, args.members, args.work / "col_pretrain" / "model.pt", True, args.progress)
 
 
+def refine(args) -> None:
+    """Continue the fine-tuned collinear ensemble on all collinear training entries,
+    validated on both kinds (with ``--band-weight`` > 0: the near-gap band loss)."""
+    train_set = entries(args.corpus, "twisted", False, "train")
+    train_set += entries(args.corpus, "shifted", False, "train")
+    val_set = entries(args.corpus, "twisted", False, "validation")
+    val_set += entries(args.corpus, "shifted", False, "validation")
+    cfg = config(args.work / "col_refine", train_set, val_set, args.refine_epochs, args.refine_lr)
+    train_ensemble(cfg, args.members, args.work / "col_finetune" / "model.pt", True, args.progress)
+
+
 def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
     """dftio folders of dH_SO for every converged SOC entry of a split with its twin."""
     folders = []
@@ -216,10 +231,11 @@ def stage_info(work: Path, *stages: str) -> dict:
 
 def install(args) -> None:
     recipe = {"recipe": "examples/train_corpus.py", "settings": _settings(args)}
-    col_stage = "col_finetune"
+    col_stage = "col_refine" if (args.work / "col_refine" / "model.pt").exists() else "col_finetune"
     col = load_bundle(args.work / col_stage / "model.pt")
     kept = {k: v for k, v in col.info.items() if k != "train"}  # valence, domain, ...
-    col_info = {**kept, **recipe, **stage_info(args.work, "col_pretrain", col_stage)}
+    stages = stage_info(args.work, "col_pretrain", "col_finetune", "col_refine")  # those run
+    col_info = {**kept, **recipe, **stages}
     if args.soc_model == "correction":
         corr = load_bundle(args.work / "soc_correction" / "model.pt")
         soc_info = {**col_info, **stage_info(args.work, "soc_correction")}
@@ -254,6 +270,7 @@ def _settings(args) -> dict:
 STAGES = {
     "scan": scan,
     "collinear": collinear,
+    "refine": refine,
     "soc": soc,
     "soc-correction": soc_correction,
     "soc-direct": soc_direct,
@@ -271,6 +288,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=600)
     parser.add_argument("--finetune-epochs", type=int, default=300)
     parser.add_argument("--scan-epochs", type=int, default=300)
+    parser.add_argument("--refine-epochs", type=int, default=150)
+    parser.add_argument("--refine-lr", type=float, default=5e-4)
     parser.add_argument("--replay", type=int, default=REPLAY)
     parser.add_argument("--correction-cutoff", type=float, default=MOTE2_CUTOFF)
     parser.add_argument("--soc-model", choices=["correction", "direct"], default="correction")

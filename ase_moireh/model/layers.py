@@ -48,8 +48,10 @@ class EquivariantLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, w0, b0 = [], 0, 0
-        for sl, (mul, ir) in zip(self.irreps.slices(), self.irreps, strict=True):
-            f = x[:, sl].reshape(-1, mul, ir.dim)
+        # split, not slices: each slice would cost a full-size zero tensor in backward
+        parts = torch.split(x, [mul * ir.dim for mul, ir in self.irreps], dim=1)
+        for part, (mul, ir) in zip(parts, self.irreps, strict=True):
+            f = part.reshape(-1, mul, ir.dim)
             if ir.l == 0:
                 f = f - f.mean(dim=1, keepdim=True)
             norm = f.pow(2).sum(-1).mean(dim=1, keepdim=True)
@@ -146,7 +148,7 @@ class Interaction(nn.Module):
         self.avg_neighbors = avg_neighbors
 
     def forward(self, x, src, dst, geometry, radial) -> torch.Tensor:
-        msg = self.conv(self.pre(x)[src], geometry, radial)
+        msg = self.conv(self.pre(x).index_select(0, src), geometry, radial)
         agg = torch.zeros(x.shape[0], msg.shape[1], dtype=msg.dtype, device=msg.device)
         agg.index_add_(0, dst, msg)
         h = self.post(agg / self.avg_neighbors) + self.skip(x)
@@ -170,11 +172,13 @@ class EdgeUpdate(nn.Module):
         self.norm = EquivariantLayerNorm(irreps_edge)
 
     def forward(self, x, i, j, geometry, radial) -> torch.Tensor:
+        # index_select: its backward is an index_add, cheaper than indexing's index_put
+        xi, xj = x.index_select(0, i), x.index_select(0, j)
         h = (
-            self.lin_i(self.conv_i(x[i], geometry, radial))
-            + self.lin_j(self.conv_j(x[j], geometry, radial))
-            + self.node_i(x[i])
-            + self.node_j(x[j])
+            self.lin_i(self.conv_i(xi, geometry, radial))
+            + self.lin_j(self.conv_j(xj, geometry, radial))
+            + self.node_i(xi)
+            + self.node_j(xj)
         )
         return self.norm(self.out(self.gate(h)))
 

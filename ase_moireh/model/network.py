@@ -254,10 +254,11 @@ class HamiltonianModel(nn.Module):
             if len(edges) == 0:
                 continue
             if key in self.config.species:
-                out[key] = self.scale_shift[key](self.heads[key](x[i[edges]]))
+                out[key] = self.scale_shift[key](self.heads[key](x.index_select(0, i[edges])))
             else:
                 hops = position[edges]
-                out[key] = self.scale_shift[key](self.heads[key](e[hops])) * envelope[hops, None]
+                features = e.index_select(0, hops)
+                out[key] = self.scale_shift[key](self.heads[key](features)) * envelope[hops, None]
         return out
 
     def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -115,43 +115,106 @@ class SO2Convolution(nn.Module):
         self.radial = FullyConnectedNet(
             [num_radial, radial_hidden, n_mod], torch.nn.functional.silu
         )
+        self._build_layout()
+
+    def _build_layout(self) -> None:
+        """Constant index maps, so that a forward pass is a few gathers and splits rather
+        than one slice per (l, m): every slice of a large tensor costs a full-size zero
+        tensor in the backward pass, which dominated training time.
+
+        ``in_perm``: e3nn columns in l-major order (l, copy, component); ``m_gather``:
+        the l-major framed columns of each (m, +/-) chunk, l ascending then copy;
+        ``m_scatter``: for every l-major output column, its place among the stacked
+        chunk outputs (the last place is a zero column: components no m reaches);
+        ``out_perm``: l-major output columns back to e3nn order."""
+
+        def lmajor(lists: dict[int, torch.Tensor]) -> dict[int, int]:
+            offsets, at = {}, 0
+            for lv, idx in lists.items():
+                offsets[lv] = at
+                at += idx.numel()
+            return offsets
+
+        off_in, off_out = lmajor(self._lists_in), lmajor(self._lists_out)
+        gather, scatter_pos, self._chunk_in, self._chunk_out = [], [], [], []
+        self._plus_flags: list[bool] = []
+        for m in self.ms:
+            for sign in (+1, -1) if m > 0 else (+1,):
+                cols = [
+                    off_in[lv] + u * (2 * lv + 1) + lv + sign * m
+                    for lv, idx in self._lists_in.items()
+                    if lv >= m
+                    for u in range(idx.shape[0])
+                ]
+                pos = [
+                    off_out[lv] + u * (2 * lv + 1) + lv + sign * m
+                    for lv, idx in self._lists_out.items()
+                    if lv >= m
+                    for u in range(idx.shape[0])
+                ]
+                gather += cols
+                scatter_pos += pos
+                self._chunk_in.append(len(cols))
+                self._chunk_out.append(len(pos))
+                self._plus_flags.append(sign > 0)
+        total_out = sum(idx.numel() for idx in self._lists_out.values())
+        scatter = torch.full((total_out,), len(scatter_pos), dtype=torch.long)
+        scatter[torch.tensor(scatter_pos, dtype=torch.long)] = torch.arange(len(scatter_pos))
+        in_perm = torch.cat([idx.flatten() for idx in self._lists_in.values()])
+        out_perm = torch.cat([idx.flatten() for idx in self._lists_out.values()])
+        self.register_buffer("in_perm", in_perm, persistent=False)
+        self.register_buffer("m_gather", torch.tensor(gather, dtype=torch.long), persistent=False)
+        self.register_buffer("m_scatter", scatter, persistent=False)
+        self.register_buffer("out_perm", torch.argsort(out_perm), persistent=False)
+        self._sizes_in = [idx.numel() for idx in self._lists_in.values()]
+        self._sizes_out = [idx.numel() for idx in self._lists_out.values()]
+        # one radial scale per (m, copy), shared by +m and -m
+        self._scale_sizes = [n for n, m in zip(self._chunk_in, self._plus_flags, strict=True) if m]
 
     def forward(self, x_src, rotations: list[torch.Tensor], radial) -> torch.Tensor:
         """Per-edge messages; ``rotations`` from :func:`edge_frame_rotations`."""
-        # into the edge frame, one (E, copies_l, 2l+1) tensor per l
-        framed = {lv: x_src[:, getattr(self, f"in_{lv}")] @ rotations[lv] for lv in self._lists_in}
-        out_framed = {
-            lv: x_src.new_zeros(x_src.shape[0], len(idx), 2 * lv + 1)
-            for lv, idx in self._lists_out.items()
-        }
-        scales = self.radial(radial)
-        start = 0
-        for m in self.ms:
-            plus = torch.cat([framed[lv][:, :, lv + m] for lv in framed if lv >= m], dim=1)
-            scale = scales[:, start : start + plus.shape[1]]
-            start += plus.shape[1]
-            plus = plus * scale
+        n = x_src.shape[0]
+        # into the edge frame: per l (E, copies_l, 2l+1) @ D^l, stacked l-major
+        parts = torch.split(x_src.index_select(1, self.in_perm), self._sizes_in, dim=1)
+        framed = torch.cat(
+            [
+                (part.view(n, -1, 2 * lv + 1) @ rotations[lv]).reshape(n, -1)
+                for part, lv in zip(parts, self._lists_in, strict=True)
+            ],
+            dim=1,
+        )
+        chunks = torch.split(framed.index_select(1, self.m_gather), self._chunk_in, dim=1)
+        scales = torch.split(self.radial(radial), self._scale_sizes, dim=1)
+        outs, k = [], 0
+        for j, m in enumerate(self.ms):
+            scale = scales[j]
+            plus = chunks[k] * scale
             if m == 0:
-                _scatter_m(out_framed, 0, self._couple("a", m, plus), +1)
+                outs.append(self._couple("a", m, plus, self._chunk_out[k]))
+                k += 1
                 continue
-            minus = torch.cat([framed[lv][:, :, lv - m] for lv in framed if lv >= m], dim=1)
-            minus = minus * scale
-            out_plus = self._couple("a", m, plus) - self._couple("b", m, minus)
-            out_minus = self._couple("a", m, minus) + self._couple("b", m, plus)
-            _scatter_m(out_framed, m, out_plus, +1)
-            _scatter_m(out_framed, m, out_minus, -1)
-        out = x_src.new_zeros(x_src.shape[0], self.irreps_out.dim)
-        for lv, block in out_framed.items():
-            back = block @ rotations[lv].transpose(1, 2)
-            out[:, getattr(self, f"out_{lv}")] = back
-        return out
+            minus = chunks[k + 1] * scale
+            size = self._chunk_out[k]
+            outs.append(self._couple("a", m, plus, size) - self._couple("b", m, minus, size))
+            outs.append(self._couple("a", m, minus, size) + self._couple("b", m, plus, size))
+            k += 2
+        stacked = torch.cat([*outs, x_src.new_zeros(n, 1)], dim=1).index_select(1, self.m_scatter)
+        parts = torch.split(stacked, self._sizes_out, dim=1)
+        back = torch.cat(
+            [
+                (part.view(n, -1, 2 * lv + 1) @ rotations[lv].transpose(1, 2)).reshape(n, -1)
+                for part, lv in zip(parts, self._lists_out, strict=True)
+            ],
+            dim=1,
+        )
+        return back.index_select(1, self.out_perm)
 
-    def _couple(self, name: str, m: int, x: torch.Tensor) -> torch.Tensor | float:
+    def _couple(self, name: str, m: int, x: torch.Tensor, size: int) -> torch.Tensor:
         """x times the masked, fan-in normalised weights of kind ``name`` at this m
-        (0 where parity lets no pair couple)."""
+        (zeros of ``size`` columns where parity lets no pair couple)."""
         weights = getattr(self, f"weights_{name}")
         if str(m) not in weights:
-            return 0.0
+            return x.new_zeros(x.shape[0], size)
         return x @ (weights[str(m)] * getattr(self, f"mask_{name}_{m}")).T
 
 
@@ -173,14 +236,3 @@ def _component_lists(irreps: o3.Irreps) -> dict[int, torch.Tensor]:
 
 def _fan_in(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(dim=1, keepdim=True).clamp_min(1.0).sqrt()
-
-
-def _scatter_m(out_framed: dict[int, torch.Tensor], m: int, values, sign: int) -> None:
-    """Write the (E, copies with l >= m) component +m or -m back into per-l tensors."""
-    start = 0
-    for lv, block in out_framed.items():
-        if lv < m:
-            continue
-        n = block.shape[1]
-        block[:, :, lv + sign * m] = values[:, start : start + n]
-        start += n
