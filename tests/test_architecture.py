@@ -17,7 +17,7 @@ LAYERS = [
     ("io", ["io"]),
     (
         "physics",
-        ["overlap", "symmetry", "topology", "ribbon_states", "kpoints", "domain", "build"],
+        ["overlap", "symmetry", "topology", "ribbon_states", "kpoints", "kpm", "domain", "build"],
     ),
     ("model", ["model"]),
     ("tools", ["tools"]),
