@@ -52,6 +52,13 @@ def spin_factor(spinful: bool) -> int:
     return 2 if spinful else 1
 
 
+def filled_levels(electrons: float, spinful: bool) -> int:
+    """Levels a neutral, gapped structure fills: one electron per SOC spinor level, two
+    per spin-degenerate level without spin."""
+    n = int(round(electrons))
+    return n if spinful else n // 2
+
+
 class BasisError(ValueError):
     """A basis string or orbital specification that cannot be understood."""
 

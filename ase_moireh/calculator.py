@@ -28,6 +28,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.spectrum.band_structure import BandStructure
 from tqdm import tqdm
 
+from ase_moireh.basis import filled_levels
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.data import bundled_model_path
 from ase_moireh.domain import ModelDomain, check, findings, spread_finding
@@ -247,8 +248,8 @@ class MoireHCalculator(Calculator):
         missing = sorted(set(atoms.get_chemical_symbols()) - set(table))
         if missing:
             raise ValueError(f"no valence electron count for {', '.join(missing)}")
-        electrons = int(round(sum(table[s] for s in atoms.get_chemical_symbols())))
-        return electrons if self.results["hamiltonian"].spinful else electrons // 2
+        electrons = sum(table[s] for s in atoms.get_chemical_symbols())
+        return filled_levels(electrons, self.results["hamiltonian"].spinful)
 
     # ------------------------------------------------------------------ our k-resolved solver
     def eigenvalues_at(

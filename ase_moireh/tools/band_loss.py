@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ase_moireh.basis import filled_levels
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.soc import SOC_CORRECTION
@@ -81,8 +82,7 @@ def occupied_levels(structure: ElectronicStructure) -> int:
     electrons = structure.extra.get("n_electrons")
     if electrons is None or not np.isfinite(electrons):
         raise BandLossError(f"{structure.source}: no electron count recorded")
-    n = int(round(float(electrons)))
-    return n if structure.spinful else n // 2
+    return filled_levels(float(electrons), structure.spinful)
 
 
 def watched_states(

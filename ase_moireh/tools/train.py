@@ -275,27 +275,20 @@ def structure_loss(
 
 
 @torch.no_grad()
-def band_error(model: HamiltonianModel, graphs, probes: list[BandProbe | None]) -> float:
-    """Mean band loss (eV^2) over the graphs that have a probe (nan if none has)."""
-    values = [
-        float(p.loss(flat_errors(g, block_diffs(model, g))))
-        for g, p in zip(graphs, probes, strict=True)
-        if p is not None
-    ]
-    return float(np.mean(values)) if values else float("nan")
-
-
-@torch.no_grad()
-def evaluate(model: HamiltonianModel, graphs) -> tuple[float, dict[str, float]]:
-    """(MSE eV^2, MAE per element pair in eV; on-site blocks count for their pair).
+def evaluate(model: HamiltonianModel, graphs, probes=None) -> tuple[float, dict[str, float], float]:
+    """(MSE eV^2, MAE per element pair in eV; on-site blocks count for their pair, mean
+    band loss eV^2 over the graphs with a probe or nan), one forward pass per graph.
 
     Errors are over the real numbers the model predicts: for SOC the real and imaginary
     parts of every element separately (BlockOperator.mae_by_pair instead averages the
     modulus of complex differences, which is larger)."""
-    sq, n = 0.0, 0
+    sq, n, bands = 0.0, 0, []
     pair_abs: dict[str, list[float]] = {}
-    for g in graphs:
-        for key, (s, a, c) in block_errors(model, g).items():
+    for g, probe in zip(graphs, probes or [None] * len(graphs), strict=True):
+        diffs = block_diffs(model, g)
+        if probe is not None:
+            bands.append(float(probe.loss(flat_errors(g, diffs))))
+        for key, (s, a, c) in block_errors(model, g, diffs).items():
             sq += float(s)
             n += c
             pair = key if "-" in key else f"{key}-{key}"
@@ -303,7 +296,7 @@ def evaluate(model: HamiltonianModel, graphs) -> tuple[float, dict[str, float]]:
             acc[0] += a
             acc[1] += c
     mae = {k: v[0] / v[1] for k, v in sorted(pair_abs.items())}
-    return sq / max(n, 1), mae
+    return sq / max(n, 1), mae, float(np.mean(bands)) if bands else float("nan")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -467,8 +460,8 @@ def train(
     for epoch in bar:
         start, cpu = time.perf_counter(), time.process_time()
         train_loss = _train_epoch(model, optimizer, train_g, epoch, config, train_p)
-        val_mse, _ = evaluate(model, val_g)
-        val_band = band_error(model, val_g, val_p) if config.band_weight > 0 else None
+        val_mse, _, band = evaluate(model, val_g, val_p)
+        val_band = band if config.band_weight > 0 else None
         val_loss = val_mse + config.band_weight * val_band if val_band is not None else val_mse
         if config.lr_schedule == "plateau":
             scheduler.step(val_loss)
@@ -643,13 +636,13 @@ def _report(model, graphs, tr, va, te, paths, config, probes) -> dict:
     parts = {"train": tr, "validation": va, "test": te}
     report = {"config": {**asdict(config), "split": list(config.split)}, "parts": {}}
     for name, idx in parts.items():
-        mse, mae = evaluate(model, [graphs[k] for k in idx]) if idx else (float("nan"), {})
+        chosen = ([graphs[k] for k in idx], [probes[k] for k in idx])
+        mse, mae, band = evaluate(model, *chosen) if idx else (float("nan"), {}, float("nan"))
         report["parts"][name] = {
             "structures": [paths[k].name for k in idx],
             "rmse_meV": math.sqrt(mse) * 1e3 if idx else None,
             "mae_meV": {k: v * 1e3 for k, v in mae.items()},
         }
-        band = band_error(model, [graphs[k] for k in idx], [probes[k] for k in idx])
         if np.isfinite(band):  # root-mean-square first-order level error near the gap
             report["parts"][name]["band_rms_meV"] = math.sqrt(band) * 1e3
     return report
