@@ -62,13 +62,18 @@ def jackson_kernel(n: int) -> np.ndarray:
 
 
 def spectral_bounds(
-    hk: sp.spmatrix, sk: sp.spmatrix, pad: float = BOUND_PAD
+    hk: sp.spmatrix,
+    sk: sp.spmatrix,
+    solve_s: Callable[[np.ndarray], np.ndarray],
+    pad: float = BOUND_PAD,
 ) -> tuple[float, float]:
-    """Lowest and highest level of H c = E S c (ARPACK, loose tolerance), widened by
-    ``pad`` of the width on both sides."""
+    """Lowest and highest level of H c = E S c (ARPACK, loose tolerance, with the caller's
+    factorisation of S), widened by ``pad`` of the width on both sides."""
+    n = hk.shape[0]
+    minv = spla.LinearOperator((n, n), matvec=solve_s, dtype=hk.dtype)
     ends = []
     for which in ("SA", "LA"):
-        end = spla.eigsh(hk, k=1, M=sk, which=which, tol=1e-4, return_eigenvectors=False)
+        end = spla.eigsh(hk, k=1, M=sk, Minv=minv, which=which, tol=1e-4, return_eigenvectors=False)
         ends.append(float(end[0]))
     low, high = min(ends), max(ends)
     width = high - low
@@ -136,19 +141,19 @@ def kpm_dos(
     error of the moments ~ 1 / sqrt(nvectors x dimension)); resolution about
     pi x (width of the spectrum) / ``nmoments``."""
     hk, sk = tb.pair(k)
-    if bounds is None:
-        bounds = spectral_bounds(hk, sk)
     complex_h = np.iscomplexobj(hk.data) and bool(np.any(hk.data.imag))
     rng = np.random.default_rng(seed)
     n = hk.shape[0]
     vectors = rng.choice([-1.0, 1.0], size=(n, nvectors))
-    solve = factorize(sk.astype(complex) if complex_h else sk)
+    solve = factorize(sk.astype(complex) if complex_h else sk)  # once, for all that follows
 
     def solve_s(y: np.ndarray) -> np.ndarray:
         x = solve(y)
         return x if complex_h else x.real
 
     try:
+        if bounds is None:
+            bounds = spectral_bounds(hk, sk, solve_s)
         mu = chebyshev_moments(hk.__matmul__, solve_s, bounds, vectors, nmoments, progress)
     finally:
         release(solve)
