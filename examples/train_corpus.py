@@ -7,7 +7,9 @@
                                     (or soc-correction, soc-direct: one of them)
     python examples/train_corpus.py install              # compose, write the package's files
 
-Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything):
+Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything;
+``--member K`` trains member K alone, so members may run as parallel processes, and a
+rerun without it merges them):
 
 1. ``scan``: candidate model sizes, each trained ``--scan-epochs`` on the non-twisted
    collinear training entries, judged on the non-twisted validation entries
@@ -41,7 +43,7 @@ from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.graph import MOTE2_CUTOFF
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
 from ase_moireh.model.soc import correction_structure
-from ase_moireh.tools.train import TrainConfig, train, train_ensemble
+from ase_moireh.tools.train import TrainConfig, member_config, train, train_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MODELS = ROOT / "ase_moireh" / "data" / "models"
@@ -107,6 +109,18 @@ def config(
     )
 
 
+def ensemble(cfg: TrainConfig, args, pretrained: Path | None = None) -> None:
+    """The stage's ensemble (from the ensemble in the stage folder ``pretrained``); with
+    ``--member K`` only member K, from member K of ``pretrained``, so that members train
+    in parallel processes. A rerun without ``--member`` finds them done and merges."""
+    if args.member is None:
+        start = pretrained / "model.pt" if pretrained else None
+        train_ensemble(cfg, args.members, start, True, args.progress)
+        return
+    start = pretrained / f"member_{args.member}" / "model.pt" if pretrained else None
+    train(member_config(cfg, args.member), start, True, args.progress)
+
+
 def scan(args) -> None:
     rows = []
     train_set = entries(args.corpus, "shifted", False, "train")
@@ -139,7 +153,7 @@ def collinear(args) -> None:
     shifted = entries(args.corpus, "shifted", False, "train")
     shifted_val = entries(args.corpus, "shifted", False, "validation")
     pre = config(args.work / "col_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
-    train_ensemble(pre, args.members, progress=args.progress)
+    ensemble(pre, args)
     twisted = entries(args.corpus, "twisted", False, "train")
     twisted_val = entries(args.corpus, "twisted", False, "validation")
     fine = config(
@@ -149,7 +163,7 @@ def collinear(args) -> None:
         args.finetune_epochs,
         1e-3,
     )
-    train_ensemble(fine, args.members, args.work / "col_pretrain" / "model.pt", True, args.progress)
+    ensemble(fine, args, args.work / "col_pretrain")
 
 
 def refine(args) -> None:
@@ -160,7 +174,7 @@ def refine(args) -> None:
     val_set = entries(args.corpus, "twisted", False, "validation")
     val_set += entries(args.corpus, "shifted", False, "validation")
     cfg = config(args.work / "col_refine", train_set, val_set, args.refine_epochs, args.refine_lr)
-    train_ensemble(cfg, args.members, args.work / "col_finetune" / "model.pt", True, args.progress)
+    ensemble(cfg, args, args.work / "col_finetune")
 
 
 def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
@@ -190,7 +204,7 @@ def soc_correction(args) -> None:
         {**model, "cutoff": args.correction_cutoff},
         bands=False,  # dH_SO has no bands of its own
     )
-    train_ensemble(cfg, args.members, progress=args.progress)
+    ensemble(cfg, args)
 
 
 def soc_direct(args) -> None:
@@ -199,7 +213,7 @@ def soc_direct(args) -> None:
     shifted = entries(args.corpus, "shifted", True, "train")
     shifted_val = entries(args.corpus, "shifted", True, "validation")
     pre = config(args.work / "soc_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
-    train_ensemble(pre, args.members, progress=args.progress)
+    ensemble(pre, args)
     twisted = entries(args.corpus, "twisted", True, "train")
     twisted_val = entries(args.corpus, "twisted", True, "validation")
     if twisted:
@@ -210,8 +224,7 @@ def soc_direct(args) -> None:
             args.finetune_epochs,
             1e-3,
         )
-        pretrained = args.work / "soc_pretrain" / "model.pt"
-        train_ensemble(fine, args.members, pretrained, True, args.progress)
+        ensemble(fine, args, args.work / "soc_pretrain")
 
 
 def soc(args) -> None:
@@ -263,7 +276,7 @@ def _settings(args) -> dict:
     return {
         k: str(v) if isinstance(v, Path) else v
         for k, v in vars(args).items()
-        if k not in ("func", "progress", "threads")
+        if k not in ("func", "progress", "threads", "member")
     } | {"model_size": CANDIDATES[args.model], "schedule": SCHEDULE}
 
 
@@ -285,6 +298,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("corpus-work"))
     parser.add_argument("--model", choices=sorted(CANDIDATES), default="m16-L3")
     parser.add_argument("--members", type=int, default=2, help="ensemble size")
+    parser.add_argument(
+        "--member", type=int, help="train only this member (parallel runs; rerun to merge)"
+    )
     parser.add_argument("--epochs", type=int, default=600)
     parser.add_argument("--finetune-epochs", type=int, default=300)
     parser.add_argument("--scan-epochs", type=int, default=300)
@@ -304,6 +320,8 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.member is not None and not 0 <= args.member < args.members:
+        parser.error(f"--member {args.member}: the ensemble has members 0-{args.members - 1}")
     SCHEDULE["lr_schedule"] = args.schedule
     BAND["band_weight"] = args.band_weight
     if args.threads:

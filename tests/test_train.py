@@ -256,3 +256,20 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
     atoms.calc = MoireHCalculator(model=bundle)
     with pytest.warns(OutOfDomainWarning, match="ensemble spread"):
         atoms.calc.get_hamiltonian()
+
+
+def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
+    """member_config gives member k's seed and folder: a member trained on its own (as a
+    parallel process would) is resumed, not retrained, when the ensemble is run."""
+    from ase_moireh.tools.train import member_config, train_ensemble
+
+    require(*CASES)
+    cfg = config(data, tmp_path / "ens", epochs=1, datasets=[str(data / CASES[0])])
+    apart = train(member_config(cfg, 1), progress=False)
+    assert member_config(cfg, 1).seed == cfg.seed + 1
+    log = tmp_path / "ens" / "member_1" / "log.csv"
+    before = log.read_text()
+    merged = train_ensemble(cfg, 2, progress=False)
+    assert log.read_text() == before  # no further epoch of member 1
+    for a, b in zip(apart.models[0].parameters(), merged.models[1].parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -525,6 +525,14 @@ def _train_epoch(model, optimizer, graphs, epoch: int, config: TrainConfig, prob
     return total / max(len(graphs), 1)
 
 
+def member_config(config: TrainConfig, k: int) -> TrainConfig:
+    """Member k of an ensemble: seed + k, in ``out/member_k`` (where :func:`train_ensemble`
+    resumes it, so members may also be trained apart, e.g. in parallel processes)."""
+    member = TrainConfig(**{**asdict(config), "seed": config.seed + k})
+    member.out = str(Path(config.out) / f"member_{k}")
+    return member
+
+
 def train_ensemble(
     config: TrainConfig,
     members: int,
@@ -541,11 +549,10 @@ def train_ensemble(
 
     if members <= 1:
         return train(config, pretrained, resume, progress)
-    bundles = []
-    for k in range(members):
-        member = TrainConfig(**{**asdict(config), "seed": config.seed + k})
-        member.out = str(Path(config.out) / f"member_{k}")
-        bundles.append(train(member, pretrained, resume, progress, member=k))
+    bundles = [
+        train(member_config(config, k), pretrained, resume, progress, member=k)
+        for k in range(members)
+    ]
     info = {**bundles[0].info, "ensemble_of": members}
     # the cost of the ensemble, not of its first member
     info["train"] = {
