@@ -16,8 +16,9 @@ is present. Per model pair (collinear, SOC) and label:
 * per-pair MAE of H (meV; SOC: real and imaginary parts as separate numbers, as the
   trainer counts them), non-twisted and twisted, collinear and SOC;
 * the largest on-site element error (meV);
-* bands at Gamma, M, K: the largest error of levels within 0.3 eV of the gap, and the
-  gap against DFT's (S exact for both);
+* bands at Gamma, M, K: the largest error of levels within 0.3 eV of the gap, the
+  gap against DFT's (S exact for both), and the error of the top valence level at Gamma
+  and at K (the valley order);
 * smoothness: the on-site blocks' change under the 0.01 A displacement of the DFT pair
   (``examples/displaced_pair.py``), the model's beside DFT's;
 * for ensembles, the correlation of per-block spread with per-block error.
@@ -105,7 +106,16 @@ def band_figures(bundle, dft: ElectronicStructure) -> dict:
     kpts = extrema_kpoints(dft.atoms.cell)
     dft = ref.get_tight_binding().eigenvalues(kpts)
     pred = model.get_tight_binding().eigenvalues(kpts)
-    return band_errors_near_gap(dft, pred, nocc)
+    return {**band_errors_near_gap(dft, pred, nocc), "valley_meV": valley_errors(dft, pred, nocc)}
+
+
+def valley_errors(dft: np.ndarray, pred: np.ndarray, nocc: int) -> dict[str, float]:
+    """Error of the top valence level at Gamma and at K (rows 0 and 4 of
+    :func:`extrema_kpoints`), meV: which valley tops the valence band decides tMoTe2's
+    physics, and the Gamma state (interlayer Te p_z) is the one that moves most with
+    stacking and interlayer distance."""
+    top = (pred[:, nocc - 1] - dft[:, nocc - 1]) * 1e3
+    return {"Gamma": float(top[0]), "K": float(top[4])}
 
 
 def evaluate_entry(bundle, ref: ElectronicStructure) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -306,8 +316,8 @@ def _label_section(label: str, result: dict) -> list[str]:
         f"SOC model: {result['models']['soc']}.",
         "",
         "| entry | kind | SOC | MAE per pair (meV) | max on-site (meV) | bands near gap, max "
-        "(meV) | gap DFT / model (meV) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "(meV) | gap DFT / model (meV) | top valence error at Gamma / K (meV) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in result["entries"].items():
         mae = ", ".join(f"{k} {v:.3g}" for k, v in r["mae_meV"].items())
@@ -315,7 +325,12 @@ def _label_section(label: str, result: dict) -> list[str]:
         lines.append(
             f"| {name} | {r['kind']} | {'yes' if r['soc'] else 'no'} | {mae} | "
             f"{r['onsite_max_meV']:.3g} | {b['max_meV']:.3g} | "
-            f"{b['gap_reference_meV']:.1f} / {b['gap_predicted_meV']:.1f} |"
+            f"{b['gap_reference_meV']:.1f} / {b['gap_predicted_meV']:.1f} | "
+            + (
+                f"{b['valley_meV']['Gamma']:.0f} / {b['valley_meV']['K']:.0f} |"
+                if "valley_meV" in b
+                else "- |"
+            )
         )
     smooth = result.get("smoothness")
     if smooth:
