@@ -71,6 +71,54 @@ def reversed_edges(edges: np.ndarray) -> np.ndarray:
     return rev
 
 
+#: numbers of a Bloch sum placed at once (bounds its temporaries, ~50 bytes each)
+BLOCH_CHUNK = 2_000_000
+
+
+def chunk_slices(sizes: np.ndarray, chunk: int | None = None) -> list[slice]:
+    """Consecutive slices of items of the given sizes, about ``chunk`` (default
+    :data:`BLOCH_CHUNK`) in total each; an item larger than ``chunk`` stands alone."""
+    chunk = chunk or BLOCH_CHUNK
+    total = np.cumsum(sizes)
+    if len(total) == 0:
+        return []
+    # a slice ends with the item at which the running total passes a multiple of chunk
+    ends = np.searchsorted(total, np.arange(1, 1 + int(total[-1]) // chunk) * chunk) + 1
+    cuts = [0, *sorted(set(ends.tolist()) - {0, len(sizes)}), len(sizes)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+@dataclass
+class _CSRPlan:
+    """Blocks sorted by (i, j); each row of atom i holds, in that order, one row of
+    every block of i, so block e starts at column slot ``column[e]`` of its rows."""
+
+    order: np.ndarray  # edges sorted by (i, j)
+    start: np.ndarray  # first row of every atom
+    indptr: np.ndarray  # CSR row pointer (int64)
+    column: np.ndarray  # per edge: its first slot within its rows
+    duplicates: bool  # some (i, j) appear with several R
+    nnz: int
+
+    @classmethod
+    def build(cls, op: BlockOperator) -> _CSRPlan:
+        i, j = op.edges[:, 0], op.edges[:, 1]
+        order = np.lexsort((j, i))
+        norbs = op.norbs
+        start = np.concatenate([[0], np.cumsum(norbs)[:-1]])
+        width = norbs[j[order]]  # columns each block adds to its rows
+        row_width = np.bincount(i, weights=norbs[j], minlength=op.natoms).astype(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(np.repeat(row_width, norbs))]).astype(np.int64)
+        # slot of each block within its atom's rows: running width minus the atom's first
+        running = np.cumsum(width) - width
+        first_of_atom = np.concatenate([[0], np.cumsum(row_width)[:-1]])
+        column = np.empty(op.nedges, dtype=np.int64)
+        column[order] = running - first_of_atom[i[order]]
+        pairs = i[order] * np.int64(op.natoms) + j[order]
+        duplicates = bool(np.any(pairs[1:] == pairs[:-1]))
+        return cls(order, start, indptr, column, duplicates, int(indptr[-1]))
+
+
 @dataclass
 class BlockOperator:
     """Packed real-space blocks of an operator in an atomic-orbital basis.
@@ -203,13 +251,75 @@ class BlockOperator:
             worst = max(worst, float(np.abs(self.block(e) - self.block(f).conj().T).max()))
         return worst
 
-    def bloch(self, k: Sequence[float]) -> sp.csr_matrix:
-        """O(k) = sum_R O(R) exp(2 pi i k.R) as CSR; k in fractional reciprocal coordinates."""
-        rows, cols, elem_edge = self.coo_pattern()
+    def bloch(
+        self, k: Sequence[float], overlap: BlockOperator | None = None, sigma: float = 0.0
+    ) -> sp.csr_matrix:
+        """O(k) = sum_R O(R) exp(2 pi i k.R) as CSR; k in fractional reciprocal coordinates.
+        With a spinless ``overlap`` on the same edges: O(k) - sigma S(k), S lifted to O's
+        spinor layout on the fly (the shifted matrix of shift-invert, without a spinor S).
+
+        Written straight into CSR, a chunk of :data:`BLOCH_CHUNK` numbers at a time: the
+        peak is the result plus one chunk's index arrays, and nothing per number is
+        cached (a COO pattern of a 10^3-atom SOC cell is ~2 GB)."""
+        plan = self._csr_plan()
         phase = np.exp(2j * np.pi * (self.edges[:, 2:] @ np.asarray(k, dtype=float)))
-        data = self.values * phase[elem_edge]
+        if overlap is not None:
+            self._check_overlap(overlap)
+        index = np.int32 if plan.nnz < np.iinfo(np.int32).max else np.int64
+        data = np.empty(plan.nnz, dtype=complex)
+        indices = np.empty(plan.nnz, dtype=index)
+        for edge, local, p, q in self.element_chunks(plan.order):
+            dest = plan.indptr[plan.start[self.edges[edge, 0]] + p] + plan.column[edge] + q
+            values = self.values[self.offsets[edge] + local]
+            if overlap is not None and sigma != 0.0:
+                values = values - sigma * overlap._lifted_values(edge, p, q, self.spinful)
+            data[dest] = values * phase[edge]
+            indices[dest] = plan.start[self.edges[edge, 1]] + q
         n = self.dimension
-        return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
+        out = sp.csr_matrix((data, indices, plan.indptr.astype(index)), shape=(n, n))
+        if plan.duplicates:  # (i, j) with several R: images fold onto the same elements
+            out.sum_duplicates()
+        else:
+            out.has_sorted_indices = True
+        return out
+
+    def element_chunks(self, edges: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+        """(edge, number within its block, row, column in the block) of every number of
+        the given blocks (default: all, in edge order), :data:`BLOCH_CHUNK` numbers at a
+        time: index arrays of a chunk, never of the whole operator (8 bytes per number
+        each, gigabytes for a 10^3-atom SOC cell)."""
+        edges = np.arange(self.nedges) if edges is None else np.asarray(edges, dtype=np.int64)
+        for part in chunk_slices(self.shapes[edges].prod(axis=1)):
+            yield self._elements(edges[part])
+
+    def _elements(self, edges: np.ndarray) -> tuple[np.ndarray, ...]:
+        shapes = self.shapes[edges]
+        sizes = shapes.prod(axis=1)
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        which = np.repeat(np.arange(len(edges)), sizes)
+        local = np.arange(int(sizes.sum())) - first[which]
+        ncol = shapes[which, 1]
+        return edges[which], local, local // ncol, local % ncol
+
+    def _lifted_values(self, edge, p, q, spinful: bool) -> np.ndarray:
+        """This spinless operator's numbers at (row p, column q) of the blocks of another
+        operator on the same edges: itself, or for spinor blocks S x 1_2 (zero between
+        the spin halves)."""
+        if not spinful:
+            return self.values[self.offsets[edge] + p * self.shapes[edge, 1] + q]
+        ni, nj = self.shapes[edge, 0], self.shapes[edge, 1]
+        same = (p // ni) == (q // nj)
+        return np.where(same, self.values[self.offsets[edge] + (p % ni) * nj + q % nj], 0.0)
+
+    def _check_overlap(self, overlap: BlockOperator) -> None:
+        if overlap.spinful or not np.array_equal(overlap.edges, self.edges):
+            raise ValueError("the overlap must be spinless and on the same edges")
+
+    def _csr_plan(self) -> _CSRPlan:
+        """Where every block lands in the CSR arrays (per edge and per row, cached)."""
+        if "csr" not in self._cache:
+            self._cache["csr"] = _CSRPlan.build(self)
+        return self._cache["csr"]
 
     def coo_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and edge of every stored number (k-independent, cached)."""

@@ -109,27 +109,50 @@ def shift_invert_eigh(
     if nev >= n - 1:
         raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
     solve = factorize(hk - sigma * sk, solver) if opinv is None else opinv
-    operator = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
     try:
-        _, ritz = spla.eigsh(
-            hk.astype(complex),
-            k=nev,
-            M=sk.astype(complex),
-            sigma=sigma,
-            OPinv=operator,
-            which=which,
+        return shift_invert(
+            solve, hk.__matmul__, sk, sigma, nev, sk, s_tol, return_vectors, k, which
         )
-    except spla.ArpackError:
-        check_positive_definite(sk, k)
-        raise
     finally:
         if opinv is None:  # ours: free it now, not when the garbage collector finds it
             release(solve)
-    hs = ritz.conj().T @ (hk @ ritz)
-    ss = ritz.conj().T @ (sk @ ritz)
+
+
+def shift_invert(
+    solve: Callable[[np.ndarray], np.ndarray],
+    apply_h: Callable[[np.ndarray], np.ndarray],
+    overlap,
+    sigma: float,
+    nev: int,
+    s_check: sp.spmatrix,
+    s_tol: float = 1e-10,
+    return_vectors: bool = False,
+    k=None,
+    which: str = "LM",
+):
+    """The core of :func:`shift_invert_eigh` on operators alone: ``solve`` applies
+    (H - sigma S)^-1, ``apply_h`` H and ``overlap`` S (a sparse matrix or a
+    LinearOperator, e.g. a spinor S that is never built); ``s_check`` is a matrix that is
+    positive definite exactly when S is (S itself, or the spinless S of a spinor S),
+    diagonalised only to explain a failure. H and S never need to exist as matrices
+    beside the factorised H - sigma S."""
+    n = overlap.shape[0]
+    if nev >= n - 1:
+        raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
+    shape = (n, n)
+    h_op = spla.LinearOperator(shape, matvec=apply_h, matmat=apply_h, dtype=complex)
+    m_op = spla.aslinearoperator(overlap)
+    operator = spla.LinearOperator(shape, matvec=solve, dtype=complex)
+    try:
+        _, ritz = spla.eigsh(h_op, k=nev, M=m_op, sigma=sigma, OPinv=operator, which=which)
+    except spla.ArpackError:
+        check_positive_definite(s_check, k)
+        raise
+    hs = ritz.conj().T @ apply_h(ritz)
+    ss = ritz.conj().T @ (m_op @ ritz)
     w, u = np.linalg.eigh(0.5 * (ss + ss.conj().T))
     if w.min() <= 0:
-        check_positive_definite(sk, k)
+        check_positive_definite(s_check, k)
     keep = w > s_tol * w.max()
     x = u[:, keep] / np.sqrt(w[keep])
     energies, y = np.linalg.eigh(x.conj().T @ (0.5 * (hs + hs.conj().T)) @ x)

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 from ase import Atoms
 
 from ase_moireh.block_operator import BlockOperator
+from ase_moireh.factorize import factorize, release
 from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
-from ase_moireh.solve import band_edges, gap_energy, generalized_eigh, shift_invert_eigh
+from ase_moireh.solve import band_edges, gap_energy, generalized_eigh, shift_invert
 
 
 class TightBinding:
@@ -90,6 +92,29 @@ class TightBinding:
         out[up], out[down] = 1.0, -1.0
         return out
 
+    def shifted(self, k: Sequence[float], sigma: float) -> sp.csr_matrix:
+        """H(k) - sigma S(k) in H's layout, built in one pass (no spinor S, no H(k)
+        beside it): the matrix shift-invert factorises."""
+        if np.array_equal(self.S.edges, self.H.edges):
+            return self.H.bloch(k, overlap=self.S, sigma=sigma)
+        return (self.Hk(k) - sigma * self.Sk(k)).tocsr()  # S stored on other edges
+
+    def overlap_operator(self, k: Sequence[float]) -> sp.csr_matrix | spla.LinearOperator:
+        """S(k) in H's layout as an operator: for SOC, S x 1_2 applied as the spinless
+        S(k) on the spin-up rows and on the spin-down rows, never built."""
+        sk = self.S.bloch(k)
+        if not self.spinful:
+            return sk
+        up, down = self._spinor_rows()
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            out = np.empty(x.shape, dtype=complex)
+            out[up], out[down] = sk @ x[up], sk @ x[down]
+            return out
+
+        n = self.dimension
+        return spla.LinearOperator((n, n), matvec=apply, matmat=apply, dtype=complex)
+
     def pair(self, k: Sequence[float]) -> tuple[sp.csc_matrix, sp.csc_matrix]:
         """(H(k), S(k)) as CSC, for factorisations."""
         return self.Hk(k).tocsc(), self.Sk(k).tocsc()
@@ -128,9 +153,25 @@ class TightBinding:
         vectors: bool = False,
         solver: str = "auto",
     ):
-        """The ``n`` levels nearest ``sigma`` (eV) by shift-invert, for large cells."""
-        hk, sk = self.pair(k)
-        return shift_invert_eigh(hk, sk, sigma, n, return_vectors=vectors, solver=solver, k=k)
+        """The ``n`` levels nearest ``sigma`` (eV) by shift-invert, for large cells.
+        Only H(k) - sigma S(k) is built as a matrix (:meth:`shifted`); H applies as it
+        plus sigma S, and a spinor S is never built (:meth:`overlap_operator`)."""
+        a = self.shifted(k, sigma)
+        if n >= a.shape[0] - 1:
+            raise ValueError(f"n={n} too large for a {a.shape[0]}-row problem: use eigh")
+        overlap = self.overlap_operator(k)
+        solve = factorize(a, solver)
+
+        def apply_h(x: np.ndarray) -> np.ndarray:
+            return a @ x + sigma * (overlap @ x)
+
+        try:
+            spatial = self.S.bloch(k) if self.spinful else overlap
+            return shift_invert(
+                solve, apply_h, overlap, sigma, n, spatial, return_vectors=vectors, k=k
+            )
+        finally:
+            release(solve)
 
     def gap_energy(self, k: Sequence[float], nocc: int, guess: float | None = None) -> float:
         """An energy with ``nocc`` levels below it at k (inertia counts, PARDISO),

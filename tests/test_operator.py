@@ -52,6 +52,47 @@ def test_bloch_sum_matches_reference_and_is_hermitian(spinful):
         assert np.allclose(hk, hk.conj().T)
 
 
+def _subset(op: BlockOperator, keep: np.ndarray) -> BlockOperator:
+    values = np.concatenate([op.block(e).ravel() for e in keep])
+    return BlockOperator(op.numbers, op.basis, op.edges[keep], values, op.spinful)
+
+
+@pytest.mark.parametrize("spinful", [False, True])
+def test_bloch_sum_in_chunks_any_edge_order_with_and_without_folding(spinful, monkeypatch):
+    """The CSR is written a chunk at a time: chunks of a few numbers, shuffled edges and
+    a cell without folded images (R = 0 only: sorted, no duplicates) change nothing."""
+    import ase_moireh.block_operator as bo
+
+    monkeypatch.setattr(bo, "BLOCH_CHUNK", 7)
+    full = random_hermitian_operator(spinful, seed=3)
+    shuffled = _subset(full, np.random.default_rng(1).permutation(full.nedges))
+    home = _subset(full, np.flatnonzero(full.edges[:, 2] == 0))
+    for op in (shuffled, home):
+        assert len(list(op.element_chunks(op._csr_plan().order))) > 2
+        for k in ([0, 0, 0], [0.123, 0.4, 0]):
+            hk = op.bloch(k)
+            assert np.allclose(hk.toarray(), dense_bloch(op, k), atol=1e-14)
+    assert home.bloch([0.2, 0, 0]).has_sorted_indices and not home._csr_plan().duplicates
+
+
+def test_shifted_bloch_sum_lifts_the_overlap_to_spinors_on_the_fly():
+    """H(k) - sigma S(k) x 1_2 in H's per-atom spin layout, without a spinor S(R)."""
+    s_op = random_hermitian_operator(seed=4)
+    h_op = random_hermitian_operator(spinful=True, seed=5)
+    k, sigma = [0.31, 0, 0], 0.7
+    spatial = dense_bloch(s_op, k)
+    order = [0, 1, 2, 3, 5, 6, 7, 8, 4, 9]  # C up, C down, H up, H down
+    lifted = np.kron(np.eye(2), spatial)[np.ix_(order, order)]
+    shifted = h_op.bloch(k, overlap=s_op, sigma=sigma).toarray()
+    assert np.allclose(shifted, dense_bloch(h_op, k) - sigma * lifted, atol=1e-13)
+    plain = random_hermitian_operator(seed=6)
+    assert np.allclose(
+        plain.bloch(k, s_op, sigma).toarray(), dense_bloch(plain, k) - sigma * spatial
+    )
+    with pytest.raises(ValueError, match="same edges"):
+        h_op.bloch(k, overlap=_subset(s_op, np.arange(3)), sigma=sigma)
+
+
 def test_hermiticity_error_sees_broken_and_missing_partners():
     op = random_hermitian_operator()
     e = op.index(0, 1, [1, 0, 0])

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 from test_model import tiny_model
+from test_operator import random_hermitian_operator
 
 from ase_moireh.basis import atom_rotation
 from ase_moireh.build import twisted_bilayer
@@ -16,6 +17,7 @@ from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.model.soc import (
     add_correction,
+    combine_spread,
     correction_structure,
     on_edges,
     soc_correction,
@@ -138,3 +140,35 @@ def test_correction_model_trains_on_twin_differences(twins, tmp_path):
     bundle = with_soc_correction(collinear, correction)
     h, _, _ = predict_operators(bundle, soc.atoms)
     assert h.spinful and h.dimension == soc.hamiltonian.dimension
+
+
+def test_lift_sum_and_spread_in_small_chunks_equal_the_whole_array_formulas(monkeypatch):
+    """spinor_lift, add_correction and combine_spread work a chunk at a time (a few
+    numbers here) on a correction with fewer blocks than H: the same numbers as the
+    formulas on whole arrays."""
+    import ase_moireh.block_operator as bo
+
+    monkeypatch.setattr(bo, "BLOCH_CHUNK", 5)
+    col = random_hermitian_operator(seed=7)
+    full = random_hermitian_operator(spinful=True, seed=8)
+    keep = np.flatnonzero(full.edges[:, 2] == 0)  # shorter-ranged: home-cell blocks only
+    corr = type(full)(
+        full.numbers,
+        full.basis,
+        full.edges[keep],
+        np.concatenate([full.block(e).ravel() for e in keep]),
+        True,
+    )
+    lifted = spinor_lift(col)
+    for e in range(col.nedges):
+        assert np.array_equal(lifted.block(e), np.kron(np.eye(2), col.block(e)))
+    delta = on_edges(corr, col.edges)[0].values
+    assert np.allclose(add_correction(col, corr).values, lifted.values + delta)
+    # spreads are standard deviations: non-negative real and imaginary parts
+    col.values, corr.values = (
+        np.abs(col.values),
+        np.abs(corr.values.real) + 1j * np.abs(corr.values.imag),
+    )
+    lifted, delta = spinor_lift(col).values, on_edges(corr, col.edges)[0].values
+    spread = combine_spread(col, corr).values
+    assert np.allclose(spread, np.hypot(lifted.real, delta.real) + 1j * delta.imag)

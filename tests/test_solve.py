@@ -25,6 +25,14 @@ def test_shift_invert_matches_dense(case, k, solver):
     found = shift_invert_eigh(hk, sk, sigma, nev, solver=solver)
     nearest = np.sort(dense[np.argsort(np.abs(dense - sigma))[:nev]])
     assert np.abs(found - nearest).max() < 1e-8
+    # TightBinding's lean path: only H - sigma S built, a spinor S only applied
+    tb = s.tight_binding
+    assert np.array_equal(tb.S.edges, tb.H.edges)  # else the lean path is not taken
+    energies, vectors = tb.eigsh(k, sigma, nev, vectors=True, solver=solver)
+    assert np.abs(energies - nearest).max() < 1e-8
+    residual = hk @ vectors - (sk @ vectors) * energies
+    assert np.abs(residual).max() < 1e-6
+    assert np.allclose(vectors.conj().T @ (sk @ vectors), np.eye(nev), atol=1e-8)
 
 
 def test_unknown_solver_is_refused():

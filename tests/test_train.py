@@ -273,3 +273,18 @@ def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
     assert log.read_text() == before  # no further epoch of member 1
     for a, b in zip(apart.models[0].parameters(), merged.models[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_running_ensemble_spread_equals_numpy_std():
+    """predict keeps one member's values at a time (Welford): the same mean and
+    per-part standard deviation as a stack of all members, complex included."""
+    from ase_moireh.model.predict import _welford
+
+    rng = np.random.default_rng(0)
+    stack = rng.normal(size=(3, 50)) + 1j * rng.normal(size=(3, 50))
+    mean, squares = stack[0].copy(), np.zeros(50, complex)
+    for count in (2, 3):
+        _welford(mean, squares, stack[count - 1], count)
+    assert np.allclose(mean, stack.mean(axis=0))
+    assert np.allclose(np.sqrt(squares.real / 3), stack.real.std(axis=0))
+    assert np.allclose(np.sqrt(squares.imag / 3), stack.imag.std(axis=0))

@@ -11,7 +11,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
-from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.block_operator import BlockOperator, chunk_slices, packed_offsets
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
@@ -29,15 +29,21 @@ def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         out = model(data)
     values = np.zeros(offsets[-1], dtype=complex if spinful else float)
-    for key, (edges, pred) in out.items():
-        flat = pred.cpu().numpy().astype(np.float64)
+    for key in list(out):
+        edges, pred = out.pop(key)  # freed key by key
         mask = share.mask(key, basis, spinful)
-        flat = flat * mask if mask is not None else np.zeros_like(flat)
-        if spinful:
-            half = flat.shape[1] // 2
-            flat = flat[:, :half] + 1j * flat[:, half:]
+        if mask is None:
+            continue  # not this member's share: zeros
+        flat = pred.cpu().numpy()
+        width = flat.shape[1] // 2 if spinful else flat.shape[1]
         starts = offsets[edges.cpu().numpy()]
-        values[starts[:, None] + np.arange(flat.shape[1])] = flat
+        # a chunk of blocks at a time: index arrays of 8 bytes per number stay small
+        for part in chunk_slices(np.full(len(starts), width)):
+            block = flat[part] * mask
+            if spinful:
+                block = block[:, :width] + 1j * block[:, width:]
+            values[starts[part, None] + np.arange(width)] = block
+        del pred, flat
     return values
 
 
@@ -54,14 +60,36 @@ def predict_hamiltonian(
     )
     offsets = packed_offsets(basis.norbs(atoms.numbers) * spin_factor(spinful), edges)
     members = tqdm(models, desc=f"predict H ({len(atoms)} atoms)", unit="model", disable=None)
-    stack = np.array([member_values(model, data, offsets) for model in members])
-    mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
+    spread = not partitioned and len(models) > 1
+    mean = squares = None
+    for count, model in enumerate(members, start=1):
+        values = member_values(model, data, offsets)
+        if mean is None:
+            mean, squares = values, (np.zeros_like(values) if spread else None)
+        elif partitioned:
+            mean += values
+        else:  # Welford, real and imaginary parts apart: one member in memory at a time
+            _welford(mean, squares, values, count)
+        del values
     meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
     h = BlockOperator(atoms.numbers, basis, edges, mean, spinful, **meta)
-    if len(models) == 1 or partitioned:
+    if not spread:
         return h, None
-    std = stack.real.std(axis=0) + (1j * stack.imag.std(axis=0) if spinful else 0.0)
+    std = np.sqrt(squares.real / len(models))
+    if spinful:
+        std = std + 1j * np.sqrt(squares.imag / len(models))
     return h, BlockOperator(atoms.numbers, basis, edges, std, spinful, **meta)
+
+
+def _welford(mean: np.ndarray, squares: np.ndarray, values: np.ndarray, count: int) -> None:
+    """Add member number ``count`` to the running mean and sum of squared deviations
+    (in place; complex arrays hold the real and imaginary parts' sums apart)."""
+    before = values - mean
+    mean += before / count
+    after = values - mean
+    squares += before.real * after.real
+    if np.iscomplexobj(squares):
+        squares += 1j * (before.imag * after.imag)
 
 
 def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):

@@ -37,20 +37,27 @@ def _with_values(op: BlockOperator, edges: np.ndarray, values: np.ndarray, spinf
 
 
 def spinor_lift(op: BlockOperator) -> BlockOperator:
-    """H (x) 1_2 of a collinear (spinless) operator, in the spinor layout."""
+    """H (x) 1_2 of a collinear (spinless) operator, in the spinor layout (written a
+    chunk at a time: no temporary of the whole spinor size)."""
     if op.spinful:
         raise ValueError("spinor_lift needs a collinear (spinless) operator")
     out = np.zeros(4 * op.values.size, dtype=complex)
     out_offsets = packed_offsets(op.norbs * 2, op.edges)
-    shapes = op.shapes
-    for ni, nj in {tuple(s) for s in shapes.tolist()}:
-        sel = np.flatnonzero((shapes[:, 0] == ni) & (shapes[:, 1] == nj))
-        blocks = op.values[op.offsets[sel][:, None] + np.arange(ni * nj)].reshape(-1, ni, nj)
-        lifted = np.zeros((len(sel), 2 * ni, 2 * nj), dtype=complex)
-        lifted[:, :ni, :nj] = blocks
-        lifted[:, ni:, nj:] = blocks
-        out[out_offsets[sel][:, None] + np.arange(4 * ni * nj)] = lifted.reshape(len(sel), -1)
+    for edge, local, p, q in op.element_chunks():
+        ni, nj = op.shapes[edge, 0], op.shapes[edge, 1]
+        up = out_offsets[edge] + p * (2 * nj) + q  # (p, q) of the up-up block
+        values = op.values[op.offsets[edge] + local]
+        out[up] = values
+        out[up + ni * 2 * nj + nj] = values  # (p + ni, q + nj): down-down
     return _with_values(op, op.edges, out, True)
+
+
+def _matched_numbers(target: BlockOperator, source: BlockOperator):
+    """Per chunk: positions in ``target.values`` and in ``source.values`` of every number
+    of the source's blocks that the target has too (same edge, same block shape)."""
+    found = target.find(source.edges)
+    for edge, local, _, _ in source.element_chunks(np.flatnonzero(found >= 0)):
+        yield target.offsets[found[edge]] + local, source.offsets[edge] + local
 
 
 def on_edges(op: BlockOperator, edges: np.ndarray) -> tuple[BlockOperator, np.ndarray]:
@@ -91,9 +98,11 @@ def soc_correction(soc: BlockOperator, col: BlockOperator, where: str = "twins")
 
 def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperator:
     """H_col (x) 1_2 + dH_SO on the collinear operator's blocks (dH_SO is zero where it
-    has no block: it is shorter-ranged than H)."""
-    delta, _ = on_edges(correction, col.edges)
-    return _with_values(col, col.edges, spinor_lift(col).values + delta.values, True)
+    has no block: it is shorter-ranged than H). Added in place, chunk by chunk."""
+    out = spinor_lift(col)
+    for target, source in _matched_numbers(out, correction):
+        out.values[target] += correction.values[source]
+    return out
 
 
 def combine_spread(col: BlockOperator | None, correction: BlockOperator | None):
@@ -101,12 +110,13 @@ def combine_spread(col: BlockOperator | None, correction: BlockOperator | None):
     independent: real parts add in quadrature, the imaginary part is dH_SO's alone."""
     if col is None:
         return correction
-    lifted = spinor_lift(col)
+    out = spinor_lift(col)
     if correction is None:
-        return lifted
-    delta, _ = on_edges(correction, col.edges)
-    real = np.hypot(lifted.values.real, delta.values.real)
-    return _with_values(col, col.edges, real + 1j * delta.values.imag, True)
+        return out
+    for target, source in _matched_numbers(out, correction):
+        delta = correction.values[source]
+        out.values[target] = np.hypot(out.values[target].real, delta.real) + 1j * delta.imag
+    return out
 
 
 def correction_structure(soc: ElectronicStructure, col: ElectronicStructure) -> ElectronicStructure:
