@@ -83,6 +83,15 @@ def peak_rss() -> int:
     return _meminfo("VmHWM", "/proc/self/status") or 0
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak for :func:`peak_rss` (Linux: /proc/self/clear_refs), so a stage
+    of a long process can be measured on its own; a no-op where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def available_bytes() -> tuple[int | None, str]:
     """(bytes this process may still allocate, where that figure comes from)."""
     found: list[tuple[int, str]] = []

@@ -275,10 +275,13 @@ def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_running_ensemble_spread_equals_numpy_std():
+def test_running_ensemble_spread_equals_numpy_std(monkeypatch):
     """predict keeps one member's values at a time (Welford): the same mean and
     per-part standard deviation as a stack of all members, complex included."""
+    import ase_moireh.model.predict as predict
     from ase_moireh.model.predict import _welford
+
+    monkeypatch.setattr(predict, "WELFORD_CHUNK", 7)
 
     rng = np.random.default_rng(0)
     stack = rng.normal(size=(3, 50)) + 1j * rng.normal(size=(3, 50))

@@ -122,6 +122,17 @@ def _independent_parts(mat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return parts
 
 
+class _HeadInputs:
+    """What the output heads read: node and hop-edge features, where each edge's hop
+    features sit (-1 for on-site edges), the cutoff envelope, the edges' first atoms."""
+
+    def __init__(self, data, x, e, hop, envelope):
+        self.x, self.e, self.envelope = x, e, envelope
+        self.i = data.edge_index[0]
+        self.position = torch.full_like(self.i, -1)
+        self.position[hop] = torch.arange(len(hop), device=hop.device)
+
+
 class HamiltonianModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -245,21 +256,30 @@ class HamiltonianModel(nn.Module):
         vanish beyond the sum of the orbital radii, and without it the per-pair shift
         (dominated by short bonds) would put spurious meV onto every long-range block.
         """
-        x, e, hop, envelope = self.features(data)
-        position = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=hop.device)
-        position[hop] = torch.arange(len(hop), device=hop.device)
+        parts = _HeadInputs(data, *self.features(data))
         out = {}
-        i = data.edge_index[0]
         for key, edges in (groups or self.edge_groups(data)).items():
-            if len(edges) == 0:
-                continue
-            if key in self.config.species:
-                out[key] = self.scale_shift[key](self.heads[key](x.index_select(0, i[edges])))
-            else:
-                hops = position[edges]
-                features = e.index_select(0, hops)
-                out[key] = self.scale_shift[key](self.heads[key](features)) * envelope[hops, None]
+            if len(edges):
+                out[key] = self._irreps_of(key, edges, parts)
         return out
+
+    def _irreps_of(self, key: str, edges: torch.Tensor, f: _HeadInputs) -> torch.Tensor:
+        if key in self.config.species:
+            return self.scale_shift[key](self.heads[key](f.x.index_select(0, f.i[edges])))
+        hops = f.position[edges]
+        features = f.e.index_select(0, hops)
+        return self.scale_shift[key](self.heads[key](features)) * f.envelope[hops, None]
+
+    def _reverse_key(self, key: str) -> str:
+        if key in self.config.species:
+            return key
+        a, b = key.split("-")
+        return pair_key(b, a)
+
+    def _hermitian(self, key: str, own: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
+        """(B_ij(R) + B_ji(-R)^dagger) / 2 from the flat blocks of both edges."""
+        partner = reverse[:, getattr(self, f"herm_index_{key}")]
+        return 0.5 * (own + partner * getattr(self, f"herm_sign_{key}"))
 
     def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per block key: (edge numbers, flat Hermitian blocks (E_key, D_key))."""
@@ -271,19 +291,32 @@ class HamiltonianModel(nn.Module):
         where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=device)
         for edges in groups.values():
             where[edges] = torch.arange(len(edges), device=device)
-        i, j = data.edge_index
-        species = self.config.species
         result = {}
         for key, edges in groups.items():
             if len(edges) == 0:
                 continue
-            rev = data.edge_rev[edges]
-            if key in species:
-                rev_key = key
-            else:
-                a, b = key.split("-")
-                rev_key = pair_key(b, a)
-            partner = raw[rev_key][where[rev]][:, getattr(self, f"herm_index_{key}")]
-            sym = 0.5 * (raw[key] + partner * getattr(self, f"herm_sign_{key}"))
-            result[key] = (edges, sym)
+            reverse = raw[self._reverse_key(key)][where[data.edge_rev[edges]]]
+            result[key] = (edges, self._hermitian(key, raw[key], reverse))
         return result
+
+    @torch.no_grad()
+    def stream_blocks(self, data, chunk: int | None = None):
+        """Yield (key, edge numbers, flat Hermitian blocks) of :meth:`forward`, a chunk
+        of about ``chunk`` numbers at a time (inference on big cells): the features are
+        computed once, then heads and Wigner-Eckart maps run per chunk, and a reverse
+        edge's blocks are recomputed rather than kept, so no (E, D) tensor of all edges
+        ever exists."""
+        from ase_moireh.block_operator import chunk_slices
+
+        parts = _HeadInputs(data, *self.features(data))
+        for key, edges in self.edge_groups(data).items():
+            if len(edges) == 0:
+                continue
+            width = self.wigner_eckart_maps[key].shape[0]
+            reverse_key = self._reverse_key(key)
+            for part in chunk_slices(np.full(len(edges), width), chunk):
+                own = edges[part]
+                rev = data.edge_rev[own]
+                blocks = self.to_blocks(key, self._irreps_of(key, own, parts))
+                back = self.to_blocks(reverse_key, self._irreps_of(reverse_key, rev, parts))
+                yield key, own, self._hermitian(key, blocks, back)

@@ -6,12 +6,11 @@ import logging
 import time
 
 import numpy as np
-import torch
 from ase import Atoms
 from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
-from ase_moireh.block_operator import BlockOperator, chunk_slices, packed_offsets
+from ase_moireh.block_operator import BlockOperator, packed_offsets
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
@@ -19,31 +18,31 @@ from ase_moireh.model.soc import add_correction, combine_spread
 
 log = logging.getLogger(__name__)
 
+#: numbers per slice of the running ensemble statistics (bounds their temporaries)
+WELFORD_CHUNK = 1 << 21
+
 
 def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
     """Packed BlockOperator values predicted by one model. Only the model's partition
     share is kept (other elements zero), so shares of a partitioned bundle add up.
-    SOC: the model's flat layout (real parts, then imaginary parts) becomes complex."""
+    SOC: the model's flat layout (real parts, then imaginary parts) becomes complex.
+    The blocks come a chunk at a time (:meth:`HamiltonianModel.stream_blocks`): the
+    values array is the only thing of the operator's size."""
     share = Partition.from_dict(model.config.extra.get("partition"))
     basis, spinful = model.config.basis_obj, model.config.spinful
-    with torch.no_grad():
-        out = model(data)
     values = np.zeros(offsets[-1], dtype=complex if spinful else float)
-    for key in list(out):
-        edges, pred = out.pop(key)  # freed key by key
-        mask = share.mask(key, basis, spinful)
-        if mask is None:
+    masks = {}
+    for key, edges, pred in model.stream_blocks(data):
+        if key not in masks:
+            masks[key] = share.mask(key, basis, spinful)
+        if masks[key] is None:
             continue  # not this member's share: zeros
-        flat = pred.cpu().numpy()
-        width = flat.shape[1] // 2 if spinful else flat.shape[1]
+        block = pred.cpu().numpy() * masks[key]
+        width = block.shape[1] // 2 if spinful else block.shape[1]
+        if spinful:
+            block = block[:, :width] + 1j * block[:, width:]
         starts = offsets[edges.cpu().numpy()]
-        # a chunk of blocks at a time: index arrays of 8 bytes per number stay small
-        for part in chunk_slices(np.full(len(starts), width)):
-            block = flat[part] * mask
-            if spinful:
-                block = block[:, :width] + 1j * block[:, width:]
-            values[starts[part, None] + np.arange(width)] = block
-        del pred, flat
+        values[starts[:, None] + np.arange(width)] = block
     return values
 
 
@@ -83,13 +82,17 @@ def predict_hamiltonian(
 
 def _welford(mean: np.ndarray, squares: np.ndarray, values: np.ndarray, count: int) -> None:
     """Add member number ``count`` to the running mean and sum of squared deviations
-    (in place; complex arrays hold the real and imaginary parts' sums apart)."""
-    before = values - mean
-    mean += before / count
-    after = values - mean
-    squares += before.real * after.real
-    if np.iscomplexobj(squares):
-        squares += 1j * (before.imag * after.imag)
+    (in place, a slice at a time so temporaries stay small; complex arrays hold the
+    real and imaginary parts' sums apart)."""
+    for start in range(0, len(values), WELFORD_CHUNK):
+        part = slice(start, start + WELFORD_CHUNK)
+        x, m, q = values[part], mean[part], squares[part]
+        before = x - m
+        m += before / count
+        after = x - m
+        q += before.real * after.real
+        if np.iscomplexobj(q):
+            q += 1j * (before.imag * after.imag)
 
 
 def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
@@ -111,7 +114,10 @@ def predict_operators(
     h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
     if bundle.corrections:
         dh, dspread = _predict_members(bundle.corrections, atoms, device, False)
-        h, spread = add_correction(h, dh), combine_spread(spread, dspread)
+        h = add_correction(h, dh)  # one after the other: the old parts go at once
+        del dh
+        spread = combine_spread(spread, dspread)
+        del dspread
     s = bundle.overlap.operator(atoms, h.edges) if bundle.overlap is not None else None
     log.info(
         "predicted H%s of %d atoms (%d blocks, %d model(s)) in %.1f s",
