@@ -69,6 +69,9 @@ class MoireHCalculator(Calculator):
       large cells starts (checked by inertia, so a wrong guess costs time, never
       correctness; a good one, e.g. the mid-gap of a smaller cell of the same material
       and model, saves the bisection's factorisations).
+    * ``precision``: "double" or "single" factorisation for the shift-invert levels of
+      large cells: single halves the factor's memory, and the levels stay within
+      ~1e-8 eV (Rayleigh-Ritz in double; tests/test_solve.py).
     * ``domain_check``: check each structure against the model's training domain
       (:mod:`ase_moireh.domain`) before predicting: True raises
       :class:`~ase_moireh.domain.OutOfDomainError` for structures the model cannot
@@ -91,6 +94,7 @@ class MoireHCalculator(Calculator):
         "sigma": None,
         "gap_guess": None,
         "domain_check": True,
+        "precision": "double",
     }
 
     def __init__(self, **kwargs):
@@ -272,7 +276,8 @@ class MoireHCalculator(Calculator):
                 first = max(0, self.occupied_bands(atoms) - nbands // 2)
                 return energies[first : first + nbands]
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
-        return tb.eigsh(k, self.midgap(atoms) if sigma is None else sigma, nbands)
+        centre = self.midgap(atoms) if sigma is None else sigma
+        return tb.eigsh(k, centre, nbands, precision=self.parameters["precision"])
 
     def band_edges(self, atoms: Atoms | None = None) -> tuple[float, float]:
         """(valence-band maximum, conduction-band minimum) in eV over Gamma, the three M

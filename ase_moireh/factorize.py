@@ -57,23 +57,39 @@ _ERRORS = {
 }
 
 
-def factorize(a: sp.spmatrix, solver: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+#: factorisation precisions: "single" halves the factor's memory (PARDISO
+#: iparm(28) = 1, or SuperLU in complex64); solves still take and return double
+PRECISIONS = ("double", "single")
+
+
+def factorize(
+    a: sp.spmatrix, solver: str = "auto", precision: str = "double"
+) -> Callable[[np.ndarray], np.ndarray]:
     """solve(b) = a^-1 b for a Hermitian sparse matrix, with the chosen back end (see
-    the module doc); the factorisation lives as long as the returned callable."""
+    the module doc); the factorisation lives as long as the returned callable. With
+    ``precision="single"`` the factor (and each solve) is single precision: about 1e-7
+    relative, for callers that refine in double (:func:`.solve.shift_invert`)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}, expected one of {SOLVERS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}, expected one of {PRECISIONS}")
+    single = precision == "single"
     large = a.shape[0] >= PARDISO_FROM
     if solver == "pardiso" or (solver == "auto" and large and mkl_library() is not None):
-        return PardisoLDL(a).solve
+        return PardisoLDL(a, single).solve
     n = a.shape[0]
     ensure_fits(
-        superlu_bytes(n, a.nnz),
+        superlu_bytes(n, a.nnz) // (2 if single else 1),
         f"SuperLU factorisation of {n} rows",
         "PARDISO needs far less (solver='pardiso', Intel MKL)." if mkl_library() else "",
     )
-    log.info("SuperLU factorisation of %d rows", n)
+    log.info("SuperLU factorisation of %d rows (%s precision)", n, precision)
+    dtype = np.complex64 if single else complex
     with threadpool_limits(1, user_api="blas"):  # its small BLAS calls: as solve.py's dense
-        return spla.splu(sp.csc_matrix(a, dtype=complex), permc_spec="MMD_AT_PLUS_A").solve
+        lu = spla.splu(sp.csc_matrix(a, dtype=dtype), permc_spec="MMD_AT_PLUS_A")
+    if not single:
+        return lu.solve
+    return lambda b: lu.solve(np.asarray(b, dtype=dtype)).astype(complex)
 
 
 def release(solve: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -108,32 +124,31 @@ def mkl_library() -> ctypes.CDLL | None:
 class PardisoLDL:
     """One PARDISO factorisation (phase 12), solves (phase 33), freed on deletion."""
 
-    def __init__(self, a: sp.spmatrix):
+    def __init__(self, a: sp.spmatrix, single: bool = False):
         lib = mkl_library()
         if lib is None:
             raise RuntimeError("solver 'pardiso' needs Intel MKL: pip install mkl")
         self._pardiso = lib.pardiso
         self._pardiso.restype = None
         complex_ = np.iscomplexobj(a.data) if sp.issparse(a) else np.iscomplexobj(a)
-        self.dtype = np.complex128 if complex_ else np.float64
+        if complex_:
+            self.dtype = np.complex64 if single else np.complex128
+        else:
+            self.dtype = np.float32 if single else np.float64
         self.mtype = _MTYPE[complex_]
-        upper = sp.triu(sp.csr_matrix(a, dtype=self.dtype), format="csr")
-        upper = upper + sp.diags(np.zeros(upper.shape[0]), format="csr", dtype=self.dtype)
-        upper.sum_duplicates()
-        upper.sort_indices()
+        upper = upper_triangle(sp.csr_matrix(a), self.dtype)
         self.n = upper.shape[0]
-        self.data = np.ascontiguousarray(upper.data)
+        self.data = upper.data
         self.indptr = upper.indptr.astype(np.int32)
         self.indices = upper.indices.astype(np.int32)
-        if upper.nnz > np.iinfo(np.int32).max:
-            raise ValueError("matrix too large for 32-bit PARDISO indices")
+        del upper
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
-        self.iparm[[0, 1, 7, 9, 10, 12, 17, 20, 34]] = [1, 2, 0, 8, 0, 0, -1, 1, 1]
+        self.iparm[[0, 1, 7, 9, 10, 12, 17, 20, 27, 34]] = [1, 2, 0, 8, 0, 0, -1, 1, single, 1]
         # not default, METIS, no iterative refinement unless pivots were perturbed (it
         # made every solve 7x dearer; Rayleigh-Ritz absorbs 1e-9 residuals), pivot
         # perturbation 1e-8, no scaling / matching (faster here, same residuals), report
-        # factor size, Bunch-Kaufman pivoting, 0-based indices
+        # factor size, Bunch-Kaufman pivoting, single or double precision, 0-based indices
         self._analyse_within_memory()
         log.info("PARDISO factorisation of %d rows", self.n)
         self._call(22, np.zeros((self.n, 1), dtype=self.dtype))
@@ -193,13 +208,15 @@ class PardisoLDL:
         return x
 
     def solve(self, b: np.ndarray) -> np.ndarray:
+        """a^-1 b in double precision (from a single-precision factor, when it is one)."""
         vector = b.ndim == 1
         b = b.reshape(self.n, -1)
-        if np.iscomplexobj(b) and self.dtype == np.float64:  # real factor, complex b
+        if np.iscomplexobj(b) and not np.iscomplexobj(self.data):  # real factor, complex b
             both = self._call(33, np.hstack([b.real, b.imag]))
             x = both[:, : b.shape[1]] + 1j * both[:, b.shape[1] :]
         else:
             x = self._call(33, b)
+        x = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64, copy=False)
         return x[:, 0] if vector else x
 
     def __del__(self):
@@ -207,6 +224,36 @@ class PardisoLDL:
             self.release()
         except Exception:  # noqa: BLE001, S110
             pass
+
+
+def upper_triangle(a: sp.csr_matrix, dtype) -> sp.csr_matrix:
+    """The upper triangle (diagonal included, every diagonal entry stored) of a CSR
+    matrix in ``dtype``, sorted: what PARDISO reads. One mask over the stored numbers,
+    no COO copy of the whole matrix (scipy's triu makes one: gigabytes for big cells)."""
+    n = a.shape[0]
+    if a.nnz > np.iinfo(np.int32).max:
+        raise ValueError("matrix too large for 32-bit PARDISO indices")
+    if not a.has_sorted_indices:
+        a = a.sorted_indices()
+    rows = np.repeat(np.arange(n, dtype=np.int32), np.diff(a.indptr))
+    keep = a.indices >= rows
+    diagonal = int(np.count_nonzero(a.indices == rows))
+    del rows
+    kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int32)])
+    indptr = kept_before[a.indptr].astype(np.int64)  # kept numbers before each row
+    del kept_before
+    upper = sp.csr_matrix(
+        (a.data[keep].astype(dtype, copy=False), a.indices[keep], indptr), shape=a.shape
+    )
+    if diagonal < n:  # PARDISO wants every diagonal entry present, zero or not
+        coo = upper.tocoo()
+        missing = np.setdiff1d(np.arange(n), coo.row[coo.row == coo.col])
+        rows = np.concatenate([coo.row, missing])
+        cols = np.concatenate([coo.col, missing])
+        data = np.concatenate([coo.data, np.zeros(len(missing), dtype=dtype)])
+        upper = sp.coo_matrix((data, (rows, cols)), shape=a.shape).tocsr()  # keeps zeros
+        upper.sort_indices()
+    return upper
 
 
 def count_below(a: sp.spmatrix) -> int:

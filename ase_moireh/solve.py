@@ -129,13 +129,16 @@ def shift_invert(
     return_vectors: bool = False,
     k=None,
     which: str = "LM",
+    tol: float = 0.0,
 ):
     """The core of :func:`shift_invert_eigh` on operators alone: ``solve`` applies
     (H - sigma S)^-1, ``apply_h`` H and ``overlap`` S (a sparse matrix or a
     LinearOperator, e.g. a spinor S that is never built); ``s_check`` is a matrix that is
     positive definite exactly when S is (S itself, or the spinless S of a spinor S),
     diagonalised only to explain a failure. H and S never need to exist as matrices
-    beside the factorised H - sigma S."""
+    beside the factorised H - sigma S. ``tol``: ARPACK's relative accuracy of the Ritz
+    values (0: machine precision); a single-precision ``solve`` needs ~1e-6, and the
+    Rayleigh-Ritz step in double then restores the eigenvalues."""
     n = overlap.shape[0]
     if nev >= n - 1:
         raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
@@ -144,7 +147,7 @@ def shift_invert(
     m_op = spla.aslinearoperator(overlap)
     operator = spla.LinearOperator(shape, matvec=solve, dtype=complex)
     try:
-        _, ritz = spla.eigsh(h_op, k=nev, M=m_op, sigma=sigma, OPinv=operator, which=which)
+        _, ritz = spla.eigsh(h_op, k=nev, M=m_op, sigma=sigma, OPinv=operator, which=which, tol=tol)
     except spla.ArpackError:
         check_positive_definite(s_check, k)
         raise

@@ -26,6 +26,10 @@ from ase_moireh.factorize import factorize, release
 from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
 from ase_moireh.solve import band_edges, gap_energy, generalized_eigh, shift_invert
 
+#: ARPACK's tolerance on a single-precision factor: it cannot converge to machine
+#: precision on an operator known to ~1e-7; Rayleigh-Ritz in double refines the levels
+SINGLE_PRECISION_TOL = 1e-6
+
 
 class TightBinding:
     """H (spinless or SOC) and its spinless overlap S on the same atoms."""
@@ -152,15 +156,19 @@ class TightBinding:
         n: int,
         vectors: bool = False,
         solver: str = "auto",
+        precision: str = "double",
     ):
         """The ``n`` levels nearest ``sigma`` (eV) by shift-invert, for large cells.
         Only H(k) - sigma S(k) is built as a matrix (:meth:`shifted`); H applies as it
-        plus sigma S, and a spinor S is never built (:meth:`overlap_operator`)."""
+        plus sigma S, and a spinor S is never built (:meth:`overlap_operator`).
+        ``precision="single"`` factorises in single precision (half the memory of the
+        factor); the Rayleigh-Ritz step in double keeps the levels to ~1e-6 eV."""
         a = self.shifted(k, sigma)
         if n >= a.shape[0] - 1:
             raise ValueError(f"n={n} too large for a {a.shape[0]}-row problem: use eigh")
         overlap = self.overlap_operator(k)
-        solve = factorize(a, solver)
+        solve = factorize(a, solver, precision)
+        tol = SINGLE_PRECISION_TOL if precision == "single" else 0.0
 
         def apply_h(x: np.ndarray) -> np.ndarray:
             return a @ x + sigma * (overlap @ x)
@@ -168,7 +176,7 @@ class TightBinding:
         try:
             spatial = self.S.bloch(k) if self.spinful else overlap
             return shift_invert(
-                solve, apply_h, overlap, sigma, n, spatial, return_vectors=vectors, k=k
+                solve, apply_h, overlap, sigma, n, spatial, return_vectors=vectors, k=k, tol=tol
             )
         finally:
             release(solve)

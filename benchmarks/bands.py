@@ -22,7 +22,7 @@ import torch
 
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
-from ase_moireh.factorize import SOLVERS, mkl_library
+from ase_moireh.factorize import PRECISIONS, SOLVERS, mkl_library
 from ase_moireh.memory import peak_rss, reset_peak_rss
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.tightbinding import TightBinding
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nev", type=int, default=40)
     parser.add_argument("--solver", choices=SOLVERS, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="double")
     args = parser.parse_args()
     solver = args.solver
     if solver == "auto":
@@ -42,7 +43,8 @@ def main() -> None:
     small = twisted_bilayer(2, 1)
     small.calc = MoireHCalculator()
     sigma = small.calc.midgap()
-    out = Path(__file__).parent / "results" / f"bands_{solver}.json"
+    suffix = "" if args.precision == "double" else f"_{args.precision}"
+    out = Path(__file__).parent / "results" / f"bands_{solver}{suffix}.json"
     # rows of cells not rerun now are kept: large cells can be added in runs of their own
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
     rerun = {tuple(int(x) for x in cell.split(",")) for cell in args.cells}
@@ -57,7 +59,8 @@ def main() -> None:
         predict_seconds = time.perf_counter() - start
         tb = TightBinding(h, s)
         start = time.perf_counter()
-        energies = tb.eigsh((0.1234, 0.0567, 0.0), sigma, args.nev, solver=solver)
+        k = (0.1234, 0.0567, 0.0)
+        energies = tb.eigsh(k, sigma, args.nev, solver=solver, precision=args.precision)
         seconds = time.perf_counter() - start
         rows.append(
             {
@@ -79,7 +82,8 @@ def main() -> None:
         del h, s, tb
         rows.sort(key=lambda r: r["atoms"])
         out.parent.mkdir(exist_ok=True)  # written after every cell
-        meta = {"solver": solver, "threads": args.threads, "sigma_eV": sigma, "nev": args.nev}
+        meta = {"solver": solver, "precision": args.precision, "threads": args.threads}
+        meta |= {"sigma_eV": sigma, "nev": args.nev}
         text = json.dumps({**meta, "rows": rows}, indent=1)
         out.write_text(text + "\n")
 

@@ -99,9 +99,16 @@ def plot_bands(
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
 @click.option("--sigma", default=0.0, show_default=True, type=float, help=SIGMA_HELP)
 @click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
+@click.option(
+    "--precision",
+    type=click.Choice(["double", "single"]),
+    default="double",
+    show_default=True,
+    help="Factorisation precision with --nbands (single: half the memory, levels ~1e-8 eV).",
+)
 @click.option("-o", "--out", default="bands.png", show_default=True, help="Figure (PNG).")
 def bands_command(
-    structure, model, dft, pao_dir, soc, npoints, nbands, sigma, absolute_sigma, out
+    structure, model, dft, pao_dir, soc, npoints, nbands, sigma, absolute_sigma, precision, out
 ) -> None:
     """Bands of STRUCTURE along Gamma-M-K-Gamma (model, DFT or both overlaid), relative
     to each one's mid-gap; prints the band edges."""
@@ -113,6 +120,7 @@ def bands_command(
         for label, model_file, dataset, colour in sources:
             copy = atoms.copy()
             copy.calc = _calculator(model_file, dataset, soc, pao_dir if dataset else None)
+            copy.calc.set(precision=precision)
             copy.calc.set(nbands=nbands, sigma=centre(copy.calc, label, sigma, absolute_sigma))
             curves.append((label, copy.calc.band_structure("GMKG", npoints), colour))
     except (ValueError, MemoryError) as err:  # named causes
