@@ -135,8 +135,9 @@ def test_predictions_are_hermitian_by_construction(spinful):
 
 @pytest.mark.parametrize("spinful", [False, True])
 def test_streamed_blocks_equal_the_forward_pass(spinful):
-    """Inference streams blocks a chunk at a time (tiny chunks here), recomputing each
-    reverse edge's blocks: the same numbers as the training forward pass."""
+    """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
+    at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
+    same numbers as the training forward pass."""
     model = tiny_model(spinful)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
@@ -144,7 +145,7 @@ def test_streamed_blocks_equal_the_forward_pass(spinful):
     with torch.no_grad():
         whole = model(data)
     seen = dict.fromkeys(whole, 0)
-    for key, edges, blocks in model.stream_blocks(data, chunk=3000):
+    for key, edges, blocks in model.stream_blocks(data, chunk=200_000, edge_chunk=700):
         ref_edges, ref = whole[key]
         rows = torch.searchsorted(ref_edges, edges)  # edge numbers are sorted per key
         assert torch.equal(ref_edges[rows], edges)

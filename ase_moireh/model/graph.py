@@ -90,10 +90,12 @@ def _attach_target(
     data.y_mask = torch.as_tensor(found >= 0)
 
 
-def edge_vectors(data: Data) -> torch.Tensor:
-    """r_ij = pos_j + R . cell - pos_i for every edge (batched graphs allowed)."""
-    i, j = data.edge_index
+def edge_vectors(data: Data, edges: torch.Tensor | None = None) -> torch.Tensor:
+    """r_ij = pos_j + R . cell - pos_i for every edge, or for the given edge numbers
+    (batched graphs allowed)."""
+    i, j = data.edge_index if edges is None else data.edge_index[:, edges]
+    shifts = data.edge_shift if edges is None else data.edge_shift[edges]
     batch = data.batch[i] if getattr(data, "batch", None) is not None else torch.zeros_like(i)
     cell = data.cell[batch]
-    shift = torch.einsum("ea,eab->eb", data.edge_shift, cell)
+    shift = torch.einsum("ea,eab->eb", shifts, cell)
     return data.pos[j] + shift - data.pos[i]

@@ -148,9 +148,17 @@ class Interaction(nn.Module):
         self.avg_neighbors = avg_neighbors
 
     def forward(self, x, src, dst, geometry, radial) -> torch.Tensor:
-        msg = self.conv(self.pre(x).index_select(0, src), geometry, radial)
-        agg = torch.zeros(x.shape[0], msg.shape[1], dtype=msg.dtype, device=msg.device)
-        agg.index_add_(0, dst, msg)
+        return self.update(x, self.aggregate(self.pre(x), src, dst, geometry, radial))
+
+    def aggregate(self, pre_x, src, dst, geometry, radial, agg=None) -> torch.Tensor:
+        """Messages of the edges src -> dst summed onto ``agg`` (new zeros if None): edges
+        may come in chunks, each adding to the same sum."""
+        msg = self.conv(pre_x.index_select(0, src), geometry, radial)
+        if agg is None:
+            agg = msg.new_zeros(pre_x.shape[0], msg.shape[1])
+        return agg.index_add_(0, dst, msg)
+
+    def update(self, x, agg) -> torch.Tensor:
         h = self.post(agg / self.avg_neighbors) + self.skip(x)
         return self.norm(x + self.gate(h))
 

@@ -122,6 +122,10 @@ def _independent_parts(mat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return parts
 
 
+#: hopping edges per chunk of the streamed message passing (inference on big cells)
+EDGE_CHUNK = 16384
+
+
 class _HeadInputs:
     """What the output heads read: node and hop-edge features, where each edge's hop
     features sit (-1 for on-site edges), the cutoff envelope, the edges' first atoms."""
@@ -230,9 +234,27 @@ class HamiltonianModel(nn.Module):
         """Node features, hopping-edge features, the hopping edge numbers and their
         smooth cutoff envelope."""
         i, j = data.edge_index
+        hop = self.hopping_edges(data)
+        geometry, radial, envelope = self._bond(data, hop)
+        x = self._embed(data)
+        for layer in self.layers:
+            x = layer(x, j[hop], i[hop], geometry, radial)
+        e = self.edge(x, i[hop], j[hop], geometry, radial)
+        return x, e, hop, envelope
+
+    def hopping_edges(self, data) -> torch.Tensor:
+        i, j = data.edge_index
         onsite = (i == j) & (data.edge_shift.abs().sum(dim=1) == 0)
-        hop = torch.nonzero(~onsite).flatten()
-        vec = edge_vectors(data)[hop] @ self.frame.T  # into e3nn's y-polar frame
+        return torch.nonzero(~onsite).flatten()
+
+    def _embed(self, data) -> torch.Tensor:
+        onehot = torch.nn.functional.one_hot(data.species, len(self.config.species))
+        return self.embed(onehot.to(self.frame.dtype))
+
+    def _bond(self, data, edges: torch.Tensor):
+        """(geometry, radial basis, cutoff envelope) of the given hopping edges: the
+        edge-frame rotations ("so2") or spherical harmonics ("tp") of the bond."""
+        vec = edge_vectors(data, edges) @ self.frame.T  # into e3nn's y-polar frame
         r = vec.norm(dim=1)
         if self.config.convolution == "so2":
             geometry = edge_frame_rotations(vec, self.irreps_hidden.lmax)
@@ -240,14 +262,24 @@ class HamiltonianModel(nn.Module):
             geometry = o3.spherical_harmonics(
                 self.irreps_sh, vec, normalize=True, normalization="component"
             )
-        radial = self.radial(r)
-        onehot = torch.nn.functional.one_hot(data.species, len(self.config.species))
-        x = self.embed(onehot.to(vec.dtype))
-        src, dst = j[hop], i[hop]
+        return geometry, self.radial(r), self.radial.envelope(r)
+
+    def node_features_in_chunks(self, data, hop: torch.Tensor, chunk: int) -> torch.Tensor:
+        """The node features of :meth:`features` with the bonds taken ``chunk`` hopping
+        edges at a time in every layer (their geometry recomputed per layer): memory
+        bounded by the nodes and one chunk, whatever the number of edges."""
+        i, j = data.edge_index
+        x = self._embed(data)
         for layer in self.layers:
-            x = layer(x, src, dst, geometry, radial)
-        e = self.edge(x, i[hop], j[hop], geometry, radial)
-        return x, e, hop, self.radial.envelope(r)
+            pre, agg = layer.pre(x), None
+            for start in range(0, len(hop), chunk):
+                edges = hop[start : start + chunk]
+                geometry, radial, _ = self._bond(data, edges)
+                agg = layer.aggregate(pre, j[edges], i[edges], geometry, radial, agg)
+            if agg is None:  # no bonds at all
+                agg = layer.aggregate(pre, hop, hop, *self._bond(data, hop)[:2])
+            x = layer.update(x, agg)
+        return x
 
     def irreps_output(self, data, groups: dict | None = None) -> dict[str, torch.Tensor]:
         """Per block key: (edges of that key, irreps vectors after scale/shift).
@@ -265,10 +297,9 @@ class HamiltonianModel(nn.Module):
 
     def _irreps_of(self, key: str, edges: torch.Tensor, f: _HeadInputs) -> torch.Tensor:
         if key in self.config.species:
-            return self.scale_shift[key](self.heads[key](f.x.index_select(0, f.i[edges])))
+            return self._head(key, f.x.index_select(0, f.i[edges]))
         hops = f.position[edges]
-        features = f.e.index_select(0, hops)
-        return self.scale_shift[key](self.heads[key](features)) * f.envelope[hops, None]
+        return self._head(key, f.e.index_select(0, hops), f.envelope[hops])
 
     def _reverse_key(self, key: str) -> str:
         if key in self.config.species:
@@ -300,15 +331,16 @@ class HamiltonianModel(nn.Module):
         return result
 
     @torch.no_grad()
-    def stream_blocks(self, data, chunk: int | None = None):
+    def stream_blocks(self, data, chunk: int | None = None, edge_chunk: int = EDGE_CHUNK):
         """Yield (key, edge numbers, flat Hermitian blocks) of :meth:`forward`, a chunk
-        of about ``chunk`` numbers at a time (inference on big cells): the features are
-        computed once, then heads and Wigner-Eckart maps run per chunk, and a reverse
-        edge's blocks are recomputed rather than kept, so no (E, D) tensor of all edges
-        ever exists."""
+        of about ``chunk`` numbers at a time (inference on big cells). Node features
+        come from :meth:`node_features_in_chunks` (``edge_chunk`` bonds at a time); edge
+        features, heads and Wigner-Eckart maps then run per chunk of blocks, a reverse
+        edge's blocks recomputed rather than kept: no tensor over all edges beyond the
+        edge list itself ever exists."""
         from ase_moireh.block_operator import chunk_slices
 
-        parts = _HeadInputs(data, *self.features(data))
+        x = self.node_features_in_chunks(data, self.hopping_edges(data), edge_chunk)
         for key, edges in self.edge_groups(data).items():
             if len(edges) == 0:
                 continue
@@ -316,7 +348,18 @@ class HamiltonianModel(nn.Module):
             reverse_key = self._reverse_key(key)
             for part in chunk_slices(np.full(len(edges), width), chunk):
                 own = edges[part]
+                blocks = self.to_blocks(key, self._streamed_irreps(key, own, data, x))
                 rev = data.edge_rev[own]
-                blocks = self.to_blocks(key, self._irreps_of(key, own, parts))
-                back = self.to_blocks(reverse_key, self._irreps_of(reverse_key, rev, parts))
+                back = self.to_blocks(reverse_key, self._streamed_irreps(reverse_key, rev, data, x))
                 yield key, own, self._hermitian(key, blocks, back)
+
+    def _streamed_irreps(self, key: str, edges: torch.Tensor, data, x) -> torch.Tensor:
+        i, j = data.edge_index
+        if key in self.config.species:
+            return self._head(key, x.index_select(0, i[edges]))
+        geometry, radial, envelope = self._bond(data, edges)
+        return self._head(key, self.edge(x, i[edges], j[edges], geometry, radial), envelope)
+
+    def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
+        y = self.scale_shift[key](self.heads[key](features))
+        return y if envelope is None else y * envelope[:, None]
