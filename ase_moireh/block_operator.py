@@ -272,7 +272,7 @@ class BlockOperator:
             dest = plan.indptr[plan.start[self.edges[edge, 0]] + p] + plan.column[edge] + q
             values = self.values[self.offsets[edge] + local]
             if overlap is not None and sigma != 0.0:
-                values = values - sigma * overlap._lifted_values(edge, p, q, self.spinful)
+                values = values - sigma * overlap.lifted_values(edge, p, q, self.spinful)
             data[dest] = values * phase[edge]
             indices[dest] = plan.start[self.edges[edge, 1]] + q
         n = self.dimension
@@ -301,10 +301,10 @@ class BlockOperator:
         ncol = shapes[which, 1]
         return edges[which], local, local // ncol, local % ncol
 
-    def _lifted_values(self, edge, p, q, spinful: bool) -> np.ndarray:
+    def lifted_values(self, edge, p, q, spinful: bool) -> np.ndarray:
         """This spinless operator's numbers at (row p, column q) of the blocks of another
-        operator on the same edges: itself, or for spinor blocks S x 1_2 (zero between
-        the spin halves)."""
+        operator on the same edges: itself, or for spinor blocks O x 1_2 (zero between
+        the spin halves): the one place the spinor lift of blocks is written."""
         if not spinful:
             return self.values[self.offsets[edge] + p * self.shapes[edge, 1] + q]
         ni, nj = self.shapes[edge, 0], self.shapes[edge, 1]

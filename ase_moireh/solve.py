@@ -80,6 +80,12 @@ def generalized_eigh(h: np.ndarray, s: np.ndarray, k, vectors: bool = False):
         raise
 
 
+def check_nev(nev: int, n: int) -> None:
+    """ARPACK finds at most n - 2 levels of n rows: refuse more before factorising."""
+    if nev >= n - 1:
+        raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense eigenvalues")
+
+
 def shift_invert_eigh(
     hk: sp.spmatrix,
     sk: sp.spmatrix,
@@ -105,9 +111,7 @@ def shift_invert_eigh(
     :class:`OverlapNotPositiveDefinite`. ``opinv``: a solve of H - sigma S already
     factorised (then ``solver`` is unused).
     """
-    n = hk.shape[0]
-    if nev >= n - 1:
-        raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
+    check_nev(nev, hk.shape[0])
     solve = factorize(hk - sigma * sk, solver) if opinv is None else opinv
     try:
         return shift_invert(
@@ -140,8 +144,7 @@ def shift_invert(
     values (0: machine precision); a single-precision ``solve`` needs ~1e-6, and the
     Rayleigh-Ritz step in double then restores the eigenvalues."""
     n = overlap.shape[0]
-    if nev >= n - 1:
-        raise ValueError(f"nev={nev} too large for a {n}x{n} problem: use dense_eigenvalues")
+    check_nev(nev, n)
     shape = (n, n)
     h_op = spla.LinearOperator(shape, matvec=apply_h, matmat=apply_h, dtype=complex)
     m_op = spla.aslinearoperator(overlap)

@@ -24,7 +24,7 @@ from ase import Atoms
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.factorize import factorize, release
 from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
-from ase_moireh.solve import band_edges, gap_energy, generalized_eigh, shift_invert
+from ase_moireh.solve import band_edges, check_nev, gap_energy, generalized_eigh, shift_invert
 
 #: ARPACK's tolerance on a single-precision factor: it cannot converge to machine
 #: precision on an operator known to ~1e-7; Rayleigh-Ritz in double refines the levels
@@ -106,7 +106,9 @@ class TightBinding:
     def overlap_operator(self, k: Sequence[float]) -> sp.csr_matrix | spla.LinearOperator:
         """S(k) in H's layout as an operator: for SOC, S x 1_2 applied as the spinless
         S(k) on the spin-up rows and on the spin-down rows, never built."""
-        sk = self.S.bloch(k)
+        return self._in_h_layout(self.S.bloch(k))
+
+    def _in_h_layout(self, sk: sp.csr_matrix) -> sp.csr_matrix | spla.LinearOperator:
         if not self.spinful:
             return sk
         up, down = self._spinor_rows()
@@ -163,10 +165,10 @@ class TightBinding:
         plus sigma S, and a spinor S is never built (:meth:`overlap_operator`).
         ``precision="single"`` factorises in single precision (half the memory of the
         factor); the Rayleigh-Ritz step in double keeps the levels to ~1e-6 eV."""
+        check_nev(n, self.dimension)
         a = self.shifted(k, sigma)
-        if n >= a.shape[0] - 1:
-            raise ValueError(f"n={n} too large for a {a.shape[0]}-row problem: use eigh")
-        overlap = self.overlap_operator(k)
+        sk = self.S.bloch(k)  # spinless: positive definite exactly when S x 1_2 is
+        overlap = self._in_h_layout(sk)
         solve = factorize(a, solver, precision)
         tol = SINGLE_PRECISION_TOL if precision == "single" else 0.0
 
@@ -174,9 +176,8 @@ class TightBinding:
             return a @ x + sigma * (overlap @ x)
 
         try:
-            spatial = self.S.bloch(k) if self.spinful else overlap
             return shift_invert(
-                solve, apply_h, overlap, sigma, n, spatial, return_vectors=vectors, k=k, tol=tol
+                solve, apply_h, overlap, sigma, n, sk, return_vectors=vectors, k=k, tol=tol
             )
         finally:
             release(solve)

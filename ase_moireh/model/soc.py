@@ -41,15 +41,10 @@ def spinor_lift(op: BlockOperator) -> BlockOperator:
     chunk at a time: no temporary of the whole spinor size)."""
     if op.spinful:
         raise ValueError("spinor_lift needs a collinear (spinless) operator")
-    out = np.zeros(4 * op.values.size, dtype=complex)
-    out_offsets = packed_offsets(op.norbs * 2, op.edges)
-    for edge, local, p, q in op.element_chunks():
-        ni, nj = op.shapes[edge, 0], op.shapes[edge, 1]
-        up = out_offsets[edge] + p * (2 * nj) + q  # (p, q) of the up-up block
-        values = op.values[op.offsets[edge] + local]
-        out[up] = values
-        out[up + ni * 2 * nj + nj] = values  # (p + ni, q + nj): down-down
-    return _with_values(op, op.edges, out, True)
+    out = _with_values(op, op.edges, np.zeros(4 * op.values.size, dtype=complex), True)
+    for edge, local, p, q in out.element_chunks():
+        out.values[out.offsets[edge] + local] = op.lifted_values(edge, p, q, True)
+    return out
 
 
 def _matched_numbers(target: BlockOperator, source: BlockOperator):
