@@ -243,9 +243,20 @@ def stage_info(work: Path, *stages: str) -> dict:
 
 
 def install(args) -> None:
-    recipe = {"recipe": "examples/train_corpus.py", "settings": _settings(args)}
     col_stage = "col_refine" if (args.work / "col_refine" / "model.pt").exists() else "col_finetune"
     col = load_bundle(args.work / col_stage / "model.pt")
+    # the sizes the files really have, not this command's (unused) --model / cutoff
+    settings = {
+        k: v
+        for k, v in _settings(args).items()
+        if k not in ("model", "model_size", "correction_cutoff")
+    }
+    settings["collinear_model"] = _size(col)
+    if args.soc_model == "correction":
+        settings["soc_correction_model"] = _size(
+            load_bundle(args.work / "soc_correction" / "model.pt")
+        )
+    recipe = {"recipe": "examples/train_corpus.py", "settings": settings}
     kept = {k: v for k, v in col.info.items() if k != "train"}  # valence, domain, ...
     stages = stage_info(args.work, "col_pretrain", "col_finetune", "col_refine")  # those run
     col_info = {**kept, **recipe, **stages}
@@ -270,6 +281,15 @@ def install(args) -> None:
         if args.package:
             shutil.copy(out / name, PACKAGE_MODELS / name)
     logging.info("wrote %s%s", out, " and installed" if args.package else "")
+
+
+def _size(bundle: ModelBundle) -> dict:
+    config = bundle.models[0].config
+    return {
+        "multiplicity": config.multiplicity,
+        "num_layers": config.num_layers,
+        "cutoff": config.cutoff,
+    }
 
 
 def _settings(args) -> dict:
