@@ -325,14 +325,9 @@ class BlockOperator:
         """Row, column and edge of every stored number (k-independent, cached)."""
         if "coo" not in self._cache:
             start = np.concatenate([[0], np.cumsum(self.norbs)[:-1]])
-            shapes = self.shapes
-            sizes = shapes.prod(axis=1)
-            elem_edge = np.repeat(np.arange(self.nedges), sizes)
-            local = np.arange(int(sizes.sum())) - np.repeat(self.offsets[:-1], sizes)
-            ncol = shapes[elem_edge, 1]
-            rows = start[self.edges[elem_edge, 0]] + local // ncol
-            cols = start[self.edges[elem_edge, 1]] + local % ncol
-            self._cache["coo"] = (rows, cols, elem_edge)
+            edge, _, p, q = self._elements(np.arange(self.nedges))
+            rows, cols = start[self.edges[edge, 0]] + p, start[self.edges[edge, 1]] + q
+            self._cache["coo"] = (rows, cols, edge)
         return self._cache["coo"]
 
     def permute_orbitals(self, perms: dict[str, np.ndarray]) -> BlockOperator:
