@@ -381,28 +381,37 @@ class BlockOperator:
     def save(self, path: str | os.PathLike) -> None:
         """Write to HDF5 atomically (temporary file, then rename)."""
         with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_TAG
-            f.attrs["spinful"] = self.spinful
-            f.attrs["basis"] = repr(self.basis.to_dftio())
-            f["numbers"] = self.numbers
+            self.write_header(f)
             f["edges"] = self.edges
             f["values"] = self.values
-            if self.cell is not None:
-                f["cell"] = self.cell
-            if self.positions is not None:
-                f["positions"] = self.positions
+
+    def write_header(self, group: h5py.Group) -> None:
+        """Everything of the file layout but ``edges`` and ``values`` (which a stream
+        appends a chunk at a time: :mod:`ase_moireh.model.stream`)."""
+        group.attrs["format"] = FORMAT_TAG
+        group.attrs["spinful"] = self.spinful
+        group.attrs["basis"] = repr(self.basis.to_dftio())
+        group["numbers"] = self.numbers
+        if self.cell is not None:
+            group["cell"] = self.cell
+        if self.positions is not None:
+            group["positions"] = self.positions
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BlockOperator:
+    def load(cls, path: str | os.PathLike, group: str = "/") -> BlockOperator:
+        """Read a file of :meth:`save` (or one ``group`` of a file holding several)."""
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_TAG:
-                raise ValueError(f"{path}: not a BlockOperator file")
+            if group not in f or f[group].attrs.get("format") != FORMAT_TAG:
+                where = "" if group == "/" else f" (group {group!r})"
+                raise ValueError(f"{path}: not a BlockOperator file{where}")
+            g = f[group]
+            spinful = bool(g.attrs["spinful"])
             return cls(
-                numbers=f["numbers"][()],
-                basis=Basis.from_dftio(f.attrs["basis"]),
-                edges=f["edges"][()],
-                values=f["values"][()],
-                spinful=bool(f.attrs["spinful"]),
-                cell=f["cell"][()] if "cell" in f else None,
-                positions=f["positions"][()] if "positions" in f else None,
+                numbers=g["numbers"][()],
+                basis=Basis.from_dftio(g.attrs["basis"]),
+                edges=g["edges"][()],
+                values=g["values"][()].astype(complex if spinful else float),
+                spinful=spinful,
+                cell=g["cell"][()] if "cell" in g else None,
+                positions=g["positions"][()] if "positions" in g else None,
             )

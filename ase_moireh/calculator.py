@@ -229,6 +229,25 @@ class MoireHCalculator(Calculator):
         """Per-element standard deviation of H over the ensemble's members."""
         return self.get_property("hamiltonian_spread", self._update(atoms))
 
+    def write_operators(self, path, atoms: Atoms | None = None, precision: str = "single"):
+        """Stream the predicted H and exact S of ``atoms`` to an HDF5 file, never holding
+        them (10^5-atom ribbons: :mod:`ase_moireh.model.stream`), with the domain and
+        spread checks of a prediction in memory. Returns the StreamReport (time, memory)."""
+        from ase_moireh.model.stream import stream_prediction
+
+        atoms = atoms if atoms is not None else self._attached
+        if atoms is None:
+            raise ValueError("no Atoms: attach the calculator (atoms.calc = ...) or pass atoms")
+        if self.dft is not None:
+            raise ValueError("write_operators streams a model's prediction, not a DFT dataset")
+        self._check_domain(atoms)
+        device = self.parameters["device"]
+        report = stream_prediction(self.bundle, atoms, path, device, precision)
+        domain = self.model_domain()
+        if domain is not None:
+            check([], spread_finding(report.largest_spread_eV, domain), where=_describe(atoms))
+        return report
+
     # ------------------------------------------------------------------ electrons
     def valence(self) -> dict[str, float]:
         """Electrons per element: the ``valence`` parameter, else what the model or

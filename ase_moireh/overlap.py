@@ -214,6 +214,13 @@ class TwoCentreOverlap:
         """S as a spinless :class:`BlockOperator` on the edges (i, j, R) of ``atoms``
         (typically those of H: edges beyond the basis cutoff get zero blocks)."""
         edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
+        meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+        values = self.packed_values(atoms, edges)
+        return BlockOperator(atoms.numbers, self.basis, edges, values, **meta)
+
+    def packed_values(self, atoms: Atoms, edges: np.ndarray) -> np.ndarray:
+        """The flat block values of S on ``edges``, packed in edge order (the values of
+        :meth:`operator`; a streamed prediction asks for them a chunk of edges at a time)."""
         symbols = np.array(atoms.get_chemical_symbols())
         for sym in sorted(set(symbols.tolist())):
             self.species(sym)
@@ -227,8 +234,7 @@ class TwoCentreOverlap:
             a, b = str(key).split("-")
             flat = self.blocks(a, b, vec[idx]).reshape(len(idx), -1)
             values[offsets[idx][:, None] + np.arange(flat.shape[1])] = flat
-        meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
-        return BlockOperator(atoms.numbers, self.basis, edges, values, **meta)
+        return values
 
     # ------------------------------------------------------------------ state
     @classmethod

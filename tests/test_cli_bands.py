@@ -100,3 +100,20 @@ def test_ribbon_edge_state_weights(tmp_path):
     assert f"mid-gap {midgap:+.4f} eV is the energy zero" in result.output
     energies = np.array(bands["energies"])
     assert energies.min() < midgap + 0.05 < energies.max()
+
+
+def test_ribbon_streamed_to_disk_gives_the_same_levels(tmp_path):
+    """--write streams H and S to HDF5 and the band solve reads them back: the levels
+    equal those of the prediction in memory (double precision stored)."""
+    args = ["ribbon", "2", "1", "--repeats", "2", "--no-soc", "--nk", "2", "--nbands", "4"]
+    levels = {}
+    for name, extra in (("memory", []), ("disk", ["--write", str(tmp_path / "r.h5")])):
+        data = tmp_path / f"{name}.json"
+        extra += ["--precision", "double", "-o", str(tmp_path / f"{name}.png")]
+        result = CliRunner().invoke(moireh, [*args, *extra, "--json", str(data)])
+        assert result.exit_code == 0, result.output
+        levels[name] = np.array(json.loads(data.read_text())["energies"])
+    assert "atoms/s), peak memory" in result.output
+    assert np.abs(levels["disk"] - levels["memory"]).max() < 1e-8
+    result = CliRunner().invoke(moireh, [*args, "--write", str(tmp_path / "d"), "--no-bands"])
+    assert result.exit_code == 0 and "wrote" in result.output and "mid-gap" not in result.output

@@ -204,28 +204,79 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 @click.option("--edge-width", default=5.0, show_default=True, help="A from the edge.")
 @click.option("-o", "--out", default="ribbon.png", show_default=True, help="Figure (PNG).")
 @click.option("--json", "json_out", default=None, help="Also write energies and weights.")
+@click.option(
+    "--write",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Stream the predicted H and S to this HDF5 file with bounded memory (ribbons of "
+    "10^5 atoms); a band solve then reads them back from it.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["single", "double"]),
+    default="single",
+    show_default=True,
+    help="Numbers stored by --write.",
+)
+@click.option("--bands/--no-bands", default=True, show_default=True, help="Solve for bands.")
 def ribbon_command(
-    n, m, repeats, model, soc, sigma, absolute_sigma, nbands, nk, edge_width, out, json_out
+    n,
+    m,
+    repeats,
+    model,
+    soc,
+    sigma,
+    absolute_sigma,
+    nbands,
+    nk,
+    edge_width,
+    out,
+    json_out,
+    write,
+    precision,
+    bands,
 ) -> None:
     """Nanoribbon of the twisted (N, M) cell: bands near SIGMA coloured by edge and spin,
-    relative to the periodic cell's mid-gap."""
+    relative to the periodic cell's mid-gap; with --write, H and S streamed to disk."""
     from ase_moireh.build import nanoribbon, twisted_bilayer
-    from ase_moireh.ribbon_states import plot_ribbon, ribbon_bands
 
     cell = twisted_bilayer(n, m)
+    ribbon = nanoribbon(cell, repeats=repeats, edge_width=edge_width)
+    click.echo(f"({n},{m}) ribbon, {repeats} cells across: {len(ribbon)} atoms")
     try:
-        cell.calc = _calculator(model, None, soc)
-        mid = gap_report(f"periodic ({n},{m}) cell", cell.calc)
-        ribbon = nanoribbon(cell, repeats=repeats, edge_width=edge_width)
         ribbon.calc = _calculator(model, None, soc)
-        target = sigma if absolute_sigma else mid + sigma
-        tb = ribbon.calc.get_tight_binding()
-        bands = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
+        if write:
+            report = ribbon.calc.write_operators(write, precision=precision)
+            click.echo(
+                f"wrote {write}: {report.orbitals} orbitals, {report.blocks} blocks, "
+                f"{report.file_GB} GB in {report.seconds:.0f} s ({report.atoms_per_second} "
+                f"atoms/s), peak memory {report.peak_rss_GB} GB"
+            )
+        if bands:
+            levels = (sigma, absolute_sigma, nbands, nk)
+            _ribbon_bands(f"({n},{m})", cell, ribbon, write, levels, out, json_out)
     except (ValueError, MemoryError) as err:  # named causes
         raise click.ClickException(str(err)) from None
-    plot_ribbon(bands, out, f"({n},{m}) ribbon, {len(ribbon)} atoms", reference=mid)
+
+
+def _ribbon_bands(
+    label: str, cell, ribbon, written, levels, out: str, json_out: str | None
+) -> None:
+    """Levels along the ribbon (from the streamed file when there is one), plotted."""
+    from ase_moireh.model.stream import read_streamed
+    from ase_moireh.ribbon_states import plot_ribbon, ribbon_bands
+    from ase_moireh.tightbinding import TightBinding
+
+    sigma, absolute_sigma, nbands, nk = levels
+    calc = ribbon.calc
+    cell.calc = _calculator(calc.parameters["model"], None, calc.parameters["soc"])
+    mid = gap_report(f"periodic {label} cell", cell.calc)
+    target = sigma if absolute_sigma else mid + sigma
+    tb = TightBinding(*read_streamed(written)) if written else calc.get_tight_binding()
+    found = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
+    plot_ribbon(found, out, f"{label} ribbon, {len(ribbon)} atoms", reference=mid)
     click.echo(f"wrote {out}")
     if json_out:
         with atomic_file(json_out) as tmp:
-            tmp.write_text(json.dumps(bands.to_dict()) + "\n")
+            tmp.write_text(json.dumps(found.to_dict()) + "\n")
         click.echo(f"wrote {json_out}")

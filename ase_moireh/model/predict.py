@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from ase import Atoms
@@ -22,27 +23,32 @@ log = logging.getLogger(__name__)
 WELFORD_CHUNK = 1 << 21
 
 
-def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
-    """Packed BlockOperator values predicted by one model. Only the model's partition
-    share is kept (other elements zero), so shares of a partitioned bundle add up.
-    SOC: the model's flat layout (real parts, then imaginary parts) becomes complex.
-    The blocks come a chunk at a time (:meth:`HamiltonianModel.stream_blocks`): the
-    values array is the only thing of the operator's size."""
+def member_chunks(model, data) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(edge numbers, blocks) of one model a chunk at a time
+    (:meth:`HamiltonianModel.stream_blocks`), blocks as (edges, numbers) arrays. Only
+    the model's partition share is kept (other elements zero), so shares of a
+    partitioned bundle add up. SOC: the model's flat layout (real parts, then imaginary
+    parts) becomes complex."""
     share = Partition.from_dict(model.config.extra.get("partition"))
     basis, spinful = model.config.basis_obj, model.config.spinful
-    values = np.zeros(offsets[-1], dtype=complex if spinful else float)
     masks = {}
     for key, edges, pred in model.stream_blocks(data):
         if key not in masks:
             masks[key] = share.mask(key, basis, spinful)
-        if masks[key] is None:
-            continue  # not this member's share: zeros
-        block = pred.cpu().numpy() * masks[key]
-        width = block.shape[1] // 2 if spinful else block.shape[1]
+        block = pred.cpu().double().numpy()  # the ensemble statistics in double
+        block = block * masks[key] if masks[key] is not None else np.zeros_like(block)
         if spinful:
+            width = block.shape[1] // 2
             block = block[:, :width] + 1j * block[:, width:]
-        starts = offsets[edges.cpu().numpy()]
-        values[starts[:, None] + np.arange(width)] = block
+        yield edges.cpu().numpy(), block
+
+
+def member_values(model, data, offsets: np.ndarray) -> np.ndarray:
+    """Packed BlockOperator values predicted by one model (:func:`member_chunks`): the
+    values array is the only thing of the operator's size."""
+    values = np.zeros(offsets[-1], dtype=complex if model.config.spinful else float)
+    for edges, block in member_chunks(model, data):
+        values[offsets[edges][:, None] + np.arange(block.shape[1])] = block
     return values
 
 

@@ -1,0 +1,247 @@
+"""Predictions streamed to disk: H and S of cells too big to hold (10^5-atom ribbons).
+
+A 127k-atom SOC ribbon has ~7 M blocks: H(R) in memory would take ~140 GB (complex128
+spinors). Here every member of the ensemble walks the same chunks of blocks
+(:meth:`HamiltonianModel.stream_blocks`) in lockstep; each chunk's ensemble mean, the
+largest spread of each block and the exact S of the same blocks are appended to an HDF5
+file and dropped. What stays in memory is the graph, the node features and one chunk.
+
+The SOC Hamiltonian is stored as the model makes it: H_col (real, spinless) and, apart,
+dH_SO (complex spinors, on its shorter-ranged edges), so the file is ~1/8 of the SOC
+operator's size; :func:`read_streamed` adds them for a cell that fits in memory.
+
+File layout (every group is a :class:`BlockOperator` group, readable with
+``BlockOperator.load(path, group)``; edges in the order they were streamed):
+
+* ``/hamiltonian``: H of the bundle's main members (collinear, or a direct SOC model),
+  with ``block_spread`` (per block: the largest standard deviation over its numbers).
+* ``/correction``: dH_SO, with its ``block_spread`` (bundles with a SOC correction).
+* ``/overlap``: S on the edges of ``/hamiltonian`` (the same dataset, hard-linked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ase import Atoms
+from tqdm import tqdm
+
+from ase_moireh.basis import spin_factor
+from ase_moireh.block_operator import BlockOperator
+from ase_moireh.files import atomic_file
+from ase_moireh.memory import peak_rss
+from ase_moireh.model.graph import build_graph
+from ase_moireh.model.io import ModelBundle
+from ase_moireh.model.predict import member_chunks
+from ase_moireh.model.soc import add_correction
+
+log = logging.getLogger(__name__)
+
+STREAM_TAG = "ase-moireh streamed prediction 1"
+#: numbers per HDF5 storage chunk of the value arrays
+STORAGE_CHUNK = 1 << 20
+PRECISIONS = {"single": (np.float32, np.complex64), "double": (np.float64, np.complex128)}
+
+
+@dataclass
+class StreamReport:
+    """What a streamed prediction wrote and what it cost."""
+
+    path: str
+    atoms: int
+    orbitals: int  # rows of H(k), spin included
+    blocks: int
+    correction_blocks: int
+    file_GB: float  # noqa: N815 (unit in the name)
+    seconds: float
+    atoms_per_second: float
+    peak_rss_GB: float  # noqa: N815
+    largest_spread_eV: float  # noqa: N815
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _GroupWriter:
+    """Appends chunks of edges, values and per-block spread to one BlockOperator group."""
+
+    def __init__(self, group: h5py.Group, header: BlockOperator, dtype, spread: bool):
+        header.write_header(group)
+        self.edges = group.create_dataset(
+            "edges", (0, 5), dtype=np.int64, maxshape=(None, 5), chunks=(1 << 14, 5)
+        )
+        self.values = group.create_dataset(
+            "values", (0,), dtype=dtype, maxshape=(None,), chunks=(STORAGE_CHUNK,)
+        )
+        self.spread = None
+        if spread:
+            self.spread = group.create_dataset(
+                "block_spread", (0,), dtype=np.float32, maxshape=(None,), chunks=(1 << 16,)
+            )
+
+    @staticmethod
+    def _append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
+        start = dataset.shape[0]
+        dataset.resize(start + len(rows), axis=0)
+        dataset[start:] = rows
+
+    def add(self, edges: np.ndarray, blocks: np.ndarray, spread: np.ndarray | None) -> None:
+        self._append(self.edges, edges)
+        self._append(self.values, blocks.ravel())
+        if self.spread is not None:
+            self._append(self.spread, spread.astype(np.float32))
+
+
+def ensemble_chunks(models, data, edges: np.ndarray, partitioned: bool) -> Iterator[tuple]:
+    """(edge rows, mean blocks, per-block largest spread or None) a chunk at a time, the
+    members walking the same chunks in lockstep (they share one configuration)."""
+    streams = [member_chunks(m, data) for m in models]
+    spread = not partitioned and len(models) > 1
+    for parts in zip(*streams, strict=True):
+        numbers = parts[0][0]
+        if any(not np.array_equal(numbers, p[0]) for p in parts[1:]):
+            raise RuntimeError("ensemble members streamed different blocks")
+        stack = np.stack([p[1] for p in parts])
+        mean = stack.sum(axis=0) if partitioned else stack.mean(axis=0)
+        largest = None
+        if spread:
+            std = stack.real.std(axis=0) + 1j * stack.imag.std(axis=0)
+            largest = np.maximum(std.real, std.imag).max(axis=1)
+        yield edges[numbers], mean, largest
+
+
+def _graph_edges(data) -> np.ndarray:
+    return np.column_stack(
+        [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
+    )
+
+
+def _stream_group(
+    f: h5py.File, name: str, models, atoms: Atoms, device: str, dtypes, partitioned=False
+):
+    """Stream one ensemble's H into group ``name``; yields each chunk's edges (for S)."""
+    config = models[0].config
+    dtype = next(models[0].parameters()).dtype
+    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
+    models = [m.to(device) for m in models]
+    edges = _graph_edges(data)
+    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+    header = BlockOperator(
+        atoms.numbers, config.basis_obj, np.zeros((0, 5)), [], config.spinful, **meta
+    )
+    spread = not partitioned and len(models) > 1
+    writer = _GroupWriter(f.create_group(name), header, dtypes[config.spinful], spread)
+    bar = tqdm(total=len(edges), desc=f"{name} ({len(atoms)} atoms)", unit="block", disable=None)
+    largest = 0.0
+    for rows, mean, block_spread in ensemble_chunks(models, data, edges, partitioned):
+        writer.add(rows, mean, block_spread)
+        if block_spread is not None and len(block_spread):
+            largest = max(largest, float(block_spread.max()))
+        bar.update(len(rows))
+        yield rows
+    bar.close()
+    f[name].attrs["largest_spread"] = largest
+
+
+def stream_prediction(
+    bundle: ModelBundle,
+    atoms: Atoms,
+    path: str | os.PathLike,
+    device: str = "cpu",
+    precision: str = "single",
+) -> StreamReport:
+    """Predict H (and the exact S) of ``atoms`` straight into the HDF5 file ``path``
+    (written to a temporary name, renamed when complete). ``precision``: the stored
+    numbers, "single" (float32, halves the file; 1e-7 relative, far below the model's
+    error) or "double"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtypes = dict(zip((False, True), PRECISIONS[precision], strict=True))
+    start = time.perf_counter()
+    with atomic_file(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = STREAM_TAG
+            f.attrs["soc"] = bundle.config.spinful or bool(bundle.corrections)
+            s_values = _overlap_writer(f, bundle, atoms, dtypes[False])
+            for rows in _stream_group(
+                f, "hamiltonian", bundle.models, atoms, device, dtypes, bundle.partitioned
+            ):
+                if s_values is not None:
+                    s_values(rows)
+            if s_values is not None:
+                f["overlap/edges"] = f["hamiltonian/edges"]  # hard link: the same rows
+            if bundle.corrections:
+                for _ in _stream_group(f, "correction", bundle.corrections, atoms, device, dtypes):
+                    pass
+            report = _report(f, str(path), atoms, bundle, time.perf_counter() - start)
+    report.file_GB = round(Path(path).stat().st_size / 2**30, 2)
+    log.info(
+        "streamed %d atoms (%d blocks) to %s in %.0f s",
+        len(atoms),
+        report.blocks,
+        path,
+        report.seconds,
+    )
+    return report
+
+
+def _overlap_writer(f: h5py.File, bundle: ModelBundle, atoms: Atoms, dtype):
+    """A function appending the exact S of a chunk of edges to ``/overlap`` (None: the
+    bundle's basis has no radial functions)."""
+    if bundle.overlap is None:
+        return None
+    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+    header = BlockOperator(atoms.numbers, bundle.overlap.basis, np.zeros((0, 5)), [], **meta)
+    group = f.create_group("overlap")
+    header.write_header(group)
+    values = group.create_dataset(
+        "values", (0,), dtype=dtype, maxshape=(None,), chunks=(STORAGE_CHUNK,)
+    )
+
+    def append(rows: np.ndarray) -> None:
+        _GroupWriter._append(values, bundle.overlap.packed_values(atoms, rows))
+
+    return append
+
+
+def _report(f: h5py.File, path: str, atoms: Atoms, bundle: ModelBundle, seconds: float):
+    norbs = bundle.config.basis_obj.norbs(atoms.numbers)
+    spinful = bool(f.attrs["soc"])
+    groups = [g for g in ("hamiltonian", "correction") if g in f]
+    spread = max(float(f[g].attrs["largest_spread"]) for g in groups)
+    return StreamReport(
+        path=path,
+        atoms=len(atoms),
+        orbitals=int(norbs.sum()) * spin_factor(spinful),
+        blocks=int(f["hamiltonian/edges"].shape[0]),
+        correction_blocks=int(f["correction/edges"].shape[0]) if "correction" in f else 0,
+        file_GB=0.0,
+        seconds=round(seconds, 1),
+        atoms_per_second=round(len(atoms) / seconds, 1),
+        peak_rss_GB=round(peak_rss() / 2**30, 2),
+        largest_spread_eV=spread,
+    )
+
+
+def read_streamed(path: str | os.PathLike) -> tuple[BlockOperator, BlockOperator | None]:
+    """(H, S) of a file of :func:`stream_prediction`, in memory and in double precision:
+    H_col (x) 1_2 + dH_SO where the file holds a SOC correction. For cells that fit."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != STREAM_TAG:
+                raise ValueError(f"{path}: not a streamed prediction (moireh ribbon --write)")
+            groups = set(f)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read HDF5 ({err})") from None
+    h = BlockOperator.load(path, "hamiltonian")
+    if "correction" in groups:
+        h = add_correction(h, BlockOperator.load(path, "correction"))
+    s = BlockOperator.load(path, "overlap") if "overlap" in groups else None
+    return h, s

@@ -1,0 +1,85 @@
+"""Predictions streamed to disk equal the in-memory prediction (ribbons too big to hold)."""
+
+import h5py
+import numpy as np
+import pytest
+from test_model import tiny_model
+
+from ase_moireh import block_operator
+from ase_moireh.build import nanoribbon, twisted_bilayer
+from ase_moireh.model import stream
+from ase_moireh.model.io import ModelBundle, with_soc_correction
+from ase_moireh.model.predict import predict_operators
+from ase_moireh.model.soc import on_edges
+from ase_moireh.model.stream import read_streamed, stream_prediction
+from ase_moireh.overlap import bundled_overlap
+
+
+def ensemble(spinful: bool, seeds=(1, 2)) -> ModelBundle:
+    return ModelBundle([tiny_model(spinful, seed=s) for s in seeds], bundled_overlap())
+
+
+@pytest.fixture(scope="module")
+def ribbon():
+    return nanoribbon(twisted_bilayer(2, 1), repeats=1)
+
+
+def same_operator(a, b) -> float:
+    """Largest difference of two operators on a's edges (any edge order)."""
+    assert a.spinful == b.spinful and a.nedges == b.nedges
+    return float(np.abs(on_edges(b, a.edges)[0].values - a.values).max())
+
+
+def test_streamed_composite_equals_the_prediction_in_memory(ribbon, tmp_path, monkeypatch):
+    """H_col (x) 1 + dH_SO and S read back from the file equal predict_operators's,
+    in double precision to rounding; the stored spread is each block's largest. Small
+    chunks: many appends per group."""
+    bundle = with_soc_correction(ensemble(False), ModelBundle([tiny_model(True, 3)], None))
+    path = tmp_path / "ribbon.h5"
+    appends = []
+    add = stream._GroupWriter.add
+    with monkeypatch.context() as patch:
+        patch.setattr(block_operator, "BLOCH_CHUNK", 5000)
+        patch.setattr(stream._GroupWriter, "add", lambda *a: appends.append(1) or add(*a))
+        report = stream_prediction(bundle, ribbon, path, precision="double")
+    assert len(appends) > 10
+    h, s, _ = predict_operators(bundle, ribbon)
+    back_h, back_s = read_streamed(path)
+    assert same_operator(back_h, h) < 1e-12
+    assert same_operator(back_s, s) < 1e-14
+    assert report.atoms == len(ribbon) and report.orbitals == h.dimension
+    assert report.blocks == h.nedges and report.correction_blocks > 0
+    _, spread = predict_operators(ensemble(False), ribbon)[::2]
+    with h5py.File(path) as f:
+        col_edges, block_spread = f["hamiltonian/edges"][()], f["hamiltonian/block_spread"][()]
+    expected = [np.abs(spread.block(e)).max() for e in spread.find(col_edges)]
+    assert np.allclose(block_spread, expected, rtol=1e-6, atol=1e-9)
+    assert report.largest_spread_eV == pytest.approx(max(expected), rel=1e-6)
+
+
+def test_single_precision_file_is_half_the_size_and_close(ribbon, tmp_path):
+    bundle = ensemble(True)
+    double = stream_prediction(bundle, ribbon, tmp_path / "d.h5", precision="double")
+    single = stream_prediction(bundle, ribbon, tmp_path / "s.h5")
+    h_double, _ = read_streamed(tmp_path / "d.h5")
+    h_single, _ = read_streamed(tmp_path / "s.h5")
+    scale = np.abs(h_double.values).max()
+    assert same_operator(h_single, h_double) < 1e-6 * scale
+    assert (tmp_path / "s.h5").stat().st_size < 0.6 * (tmp_path / "d.h5").stat().st_size
+    assert single.blocks == double.blocks
+
+
+def test_bad_files_are_named(tmp_path):
+    text = tmp_path / "not.h5"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not.h5"):
+        read_streamed(text)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(ValueError, match="other.h5: not a streamed prediction"):
+        read_streamed(tmp_path / "other.h5")
+    with pytest.raises(ValueError, match="precision"):
+        stream_prediction(
+            ensemble(False), twisted_bilayer(2, 1), tmp_path / "x.h5", precision="half"
+        )
+    assert not (tmp_path / "x.h5").exists()
