@@ -75,6 +75,15 @@ def reversed_edges(edges: np.ndarray) -> np.ndarray:
 BLOCH_CHUNK = 2_000_000
 
 
+def concatenated_ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every (s, n), without a Python loop."""
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts, sizes) + (np.arange(total) - first)
+
+
 def chunk_slices(sizes: np.ndarray, chunk: int | None = None) -> list[slice]:
     """Consecutive slices of items of the given sizes, about ``chunk`` (default
     :data:`BLOCH_CHUNK`) in total each; an item larger than ``chunk`` stands alone."""

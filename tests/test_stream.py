@@ -83,3 +83,35 @@ def test_bad_files_are_named(tmp_path):
             ensemble(False), twisted_bilayer(2, 1), tmp_path / "x.h5", precision="half"
         )
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_predict_stream_command_and_named_errors(tmp_path):
+    """``moireh predict --stream`` writes OUT/<name>.h5 readable by read_streamed; a
+    structure the model cannot take fails with its file named and no output left."""
+    from ase.build import bulk
+    from click.testing import CliRunner
+
+    from ase_moireh.cli import moireh
+
+    good, bad = tmp_path / "tw21.extxyz", tmp_path / "copper.extxyz"
+    twisted_bilayer(2, 1).write(good)
+    bulk("Cu").write(bad)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(moireh, ["predict", str(good), "-o", str(out), "--stream"])
+    assert result.exit_code == 0, result.output
+    h, s = read_streamed(out / "tw21.h5")
+    assert h.spinful and h.natoms == 42 and s.nedges == h.nedges
+    result = CliRunner().invoke(moireh, ["predict", str(bad), "-o", str(out), "--stream"])
+    assert result.exit_code != 0 and "copper.extxyz" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["tw21.h5"]
+
+
+def test_bands_mpi_refuses_a_relative_sigma(tmp_path):
+    from click.testing import CliRunner
+
+    from ase_moireh.cli import moireh
+
+    path = tmp_path / "x.h5"
+    path.write_text("")
+    result = CliRunner().invoke(moireh, ["bands", str(path), "--mpi", "--nbands", "4"])
+    assert result.exit_code != 0 and "absolute --sigma" in result.output

@@ -71,8 +71,23 @@ def finetune_command(pretrained, config, ensemble, no_resume, no_progress) -> No
     help="Which bundled model when --model is not given.",
 )
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
-def predict_command(structures, model_path, soc, out) -> None:
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Stream H and S to OUT/<name>.h5 with bounded memory (10^5-atom cells; "
+    "the input of bands --mpi) instead of a dftio folder.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["single", "double"]),
+    default="single",
+    show_default=True,
+    help="Numbers stored by --stream.",
+)
+def predict_command(structures, model_path, soc, out, stream, precision) -> None:
     """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT."""
+    if stream:
+        return _stream_predictions(structures, model_path, soc, Path(out), precision)
     import ase.io
 
     from ase_moireh.io.dataset import write_dftio
@@ -129,3 +144,25 @@ def analyze_command(pred, ref, out) -> None:
     for pair, mae in result["mae_meV"].items():
         click.echo(f"{pair:8s} MAE {mae:.4f} meV")
     click.echo(f"wrote {out / 'analysis.json'} and {out / 'mae_heatmap.png'}")
+
+
+def _stream_predictions(structures, model_path, soc: bool, out: Path, precision: str) -> None:
+    """``predict --stream``: each structure's H and S to OUT/<stem>.h5 through the
+    calculator (domain and spread checks included)."""
+    import ase.io
+
+    from ase_moireh.calculator import MoireHCalculator
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in structures:
+        target = out / f"{Path(name).stem}.h5"
+        try:
+            atoms = ase.io.read(name)
+            calc = MoireHCalculator(model=model_path, soc=soc)
+            report = calc.write_operators(target, atoms, precision)
+        except Exception as err:
+            raise click.ClickException(f"{name}: {err}") from None
+        click.echo(
+            f"{name}: {report.atoms} atoms, {report.blocks} blocks, {report.file_GB} GB "
+            f"in {report.seconds:.0f} s (peak memory {report.peak_rss_GB} GB) -> {target}"
+        )

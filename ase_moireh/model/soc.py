@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.block_operator import BlockOperator, concatenated_ranges, packed_offsets
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ``ModelConfig.extra["role"]`` of the members of a bundle that predict dH_SO
 SOC_CORRECTION = "soc_correction"
 #: positions of twins may differ by the precision of the files they came from (A)
 SAME_POSITIONS = 1e-4
-
-
-def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for every (s, n), without a Python loop."""
-    total = int(sizes.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    return np.repeat(starts, sizes) + (np.arange(total) - first)
 
 
 def _with_values(op: BlockOperator, edges: np.ndarray, values: np.ndarray, spinful: bool):
@@ -64,7 +55,9 @@ def on_edges(op: BlockOperator, edges: np.ndarray) -> tuple[BlockOperator, np.nd
     target = packed_offsets(op.norbs, edges)
     sizes = np.diff(target)[have]
     values = np.zeros(int(target[-1]), dtype=op.values.dtype)
-    values[_ranges(target[:-1][have], sizes)] = op.values[_ranges(op.offsets[found[have]], sizes)]
+    values[concatenated_ranges(target[:-1][have], sizes)] = op.values[
+        concatenated_ranges(op.offsets[found[have]], sizes)
+    ]
     return _with_values(op, edges, values, op.spinful), have
 
 

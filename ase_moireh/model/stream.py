@@ -33,8 +33,8 @@ import numpy as np
 from ase import Atoms
 from tqdm import tqdm
 
-from ase_moireh.basis import spin_factor
-from ase_moireh.block_operator import BlockOperator
+from ase_moireh.basis import Basis, spin_factor
+from ase_moireh.block_operator import BlockOperator, chunk_slices, concatenated_ranges
 from ase_moireh.files import atomic_file
 from ase_moireh.memory import peak_rss
 from ase_moireh.model.graph import build_graph
@@ -230,18 +230,62 @@ def _report(f: h5py.File, path: str, atoms: Atoms, bundle: ModelBundle, seconds:
     )
 
 
-def read_streamed(path: str | os.PathLike) -> tuple[BlockOperator, BlockOperator | None]:
-    """(H, S) of a file of :func:`stream_prediction`, in memory and in double precision:
-    H_col (x) 1_2 + dH_SO where the file holds a SOC correction. For cells that fit."""
+def read_streamed(
+    path: str | os.PathLike, atoms: range | None = None
+) -> tuple[BlockOperator, BlockOperator | None]:
+    """(H, S) of a file of :func:`stream_prediction`, in double precision: H_col (x) 1_2
+    + dH_SO where the file holds a SOC correction. ``atoms``: only the blocks of rows
+    of these atoms (edges (i, j, R) with i in the range: an MPI rank's share; the values
+    are read a window at a time), else everything (for cells that fit)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != STREAM_TAG:
                 raise ValueError(f"{path}: not a streamed prediction (moireh ribbon --write)")
-            groups = set(f)
+            h = _read_group(f["hamiltonian"], atoms)
+            if "correction" in f:
+                h = add_correction(h, _read_group(f["correction"], atoms))
+            s = _read_group(f["overlap"], atoms) if "overlap" in f else None
     except OSError as err:
         raise ValueError(f"{path}: cannot read HDF5 ({err})") from None
-    h = BlockOperator.load(path, "hamiltonian")
-    if "correction" in groups:
-        h = add_correction(h, BlockOperator.load(path, "correction"))
-    s = BlockOperator.load(path, "overlap") if "overlap" in groups else None
     return h, s
+
+
+def _read_group(group: h5py.Group, atoms: range | None) -> BlockOperator:
+    """One BlockOperator group, whole or the blocks of rows of ``atoms``."""
+    spinful = bool(group.attrs["spinful"])
+    header = BlockOperator(
+        group["numbers"][()],
+        Basis.from_dftio(group.attrs["basis"]),
+        np.zeros((0, 5)),
+        [],
+        spinful,
+        cell=group["cell"][()] if "cell" in group else None,
+        positions=group["positions"][()] if "positions" in group else None,
+    )
+    edges = group["edges"][()]
+    if atoms is None:
+        values = group["values"][()]
+    else:
+        keep = (edges[:, 0] >= atoms.start) & (edges[:, 0] < atoms.stop)
+        sizes = header.norbs[edges[:, 0]] * header.norbs[edges[:, 1]]
+        values, edges = _gather(group["values"], sizes, keep), edges[keep]
+    values = values.astype(complex if spinful else float)
+    return BlockOperator(
+        header.numbers, header.basis, edges, values, spinful, header.cell, header.positions
+    )
+
+
+def _gather(values: h5py.Dataset, sizes: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The numbers of the kept blocks, read a window of about STORAGE_CHUNK numbers at a
+    time (never the whole array)."""
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    parts = []
+    for window in chunk_slices(sizes, STORAGE_CHUNK):
+        chosen = np.flatnonzero(keep[window]) + window.start
+        if len(chosen) == 0:
+            continue
+        first, last = int(starts[chosen[0]]), int(ends[chosen[-1]])
+        numbers = values[first:last]
+        parts.append(numbers[concatenated_ranges(starts[chosen] - first, sizes[chosen])])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=values.dtype)
