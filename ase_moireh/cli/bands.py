@@ -22,6 +22,14 @@ def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | No
 MODEL_FILE = click.Path(exists=True, dir_okay=False)
 MODEL_HELP = "Model file (default: the bundled MoTe2 model, SOC or collinear per --soc)."
 model_option = click.option("--model", type=MODEL_FILE, default=None, help=MODEL_HELP)
+
+
+def precision_option(default: str, text: str):
+    """--precision single/double (of a factorisation or of stored numbers)."""
+    choice = click.Choice(["double", "single"])
+    return click.option("--precision", type=choice, default=default, show_default=True, help=text)
+
+
 SOC_HELP = "Spin-orbit coupling: the SOC model (spinor bands) or the collinear one."
 SIGMA_HELP = (
     "Centre of the --nbands levels, eV relative to the mid-gap (0: the mid-gap, found "
@@ -99,13 +107,7 @@ def plot_bands(
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
 @click.option("--sigma", default=0.0, show_default=True, type=float, help=SIGMA_HELP)
 @click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
-@click.option(
-    "--precision",
-    type=click.Choice(["double", "single"]),
-    default="double",
-    show_default=True,
-    help="Factorisation precision with --nbands (single: half the memory, levels ~1e-8 eV).",
-)
+@precision_option("double", "Factorisation precision with --nbands (single: half the memory).")
 @click.option("-o", "--out", default="bands.png", show_default=True, help="Figure (PNG).")
 @click.option(
     "--mpi",
@@ -269,13 +271,7 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
     help="Stream the predicted H and S to this HDF5 file with bounded memory (ribbons of "
     "10^5 atoms); a band solve then reads them back from it.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["single", "double"]),
-    default="single",
-    show_default=True,
-    help="Numbers stored by --write.",
-)
+@precision_option("single", "Numbers stored by --write.")
 @click.option("--bands/--no-bands", default=True, show_default=True, help="Solve for bands.")
 def ribbon_command(
     n,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ase_moireh.cli.bands import precision_option
 from ase_moireh.data import bundled_model_path
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,7 @@ def finetune_command(pretrained, config, ensemble, no_resume, no_progress) -> No
     help="Stream H and S to OUT/<name>.h5 with bounded memory (10^5-atom cells; "
     "the input of bands --mpi) instead of a dftio folder.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["single", "double"]),
-    default="single",
-    show_default=True,
-    help="Numbers stored by --stream.",
-)
+@precision_option("single", "Numbers stored by --stream.")
 def predict_command(structures, model_path, soc, out, stream, precision) -> None:
     """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT."""
     if stream:
