@@ -91,7 +91,7 @@ def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
 
 #: weight of the near-gap band loss (``--band-weight``, set in main) for stages whose
 #: targets are whole Hamiltonians; the dH_SO correction never uses it
-BAND = {"band_weight": 0.0}
+BAND = {"band_weight": 0.0, "onsite_weight": 1.0}
 
 
 def config(
@@ -105,6 +105,7 @@ def config(
         lr=lr,
         model=dict(model or {}),
         band_weight=BAND["band_weight"] if bands else 0.0,
+        onsite_weight=BAND["onsite_weight"],
         **SCHEDULE,
     )
 
@@ -337,6 +338,12 @@ def main() -> None:
         default=0.0,
         help="near-gap band loss beside the element MSE (TrainConfig.band_weight)",
     )
+    parser.add_argument(
+        "--onsite-weight",
+        type=float,
+        default=1.0,
+        help="weight of on-site blocks in the element MSE (TrainConfig.onsite_weight)",
+    )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -344,6 +351,7 @@ def main() -> None:
         parser.error(f"--member {args.member}: the ensemble has members 0-{args.members - 1}")
     SCHEDULE["lr_schedule"] = args.schedule
     BAND["band_weight"] = args.band_weight
+    BAND["onsite_weight"] = args.onsite_weight
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

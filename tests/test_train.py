@@ -291,3 +291,24 @@ def test_running_ensemble_spread_equals_numpy_std(monkeypatch):
     assert np.allclose(mean, stack.mean(axis=0))
     assert np.allclose(np.sqrt(squares.real / 3), stack.real.std(axis=0))
     assert np.allclose(np.sqrt(squares.imag / 3), stack.imag.std(axis=0))
+
+
+def test_onsite_weight_scales_only_the_onsite_squared_errors():
+    """structure_loss = (hopping squared errors + w x on-site squared errors) / count."""
+    from test_model import tiny_model
+
+    from ase_moireh.model.graph import build_graph
+    from ase_moireh.tools.train import block_errors, structure_loss
+
+    require("bl1x1_nosoc_s22")
+    case = converted("bl1x1_nosoc_s22")
+    model = tiny_model(False)
+    g = build_graph(case.atoms, model.config.species, model.config.cutoff, case.hamiltonian)
+    errors = block_errors(model, g)
+    onsite = sum(float(sq) for key, (sq, _, _) in errors.items() if "-" not in key)
+    hopping = sum(float(sq) for key, (sq, _, _) in errors.items() if "-" in key)
+    count = sum(n for _, _, n in errors.values())
+    assert onsite > 0 and hopping > 0
+    for w in (1.0, 25.0):
+        loss = float(structure_loss(model, g, onsite_weight=w))
+        assert loss == pytest.approx((hopping + w * onsite) / count, rel=1e-10)
