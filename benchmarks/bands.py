@@ -8,7 +8,7 @@ H(R), S(R) from the bundled SOC model (the ensemble spread dropped at once), the
 (shift-invert, ARPACK) at one generic k-point, sigma = mid-gap of the (2,1) cell;
 ``--solver`` superlu or pardiso (auto: PARDISO when MKL is installed). Per cell: the
 prediction's and the solve's time, and the process's peak resident memory over the cell
-(VmHWM, reset before it). The paper needed 20 min and 42 GB for its 2.88 deg cell
+(VmHWM of a process of its own). The paper needed 20 min and 42 GB for its 2.88 deg cell
 (82,576 x 82,576). A solve the memory check refuses is recorded with what it would
 need. Writes benchmarks/results/bands_<solver>[_single].json.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +42,12 @@ def main() -> None:
     parser.add_argument("--solver", choices=SOLVERS, default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="double")
     args = parser.parse_args()
+    if len(args.cells) > 1:  # one process per cell: each peak is that cell's own
+        for cell in args.cells:
+            options = ["--threads", str(args.threads), "--nev", str(args.nev)]
+            options += ["--solver", args.solver, "--precision", args.precision]
+            subprocess.run([sys.executable, __file__, "--cells", cell, *options], check=True)
+        return
     solver = args.solver
     if solver == "auto":
         solver = "pardiso" if mkl_library() is not None else "superlu"
