@@ -60,9 +60,7 @@ def predict_hamiltonian(
     (real and imaginary parts separately for SOC)."""
     config = models[0].config
     basis, spinful = config.basis_obj, config.spinful
-    edges = np.column_stack(
-        [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
-    )
+    edges = edge_rows(data)
     offsets = packed_offsets(basis.norbs(atoms.numbers) * spin_factor(spinful), edges)
     members = tqdm(models, desc=f"predict H ({len(atoms)} atoms)", unit="model", disable=None)
     spread = not partitioned and len(models) > 1
@@ -101,12 +99,24 @@ def _welford(mean: np.ndarray, squares: np.ndarray, values: np.ndarray, count: i
             q += 1j * (before.imag * after.imag)
 
 
-def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
-    """(H, spread) of members that share one configuration, on their own graph."""
+def edge_rows(data) -> np.ndarray:
+    """(E, 5) rows (i, j, Rx, Ry, Rz) of a graph's edges, as BlockOperator edges."""
+    shifts = data.edge_shift.cpu().numpy().round().astype(np.int64)
+    return np.column_stack([data.edge_index.cpu().numpy().T, shifts])
+
+
+def members_on_graph(models, atoms: Atoms, device: str):
+    """(models on ``device``, the graph of ``atoms`` they share: one configuration)."""
     config = models[0].config
     dtype = next(models[0].parameters()).dtype
     data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
-    return predict_hamiltonian([m.to(device) for m in models], atoms, data, partitioned)
+    return [m.to(device) for m in models], data
+
+
+def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
+    """(H, spread) of members that share one configuration, on their own graph."""
+    models, data = members_on_graph(models, atoms, device)
+    return predict_hamiltonian(models, atoms, data, partitioned)
 
 
 def predict_operators(

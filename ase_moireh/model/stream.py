@@ -37,9 +37,8 @@ from ase_moireh.basis import Basis, spin_factor
 from ase_moireh.block_operator import BlockOperator, chunk_slices, concatenated_ranges
 from ase_moireh.files import atomic_file
 from ase_moireh.memory import peak_rss
-from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
-from ase_moireh.model.predict import member_chunks
+from ase_moireh.model.predict import edge_rows, member_chunks, members_on_graph
 from ase_moireh.model.soc import add_correction
 
 log = logging.getLogger(__name__)
@@ -117,21 +116,13 @@ def ensemble_chunks(models, data, edges: np.ndarray, partitioned: bool) -> Itera
         yield edges[numbers], mean, largest
 
 
-def _graph_edges(data) -> np.ndarray:
-    return np.column_stack(
-        [data.edge_index.cpu().numpy().T, data.edge_shift.cpu().numpy().round().astype(np.int64)]
-    )
-
-
 def _stream_group(
     f: h5py.File, name: str, models, atoms: Atoms, device: str, dtypes, partitioned=False
 ):
     """Stream one ensemble's H into group ``name``; yields each chunk's edges (for S)."""
     config = models[0].config
-    dtype = next(models[0].parameters()).dtype
-    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
-    models = [m.to(device) for m in models]
-    edges = _graph_edges(data)
+    models, data = members_on_graph(models, atoms, device)
+    edges = edge_rows(data)
     meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
     header = BlockOperator(
         atoms.numbers, config.basis_obj, np.zeros((0, 5)), [], config.spinful, **meta
