@@ -3,6 +3,8 @@ edge atoms (Mulliken, with S) and its spin, for plots like the paper's Fig. 4c."
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from tqdm import tqdm
 
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import TightBinding
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,7 +56,16 @@ def ribbon_bands(
     for n, t in enumerate(tqdm(ks, desc=f"ribbon ({len(ribbon)} atoms)", unit="k", disable=None)):
         k = np.zeros(3)
         k[axis] = t
+        start = time.perf_counter()
         e, vec = tb.eigsh(k, sigma, nbands, vectors=True)
+        log.info(
+            "ribbon k %d/%d (%.3f): %d levels in %.1f s",
+            n + 1,
+            nk,
+            t,
+            nbands,
+            time.perf_counter() - start,
+        )
         weights = np.real(vec.conj() * (tb.Sk(k) @ vec))  # Mulliken populations per row
         norm = weights.sum(axis=0)
         out["energies"][n], out["norm"][n] = e, norm

@@ -49,19 +49,20 @@ def stream_one(n: int, m: int, repeats: int, path: Path, threads: int) -> dict:
     return {"n": n, "m": m, "repeats": repeats, **report.to_dict(), "threads": threads}
 
 
-def edge_states(n: int, m: int, repeats: int, scratch: Path) -> dict:
-    """The band solve of a streamed ribbon through the command a user runs."""
+def edge_states(n: int, m: int, repeats: int, scratch: Path, nk: int, nbands: int) -> dict:
+    """The band solve of a streamed ribbon through the command a user runs (its progress
+    bars pass through to this process's stderr)."""
     path = scratch / f"edge_{n}_{m}_{repeats}.h5"
     figure = RESULTS / "ribbon_edge_states.png"
     data = scratch / "edge_states.json"
-    command = [str(Path(sys.executable).with_name("moireh")), "ribbon", str(n), str(m)]
-    command += ["--repeats", str(repeats), "--write", str(path), "--nk", "12"]
-    command += ["--nbands", "16", "-o", str(figure), "--json", str(data)]
+    command = [str(Path(sys.executable).with_name("moireh")), "-v", "ribbon", str(n), str(m)]
+    command += ["--repeats", str(repeats), "--write", str(path), "--nk", str(nk)]
+    command += ["--nbands", str(nbands), "-o", str(figure), "--json", str(data)]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     path.unlink(missing_ok=True)
     if done.returncode:
-        raise SystemExit(f"edge-state run failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"edge-state run failed (its messages are above):\n{done.stdout}")
     bands = json.loads(data.read_text())
     edge = [
         max(lo, up)
@@ -73,6 +74,7 @@ def edge_states(n: int, m: int, repeats: int, scratch: Path) -> dict:
         "m": m,
         "repeats": repeats,
         "seconds": round(time.perf_counter() - start, 1),
+        "k_points": nk,
         "levels": len(edge),
         "states_over_half_on_one_edge": sum(w > 0.5 for w in edge),
         "output": done.stdout.strip().splitlines(),
@@ -110,7 +112,8 @@ def _markdown(rows: list[dict], edge: dict | None) -> str:
             f"## Edge states: ({edge['n']},{edge['m']}) ribbon, {edge['repeats']} cells across",
             "",
             f"`moireh ribbon` with the band solve read back from the streamed file: "
-            f"{edge['levels']} levels near the periodic cell's gap, "
+            f"{edge['levels']} levels ({edge.get('k_points', 12)} k-points) near the periodic "
+            "cell's gap, "
             f"{edge['states_over_half_on_one_edge']} of them with more than half their "
             f"weight on one edge; {edge['seconds']:.0f} s in all. "
             "Figure: `ribbon_edge_states.png`.",
@@ -126,6 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", nargs="*", default=["9,8,3", "38,37,5"])
     parser.add_argument("--edge", default="4,3,4", help="N,M,R of the band solve ('' none)")
+    parser.add_argument("--edge-nk", type=int, default=6, help="k-points of the band solve")
+    parser.add_argument("--edge-nbands", type=int, default=16, help="levels per k-point")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scratch", default="/tmp")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one ribbon
@@ -149,7 +154,9 @@ def main() -> None:
         rows = [x for x in rows if (x["n"], x["m"], x["repeats"]) != (n, m, r)] + [row]
         print(json.dumps(row))
     rows.sort(key=lambda x: x["atoms"])
-    edge = edge_states(*_cell(args.edge), Path(args.scratch)) if args.edge else saved["edge"]
+    edge = saved["edge"]
+    if args.edge:
+        edge = edge_states(*_cell(args.edge), Path(args.scratch), args.edge_nk, args.edge_nbands)
     out.write_text(json.dumps({"rows": rows, "edge": edge}, indent=1) + "\n")
     (RESULTS / "ribbon.md").write_text(_markdown(rows, edge))
     print(f"wrote {out} and ribbon.md")
