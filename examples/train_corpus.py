@@ -52,6 +52,9 @@ CANDIDATES = {
     "m8-L2": {"multiplicity": 8, "num_layers": 2},
     "m16-L2": {"multiplicity": 16, "num_layers": 2},
     "m16-L3": {"multiplicity": 16, "num_layers": 3},
+    # heads read features as wide as their blocks (ModelConfig.wide_heads)
+    "m8-L2-wide": {"multiplicity": 8, "num_layers": 2, "wide_heads": True},
+    "m16-L2-wide": {"multiplicity": 16, "num_layers": 2, "wide_heads": True},
 }
 #: the paper's plateau rule (patience 60-180, cooldown 40); ``--schedule cosine`` (set in
 #: main) anneals instead, for runs too short for the plateau rule to fire

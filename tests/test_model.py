@@ -20,10 +20,13 @@ from shared_data import converted
 BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
 
 
-def tiny_model(spinful: bool, seed: int = 0, convolution: str = "so2") -> HamiltonianModel:
+def tiny_model(
+    spinful: bool, seed: int = 0, convolution: str = "so2", wide: bool = False
+) -> HamiltonianModel:
     torch.manual_seed(seed)
     config = ModelConfig(
         convolution=convolution,
+        wide_heads=wide,
         species=["Mo", "Te"],
         basis=BASIS,
         spinful=spinful,
@@ -77,7 +80,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
     return network
 
 
-@pytest.mark.parametrize("which", ["untrained-tp", "untrained-so2", "bundled"])
+@pytest.mark.parametrize("which", ["untrained-tp", "untrained-so2", "untrained-wide", "bundled"])
 @pytest.mark.parametrize("spinful", [False, True])
 @pytest.mark.parametrize("improper", [False, True])
 def test_blocks_rotate_by_wigner_d(spinful, improper, which):
@@ -87,6 +90,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     float64."""
     if which == "bundled":
         model = trained_model(spinful)
+    elif which == "untrained-wide":
+        model = tiny_model(spinful, wide=True)
     else:
         model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
@@ -133,12 +138,13 @@ def test_predictions_are_hermitian_by_construction(spinful):
     assert h.spinful == spinful
 
 
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("spinful", [False, True])
-def test_streamed_blocks_equal_the_forward_pass(spinful):
+def test_streamed_blocks_equal_the_forward_pass(spinful, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
     same numbers as the training forward pass."""
-    model = tiny_model(spinful)
+    model = tiny_model(spinful, wide=wide)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
     data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64)
@@ -152,6 +158,27 @@ def test_streamed_blocks_equal_the_forward_pass(spinful):
         assert torch.allclose(blocks, ref[rows], rtol=0, atol=1e-12)
         seen[key] += len(edges)
     assert seen == {key: len(edges) for key, (edges, _) in whole.items()}
+
+
+def _multiplicities(irreps) -> dict:
+    out: dict = {}
+    for mul, ir in irreps:
+        out[ir] = out.get(ir, 0) + mul
+    return out
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_wide_heads_read_at_least_as_many_features_as_their_blocks_have_parts(wide):
+    """A linear head cannot output more independent parts of an irrep than it reads:
+    with ``wide_heads`` every head reads at least its block's multiplicity of every
+    irrep (e.g. 20 2e parts of a Te-Te block); the hidden width (multiplicity 2 here)
+    falls short of it."""
+    model = tiny_model(spinful=False, wide=wide)
+    short = 0
+    for head in model.heads.values():
+        reads, needs = _multiplicities(head.irreps_in), _multiplicities(head.irreps_out)
+        short += sum(reads.get(ir, 0) < mul for ir, mul in needs.items())
+    assert (short == 0) == wide
 
 
 def test_model_file_round_trip_and_tampering(tmp_path):

@@ -191,6 +191,22 @@ class EdgeUpdate(nn.Module):
         return self.norm(self.out(self.gate(h)))
 
 
+class NodeUpdate(nn.Module):
+    """A gated self-interaction of node features into ``irreps_out``: widens them (e.g.
+    to the multiplicities of the on-site blocks) with a nonlinearity between, so that
+    the linear head after it is not bounded by the rank of the hidden features."""
+
+    def __init__(self, irreps_node, irreps_out):
+        super().__init__()
+        self.gate = gate_for(o3.Irreps(irreps_out))
+        self.lin = o3.Linear(irreps_node, self.gate.irreps_in)
+        self.out = o3.Linear(irreps_out, irreps_out)
+        self.norm = EquivariantLayerNorm(irreps_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.out(self.gate(self.lin(x))))
+
+
 class ScaleShift(nn.Module):
     """x * scale + shift in irreps space: one scale per irrep copy, a shift for 0e only
     (anything else would break equivariance). Initialised from training statistics."""

@@ -23,7 +23,13 @@ from torch import nn
 from ase_moireh.basis import E3NN_FRAME, Basis, spin_factor
 from ase_moireh.model.blocks import block_basis
 from ase_moireh.model.graph import MOTE2_CUTOFF, edge_vectors
-from ase_moireh.model.layers import EdgeUpdate, Interaction, RadialBasis, ScaleShift
+from ase_moireh.model.layers import (
+    EdgeUpdate,
+    Interaction,
+    NodeUpdate,
+    RadialBasis,
+    ScaleShift,
+)
 from ase_moireh.model.so2 import edge_frame_rotations
 
 
@@ -42,6 +48,10 @@ class ModelConfig:
     radial_hidden: int = 32
     avg_neighbors: float = 50.0
     convolution: str = "so2"  # "so2" (edge-frame maps) or "tp" (full tensor products)
+    #: heads read features at least as wide as their blocks (per irrep), not the hidden
+    #: width: a linear head from 8 hidden 2e features cannot give the 20 independent 2e
+    #: parts of a Te-Te block (see :func:`head_irreps`)
+    wide_heads: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -60,6 +70,16 @@ class ModelConfig:
 
 def pair_key(a: str, b: str) -> str:
     return f"{a}-{b}"
+
+
+def head_irreps(hidden: o3.Irreps, blocks: list[o3.Irreps]) -> o3.Irreps:
+    """Per irrep, the larger of the hidden multiplicity and the largest one any of
+    ``blocks`` needs: what the heads of those blocks read when ``wide_heads``."""
+    need: dict[o3.Irrep, int] = {ir: mul for mul, ir in hidden}
+    for irreps in blocks:
+        for mul, ir in irreps.simplify():
+            need[ir] = max(need.get(ir, 0), mul)
+    return o3.Irreps([(mul, ir) for ir, mul in need.items()]).sort()[0].simplify()
 
 
 def _hermitian_map(ni: int, nj: int, spinful: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -180,16 +200,26 @@ class HamiltonianModel(nn.Module):
             )
             for _ in range(config.num_layers)
         )
+        hop_keys = [k for k in self.block_keys if k not in species]
+        irreps_edge = irreps_node = self.irreps_hidden
+        self.onsite = None
+        if config.wide_heads:
+            irreps_edge = head_irreps(self.irreps_hidden, [out_irreps[k] for k in hop_keys])
+            irreps_node = head_irreps(self.irreps_hidden, [out_irreps[a] for a in species])
+            self.onsite = NodeUpdate(self.irreps_hidden, irreps_node)
         self.edge = EdgeUpdate(
             self.irreps_hidden,
             self.irreps_sh,
-            self.irreps_hidden,
+            irreps_edge,
             config.num_radial,
             config.radial_hidden,
             config.convolution,
         )
         self.heads = nn.ModuleDict(
-            {k: o3.Linear(self.irreps_hidden, out_irreps[k]) for k in self.block_keys}
+            {
+                k: o3.Linear(irreps_node if k in species else irreps_edge, out_irreps[k])
+                for k in self.block_keys
+            }
         )
         self.scale_shift = nn.ModuleDict({k: ScaleShift(out_irreps[k]) for k in self.block_keys})
 
@@ -295,9 +325,13 @@ class HamiltonianModel(nn.Module):
                 out[key] = self._irreps_of(key, edges, parts)
         return out
 
+    def _onsite_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the on-site heads read: node features, widened when ``wide_heads``."""
+        return x if self.onsite is None else self.onsite(x)
+
     def _irreps_of(self, key: str, edges: torch.Tensor, f: _HeadInputs) -> torch.Tensor:
         if key in self.config.species:
-            return self._head(key, f.x.index_select(0, f.i[edges]))
+            return self._head(key, self._onsite_features(f.x.index_select(0, f.i[edges])))
         hops = f.position[edges]
         return self._head(key, f.e.index_select(0, hops), f.envelope[hops])
 
@@ -356,7 +390,7 @@ class HamiltonianModel(nn.Module):
     def _streamed_irreps(self, key: str, edges: torch.Tensor, data, x) -> torch.Tensor:
         i, j = data.edge_index
         if key in self.config.species:
-            return self._head(key, x.index_select(0, i[edges]))
+            return self._head(key, self._onsite_features(x.index_select(0, i[edges])))
         geometry, radial, envelope = self._bond(data, edges)
         return self._head(key, self.edge(x, i[edges], j[edges], geometry, radial), envelope)
 

@@ -68,6 +68,19 @@ class StreamReport:
         return asdict(self)
 
 
+def _header(atoms: Atoms, basis, spinful: bool = False) -> BlockOperator:
+    """An operator without blocks: the species, basis and cell a group's header records."""
+    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+    return BlockOperator(atoms.numbers, basis, np.zeros((0, 5)), [], spinful, **meta)
+
+
+def _values_dataset(group: h5py.Group, dtype) -> h5py.Dataset:
+    """The growing 1-d array of a group's packed block values."""
+    return group.create_dataset(
+        "values", (0,), dtype=dtype, maxshape=(None,), chunks=(STORAGE_CHUNK,)
+    )
+
+
 class _GroupWriter:
     """Appends chunks of edges, values and per-block spread to one BlockOperator group."""
 
@@ -76,9 +89,7 @@ class _GroupWriter:
         self.edges = group.create_dataset(
             "edges", (0, 5), dtype=np.int64, maxshape=(None, 5), chunks=(1 << 14, 5)
         )
-        self.values = group.create_dataset(
-            "values", (0,), dtype=dtype, maxshape=(None,), chunks=(STORAGE_CHUNK,)
-        )
+        self.values = _values_dataset(group, dtype)
         self.spread = None
         if spread:
             self.spread = group.create_dataset(
@@ -123,10 +134,7 @@ def _stream_group(
     config = models[0].config
     models, data = members_on_graph(models, atoms, device)
     edges = edge_rows(data)
-    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
-    header = BlockOperator(
-        atoms.numbers, config.basis_obj, np.zeros((0, 5)), [], config.spinful, **meta
-    )
+    header = _header(atoms, config.basis_obj, config.spinful)
     spread = not partitioned and len(models) > 1
     writer = _GroupWriter(f.create_group(name), header, dtypes[config.spinful], spread)
     bar = tqdm(total=len(edges), desc=f"{name} ({len(atoms)} atoms)", unit="block", disable=None)
@@ -188,13 +196,9 @@ def _overlap_writer(f: h5py.File, bundle: ModelBundle, atoms: Atoms, dtype):
     bundle's basis has no radial functions)."""
     if bundle.overlap is None:
         return None
-    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
-    header = BlockOperator(atoms.numbers, bundle.overlap.basis, np.zeros((0, 5)), [], **meta)
     group = f.create_group("overlap")
-    header.write_header(group)
-    values = group.create_dataset(
-        "values", (0,), dtype=dtype, maxshape=(None,), chunks=(STORAGE_CHUNK,)
-    )
+    _header(atoms, bundle.overlap.basis).write_header(group)
+    values = _values_dataset(group, dtype)
 
     def append(rows: np.ndarray) -> None:
         _GroupWriter._append(values, bundle.overlap.packed_values(atoms, rows))
