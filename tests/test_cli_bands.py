@@ -100,6 +100,14 @@ def test_ribbon_edge_state_weights(tmp_path):
     assert f"mid-gap {midgap:+.4f} eV is the energy zero" in result.output
     energies = np.array(bands["energies"])
     assert energies.min() < midgap + 0.05 < energies.max()
+    # with an absolute --sigma the periodic cell's gap search is skipped: same levels
+    args = ["ribbon", "2", "1", "--repeats", "2", "--no-soc", "--sigma", str(midgap + 0.05)]
+    args += ["--absolute-sigma", "--nk", "4", "--nbands", "6", "-o", str(out)]
+    result = CliRunner().invoke(moireh, [*args, "--json", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "periodic" not in result.output and "energy zero of the plot" in result.output
+    again = np.array(json.loads(data.read_text())["energies"])
+    assert np.abs(again - energies).max() < 1e-8
 
 
 def test_ribbon_streamed_to_disk_gives_the_same_levels(tmp_path):

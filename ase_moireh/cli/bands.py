@@ -256,7 +256,8 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
     show_default=True,
     type=float,
     help="Centre of the levels, eV relative to the mid-gap of the periodic (N, M) cell "
-    "(edge states live in its gap); with --absolute-sigma, absolute eV.",
+    "(edge states live in its gap); with --absolute-sigma, absolute eV and no gap "
+    "search of the periodic cell.",
 )
 @click.option("--absolute-sigma", is_flag=True, help="--sigma is absolute eV.")
 @click.option("--nbands", default=20, show_default=True, help="Levels per k-point.")
@@ -323,9 +324,13 @@ def _ribbon_bands(
 
     sigma, absolute_sigma, nbands, nk = levels
     calc = ribbon.calc
-    cell.calc = _calculator(calc.parameters["model"], None, calc.parameters["soc"])
-    mid = gap_report(f"periodic {label} cell", cell.calc)
-    target = sigma if absolute_sigma else mid + sigma
+    if absolute_sigma:  # no gap search of the periodic cell (costly past a few 1000 rows)
+        mid = target = sigma
+        click.echo(f"levels nearest {sigma:+.4f} eV, the energy zero of the plot")
+    else:
+        cell.calc = _calculator(calc.parameters["model"], None, calc.parameters["soc"])
+        mid = gap_report(f"periodic {label} cell", cell.calc)
+        target = mid + sigma
     tb = TightBinding(*read_streamed(written)) if written else calc.get_tight_binding()
     found = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
     plot_ribbon(found, out, f"{label} ribbon, {len(ribbon)} atoms", reference=mid)
