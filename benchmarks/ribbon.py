@@ -49,15 +49,20 @@ def stream_one(n: int, m: int, repeats: int, path: Path, threads: int) -> dict:
     return {"n": n, "m": m, "repeats": repeats, **report.to_dict(), "threads": threads}
 
 
-def edge_states(n: int, m: int, repeats: int, scratch: Path, nk: int, nbands: int) -> dict:
+def edge_states(
+    n: int, m: int, repeats: int, scratch: Path, nk: int, nbands: int, sigma: float | None
+) -> dict:
     """The band solve of a streamed ribbon through the command a user runs (its progress
-    bars pass through to this process's stderr)."""
+    bars pass through to this process's stderr); ``sigma``: an absolute energy inside
+    the gap (eV), which spares the periodic cell's gap search."""
     path = scratch / f"edge_{n}_{m}_{repeats}.h5"
     figure = RESULTS / "ribbon_edge_states.png"
     data = scratch / "edge_states.json"
     command = [str(Path(sys.executable).with_name("moireh")), "-v", "ribbon", str(n), str(m)]
     command += ["--repeats", str(repeats), "--write", str(path), "--nk", str(nk)]
     command += ["--nbands", str(nbands), "-o", str(figure), "--json", str(data)]
+    if sigma is not None:
+        command += ["--sigma", str(sigma), "--absolute-sigma"]
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     path.unlink(missing_ok=True)
@@ -131,6 +136,7 @@ def main() -> None:
     parser.add_argument("--edge", default="4,3,4", help="N,M,R of the band solve ('' none)")
     parser.add_argument("--edge-nk", type=int, default=6, help="k-points of the band solve")
     parser.add_argument("--edge-nbands", type=int, default=16, help="levels per k-point")
+    parser.add_argument("--edge-sigma", type=float, help="absolute eV inside the gap")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scratch", default="/tmp")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one ribbon
@@ -156,7 +162,13 @@ def main() -> None:
     rows.sort(key=lambda x: x["atoms"])
     edge = saved["edge"]
     if args.edge:
-        edge = edge_states(*_cell(args.edge), Path(args.scratch), args.edge_nk, args.edge_nbands)
+        edge = edge_states(
+            *_cell(args.edge),
+            Path(args.scratch),
+            args.edge_nk,
+            args.edge_nbands,
+            args.edge_sigma,
+        )
     out.write_text(json.dumps({"rows": rows, "edge": edge}, indent=1) + "\n")
     (RESULTS / "ribbon.md").write_text(_markdown(rows, edge))
     print(f"wrote {out} and ribbon.md")
