@@ -78,15 +78,19 @@ def ribbon_bands(
 
 
 def plot_ribbon(
-    bands: RibbonBands, filename: str | Path, title: str = "", reference: float | None = None
+    bands: RibbonBands,
+    filename: str | Path,
+    title: str = "",
+    reference: float | None = None,
+    reference_name: str = "E_midgap of the periodic cell",
 ) -> Path:
     """Bands coloured by edge (red: upper edge, blue: lower edge, grey: bulk); with SOC
-    one panel per spin direction. Energies relative to ``reference`` (the bulk mid-gap)
-    when given."""
+    one panel per spin direction. Energies relative to ``reference`` (the bulk mid-gap,
+    or what ``reference_name`` says it is) when given."""
     panels = [(None, "all states")] if bands.spin is None else [(1, "s_z > 0"), (-1, "s_z < 0")]
     fig, axes = new_figure(len(panels), 4.6, 4.2)
     energies = bands.energies - (reference or 0.0)
-    ylabel = "E (eV)" if reference is None else "E - E_midgap of the periodic cell (eV)"
+    ylabel = "E (eV)" if reference is None else f"E - {reference_name} (eV)"
     k = np.repeat(bands.k[:, None], bands.energies.shape[1], axis=1)
     colour = bands.upper - bands.lower
     size = 4 + 40 * (bands.upper + bands.lower)

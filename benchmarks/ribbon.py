@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -78,12 +80,29 @@ def edge_states(
         "n": n,
         "m": m,
         "repeats": repeats,
+        "sigma_eV": sigma,
         "seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_GB": round(_children_peak_gb(), 2),
+        "edge_atom_fraction": round(_edge_atom_fraction(n, m, repeats), 3),
         "k_points": nk,
         "levels": len(edge),
         "states_over_half_on_one_edge": sum(w > 0.5 for w in edge),
+        "mean_weight_on_its_edge": round(sum(edge) / len(edge), 3),
         "output": done.stdout.strip().splitlines(),
     }
+
+
+def _children_peak_gb() -> float:
+    """Peak resident memory of the largest finished child process (Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+
+def _edge_atom_fraction(n: int, m: int, repeats: int) -> float:
+    """Share of the ribbon's atoms that count as edge atoms (the weights' reference)."""
+    from ase_moireh.build import nanoribbon, twisted_bilayer
+
+    side = nanoribbon(twisted_bilayer(n, m), repeats=repeats).arrays["edge_side"]
+    return float((side != 0).mean())
 
 
 def _child(args) -> None:
@@ -117,11 +136,17 @@ def _markdown(rows: list[dict], edge: dict | None) -> str:
             f"## Edge states: ({edge['n']},{edge['m']}) ribbon, {edge['repeats']} cells across",
             "",
             f"`moireh ribbon` with the band solve read back from the streamed file: "
-            f"{edge['levels']} levels ({edge.get('k_points', 12)} k-points) near the periodic "
-            "cell's gap, "
-            f"{edge['states_over_half_on_one_edge']} of them with more than half their "
-            f"weight on one edge; {edge['seconds']:.0f} s in all. "
-            "Figure: `ribbon_edge_states.png`.",
+            f"{edge['levels']} levels ({edge['k_points']} k-points) nearest "
+            f"{edge['sigma_eV']:+.3f} eV, inside the bulk gap (the periodic (2,1) and (3,2) "
+            "cells with the bundled model, `band_edges` over Gamma, M, K: VBM -4.63 eV, CBM "
+            "-3.72 eV, mid-gap -4.19 / -4.17 eV; given as "
+            "`--edge-sigma` so the periodic cell's gap search is skipped). "
+            f"Edge atoms are {100 * edge['edge_atom_fraction']:.1f}% of the ribbon; "
+            f"{edge['states_over_half_on_one_edge']} of the levels have more than half "
+            "their weight on one edge (on average "
+            f"{100 * edge['mean_weight_on_its_edge']:.0f}%): in-gap states of the cut "
+            f"edges. {edge['seconds']:.0f} s in all, peak memory {edge['peak_rss_GB']} GB, "
+            f"{edge['threads']} thread(s). Figure: `ribbon_edge_states.png`.",
             "",
             "```",
             *edge["output"],
@@ -168,7 +193,7 @@ def main() -> None:
             args.edge_nk,
             args.edge_nbands,
             args.edge_sigma,
-        )
+        ) | {"threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))}
     out.write_text(json.dumps({"rows": rows, "edge": edge}, indent=1) + "\n")
     (RESULTS / "ribbon.md").write_text(_markdown(rows, edge))
     print(f"wrote {out} and ribbon.md")

@@ -324,8 +324,10 @@ def _ribbon_bands(
 
     sigma, absolute_sigma, nbands, nk = levels
     calc = ribbon.calc
+    reference_name = "E_midgap of the periodic cell"
     if absolute_sigma:  # no gap search of the periodic cell (costly past a few 1000 rows)
         mid = target = sigma
+        reference_name = f"({sigma:+.3f} eV)"
         click.echo(f"levels nearest {sigma:+.4f} eV, the energy zero of the plot")
     else:
         cell.calc = _calculator(calc.parameters["model"], None, calc.parameters["soc"])
@@ -333,7 +335,8 @@ def _ribbon_bands(
         target = mid + sigma
     tb = TightBinding(*read_streamed(written)) if written else calc.get_tight_binding()
     found = ribbon_bands(tb, ribbon, target, nbands=nbands, nk=nk)
-    plot_ribbon(found, out, f"{label} ribbon, {len(ribbon)} atoms", reference=mid)
+    title = f"{label} ribbon, {len(ribbon)} atoms"
+    plot_ribbon(found, out, title, reference=mid, reference_name=reference_name)
     click.echo(f"wrote {out}")
     if json_out:
         with atomic_file(json_out) as tmp:
