@@ -33,8 +33,9 @@ import numpy as np
 import scipy.sparse as sp
 from ase import Atoms
 from ase.data import covalent_radii
-from ase.neighborlist import neighbor_list
 from scipy.sparse.csgraph import connected_components
+
+from ase_moireh.neighbours import neighbour_pairs
 
 #: covalent radii x this make a bond (Mo-Te 2.73 A bonds: 3.2 A; Te-Te across the gap: no)
 BOND_SCALE = 1.1
@@ -101,17 +102,24 @@ def pair_key(a: str, b: str) -> str:
 def measure(atoms: Atoms, reach: float = 8.0) -> Geometry:
     """Layers, vacuum, nearest-neighbour ranges and closest pairs within ``reach`` A."""
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
-    i, j, d = neighbor_list("ijd", atoms, reach, self_interaction=False)
+    i, j, _, d = neighbour_pairs(atoms, reach)
     nearest: dict[str, list[float]] = {}
     per_atom = np.full(len(atoms), np.inf)
     np.minimum.at(per_atom, i, d)
     for element in sorted(set(symbols)):
         values = per_atom[symbols == element]
         nearest[element] = [float(values.min()), float(values.max())]
-    closest: dict[str, float] = {}
-    keys = np.array([pair_key(a, b) for a, b in zip(symbols[i], symbols[j], strict=True)])
-    for key in sorted(set(keys)):
-        closest[key] = float(d[keys == key].min())
+    elements, kind = np.unique(symbols, return_inverse=True)
+    low, high = np.minimum(kind[i], kind[j]), np.maximum(kind[i], kind[j])
+    code = low * len(elements) + high  # integer pair codes: no string per pair
+    shortest = np.full(len(elements) ** 2, np.inf)
+    np.minimum.at(shortest, code, d)
+    closest = dict(
+        sorted(
+            (pair_key(*elements[[c // len(elements), c % len(elements)]]), float(shortest[c]))
+            for c in np.flatnonzero(np.isfinite(shortest))
+        )
+    )
     return Geometry(
         species=sorted(set(atoms.get_chemical_symbols())),
         layers=count_layers(atoms),
@@ -123,8 +131,12 @@ def measure(atoms: Atoms, reach: float = 8.0) -> Geometry:
 
 def count_layers(atoms: Atoms) -> int:
     """Connected parts of the bond graph (periodic images joined)."""
+    if len(atoms) == 0:
+        return 0
     radii = covalent_radii[atoms.numbers] * BOND_SCALE
-    i, j = neighbor_list("ij", atoms, radii, self_interaction=False)
+    i, j, _, d = neighbour_pairs(atoms, 2 * radii.max())
+    bonded = d < radii[i] + radii[j]  # ASE's per-atom cutoffs: a bond below r_i + r_j
+    i, j = i[bonded], j[bonded]
     graph = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(atoms), len(atoms)))
     return int(connected_components(graph, directed=False)[0])
 

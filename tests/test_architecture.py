@@ -11,7 +11,7 @@ PACKAGE = ROOT / "ase_moireh"
 
 #: the layers, bottom first; a module may import its own layer and those below
 LAYERS = [
-    ("core", ["basis", "files", "plotting", "data", "factorize", "memory"]),
+    ("core", ["basis", "files", "plotting", "data", "factorize", "memory", "neighbours"]),
     ("operators", ["block_operator", "solve"]),
     ("tight binding", ["tightbinding"]),
     ("io", ["io"]),

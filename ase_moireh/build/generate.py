@@ -19,7 +19,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 from ase import Atoms
-from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from ase_moireh.build.materials import MATERIALS, Material, get_material
@@ -31,6 +30,7 @@ from ase_moireh.build.twist import (
     twisted_bilayer,
 )
 from ase_moireh.files import atomic_folder
+from ase_moireh.neighbours import neighbour_pairs
 from ase_moireh.plotting import new_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def min_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
     if len(atoms) == 0:
         raise ValueError("no atoms")
     for _ in range(6):
-        d = neighbor_list("d", atoms, cutoff)
+        d = neighbour_pairs(atoms, cutoff)[3]
         if len(d):
             return float(d.min())
         cutoff *= 2

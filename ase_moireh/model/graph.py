@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ase import Atoms
-from ase.neighborlist import neighbor_list
 from torch_geometric.data import Data
 
 from ase_moireh.block_operator import BlockOperator, lookup_edges, reversed_edges, sorted_edge_keys
 from ase_moireh.model.blocks import block_to_flat
+from ase_moireh.neighbours import neighbour_pairs
 
 #: 2 x 7.0 Bohr, the PAO radius of Mo7.0 and Te7.0, in Angstrom
 MOTE2_CUTOFF = 14.0 * 0.529177210903
@@ -33,7 +33,7 @@ class HamiltonianGraph(Data):
 
 def graph_edges(atoms: Atoms, cutoff: float) -> np.ndarray:
     """(E, 5) rows (i, j, Rx, Ry, Rz): self-loops first, then pairs with |r_ij| < cutoff."""
-    i, j, shift = neighbor_list("ijS", atoms, cutoff, self_interaction=False)
+    i, j, shift, _ = neighbour_pairs(atoms, cutoff)
     n = len(atoms)
     self_loops = np.column_stack([np.arange(n), np.arange(n), np.zeros((n, 3), dtype=int)])
     pairs = np.column_stack([i, j, shift]).astype(np.int64)
