@@ -126,10 +126,11 @@ def evaluate_entry(bundle, ref: ElectronicStructure) -> tuple[dict, np.ndarray, 
     row = {**errors, "bands": band_figures(bundle, ref)}
     row["seconds"] = time.perf_counter() - start
     spread_max = np.zeros(0)
-    if spread is not None:
-        o = spread.offsets
+    if spread is not None:  # its edges may be fewer (dH_SO's alone for a 1-member H_col)
+        o, where = spread.offsets, spread.find(pred.edges)
+        block_max = block_max[where >= 0]
         spread_max = np.array(
-            [np.abs(real_parts(spread.values[o[e] : o[e + 1]])).max() for e in range(pred.nedges)]
+            [np.abs(real_parts(spread.values[o[e] : o[e + 1]])).max() for e in where[where >= 0]]
         )
     return row, block_max, spread_max
 
