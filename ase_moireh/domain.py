@@ -103,13 +103,13 @@ def measure(atoms: Atoms, reach: float = 8.0) -> Geometry:
     """Layers, vacuum, nearest-neighbour ranges and closest pairs within ``reach`` A."""
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
     i, j, _, d = neighbour_pairs(atoms, reach)
-    nearest: dict[str, list[float]] = {}
+    elements, kind = np.unique(symbols, return_inverse=True)  # sorted element names
     per_atom = np.full(len(atoms), np.inf)
     np.minimum.at(per_atom, i, d)
-    for element in sorted(set(symbols)):
-        values = per_atom[symbols == element]
-        nearest[element] = [float(values.min()), float(values.max())]
-    elements, kind = np.unique(symbols, return_inverse=True)
+    nearest = {
+        str(e): [float(per_atom[kind == k].min()), float(per_atom[kind == k].max())]
+        for k, e in enumerate(elements)
+    }
     low, high = np.minimum(kind[i], kind[j]), np.maximum(kind[i], kind[j])
     code = low * len(elements) + high  # integer pair codes: no string per pair
     shortest = np.full(len(elements) ** 2, np.inf)
