@@ -236,9 +236,12 @@ def _distance_findings(geometry: Geometry, domain: ModelDomain) -> tuple[list[st
     return severe, mild
 
 
-def spread_finding(spread_max: float, domain: ModelDomain) -> list[str]:
-    """A mild finding when the ensemble disagrees more than on validation."""
-    if domain.spread_max is None or spread_max <= SPREAD_FACTOR * domain.spread_max:
+def spread_finding(spread_max: float | None, domain: ModelDomain) -> list[str]:
+    """A mild finding when the ensemble disagrees more than on validation (None: no
+    spread known, nothing to say)."""
+    if spread_max is None or domain.spread_max is None:
+        return []
+    if spread_max <= SPREAD_FACTOR * domain.spread_max:
         return []
     return [
         f"ensemble spread of H up to {spread_max * 1e3:.1f} meV, above {SPREAD_FACTOR:g} x "

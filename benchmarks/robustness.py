@@ -126,7 +126,7 @@ def evaluate_entry(bundle, ref: ElectronicStructure) -> tuple[dict, np.ndarray, 
     row = {**errors, "bands": band_figures(bundle, ref)}
     row["seconds"] = time.perf_counter() - start
     spread_max = np.zeros(0)
-    if spread is not None:  # its edges may be fewer (dH_SO's alone for a 1-member H_col)
+    if spread is not None:  # matched by edge key, not position
         o, where = spread.offsets, spread.find(pred.edges)
         block_max = block_max[where >= 0]
         spread_max = np.array(

@@ -172,3 +172,14 @@ def test_lift_sum_and_spread_in_small_chunks_equal_the_whole_array_formulas(monk
     lifted, delta = spinor_lift(col).values, on_edges(corr, col.edges)[0].values
     spread = combine_spread(col, corr).values
     assert np.allclose(spread, np.hypot(lifted.real, delta.real) + 1j * delta.imag)
+
+
+def test_spread_is_unknown_without_a_collinear_spread():
+    """One collinear member: dH_SO's spread alone would cover fewer blocks than H and
+    understate the error, so the SOC spread is None; with a collinear spread and no
+    dH_SO spread, it is the collinear spread lifted to spinors."""
+    col = random_hermitian_operator(seed=3)
+    col.values = np.abs(col.values)
+    corr = random_hermitian_operator(spinful=True, seed=4)
+    assert combine_spread(None, corr) is None
+    assert np.array_equal(combine_spread(col, None).values, spinor_lift(col).values)

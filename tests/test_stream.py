@@ -57,6 +57,14 @@ def test_streamed_composite_equals_the_prediction_in_memory(ribbon, tmp_path, mo
     assert report.largest_spread_eV == pytest.approx(max(expected), rel=1e-6)
 
 
+def test_one_collinear_member_leaves_the_spread_unknown(ribbon, tmp_path):
+    """As in memory (combine_spread): dH_SO's spread alone is not H's spread."""
+    bundle = with_soc_correction(ensemble(False, seeds=(1,)), ensemble(True))
+    report = stream_prediction(bundle, ribbon, tmp_path / "one.h5")
+    assert report.largest_spread_eV is None
+    assert predict_operators(bundle, ribbon)[2] is None
+
+
 def test_single_precision_file_is_half_the_size_and_close(ribbon, tmp_path):
     bundle = ensemble(True)
     double = stream_prediction(bundle, ribbon, tmp_path / "d.h5", precision="double")

@@ -93,11 +93,18 @@ def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperat
     return out
 
 
-def combine_spread(col: BlockOperator | None, correction: BlockOperator | None):
+def combine_spread(
+    col: BlockOperator | None, correction: BlockOperator | None
+) -> BlockOperator | None:
     """Spread of H_col (x) 1_2 + dH_SO from the two ensembles' spreads, taken as
-    independent: real parts add in quadrature, the imaginary part is dH_SO's alone."""
+    independent: real parts add in quadrature, the imaginary part is dH_SO's alone.
+
+    Without a collinear spread (one collinear member) the result is None, unknown:
+    dH_SO's spread alone covers only its shorter-ranged blocks and the smaller part of
+    the error, so it would understate the spread where the error is. A correction
+    without spread (one dH_SO member) leaves the collinear spread lifted to spinors."""
     if col is None:
-        return correction
+        return None
     out = spinor_lift(col)
     if correction is None:
         return out

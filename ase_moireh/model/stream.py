@@ -62,7 +62,7 @@ class StreamReport:
     seconds: float
     atoms_per_second: float
     peak_rss_GB: float  # noqa: N815
-    largest_spread_eV: float  # noqa: N815
+    largest_spread_eV: float | None  # noqa: N815
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,8 +209,10 @@ def _overlap_writer(f: h5py.File, bundle: ModelBundle, atoms: Atoms, dtype):
 def _report(f: h5py.File, path: str, atoms: Atoms, bundle: ModelBundle, seconds: float):
     norbs = bundle.config.basis_obj.norbs(atoms.numbers)
     spinful = bool(f.attrs["soc"])
-    groups = [g for g in ("hamiltonian", "correction") if g in f]
-    spread = max(float(f[g].attrs["largest_spread"]) for g in groups)
+    spread = None  # unknown with one collinear member, as combine_spread has it
+    if "block_spread" in f["hamiltonian"]:
+        groups = [g for g in ("hamiltonian", "correction") if g in f]
+        spread = max(float(f[g].attrs["largest_spread"]) for g in groups)
     return StreamReport(
         path=path,
         atoms=len(atoms),
