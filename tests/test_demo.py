@@ -21,7 +21,7 @@ def test_main_job_converts_verifies_predicts_and_plots(demo):
     assert demo_scfout_path().exists()
     c = result["converter"]
     assert c["spinful"] and c["atoms"] == 6
-    assert c["kpoints_compared"] == 81
+    assert c["kpoints_compared"] == 81  # its scf.Kgrid, 9 9 1 (tests/data/openmx/bl1x1_soc_s00)
     assert c["max_eig_diff_meV"] < 1.0
     assert c["hermiticity_H_eV"] < 1e-6
     assert set(result["model"]["H_mae_meV"]) == {"Mo-Mo", "Mo-Te", "Te-Mo", "Te-Te"}
@@ -43,6 +43,13 @@ def test_outputs_carry_their_trust_information(demo):
     assert model["validation_mae_meV"]
     near = model["bands_near_gap"]
     assert near["levels"] > 0 and near["max_meV"] >= near["mean_meV"] > 0
+    # accuracy guards, loose on purpose (a broken or untrained model is off by eV): the
+    # bundled models gave 1.6-2.5 meV per pair and 67 meV near the gap on this 1x1 cell,
+    # 413 meV near the gap of the 21.79 deg SOC cell (benchmarks/results/robustness.md,
+    # "after, band loss"; held-out SOC corpus cells 1.4-1.6 meV)
+    assert max(model["H_mae_meV"].values()) < 8.0
+    assert near["max_meV"] < 300.0
+    assert result["reference"]["bands_near_gap"]["max_meV"] < 600.0
     # the verdict follows the numbers: a gap below the expected error is not resolved
     # step 3 holds the DFT check of a twisted SOC cell; step 4's verdict uses its error
     ref = result["reference"]["bands_near_gap"]
@@ -64,6 +71,7 @@ def test_outputs_carry_their_trust_information(demo):
         twisted["gap_meV"]
     )
     rows = [r.split() for r in chern.splitlines() if r[0] != "#"]
+    assert len(rows) == 2  # the top two spin-up valence bands
     assert tuple(int(r[-1]) for r in rows) == tuple(twisted["chern_mod3_top1_top2"])
 
 

@@ -156,6 +156,7 @@ def test_mixing_follows_cell_size(tmp_path):
     small = keyword_values(write_openmx_input(tmp_path / "a", exact_bilayer(), soc=False))
     large = keyword_values(write_openmx_input(tmp_path / "b", twisted_bilayer(2, 1), soc=False))
     weights = [(v["scf.Init.Mixing.Weight"], v["scf.Mixing.History"]) for v in (small, large)]
+    # the values of the shared runs' inputs: bl1x1_exact_soc (6 atoms) and tw2179_nosoc
     assert weights == [("0.30", "7"), ("0.20", "30")]
 
 

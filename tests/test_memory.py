@@ -76,8 +76,13 @@ def test_dense_solve_is_refused_before_it_allocates(twisted, monkeypatch):
 
 
 def test_without_a_cap_the_same_solve_runs(twisted, monkeypatch):
+    """Every level, in order, with the gap where the electron count puts it."""
     monkeypatch.delenv(memory.ENV, raising=False)
-    assert len(twisted.calc.eigenvalues_at((0, 0, 0))) == twisted.calc.get_tight_binding().dimension
+    levels = twisted.calc.eigenvalues_at((0, 0, 0))
+    assert len(levels) == twisted.calc.get_tight_binding().dimension
+    assert np.all(np.diff(levels) >= 0)
+    nocc = twisted.calc.occupied_bands()
+    assert levels[nocc - 1] < twisted.calc.midgap() < levels[nocc]
 
 
 def hermitian(n: int = 3000) -> sp.csc_matrix:

@@ -81,6 +81,8 @@ def test_converged_run_is_recorded_converted_and_skipped_next_time(tmp_path, fak
 
     [(_, record)] = run_folders([folder], fake_openmx, convert, progress=False)
     assert record.status == "converged" and record.stage == "target"
+    # the recorded run's last SCF line (tests/data/openmx_soc_6atoms.std): step 28,
+    # NormRD 4.669e-9; 92 electrons: 2 Mo x 14 + 4 Te x 16 valence
     assert record.scf_steps == 28 and record.norm_rd == pytest.approx(4.669e-9)
     assert record.electrons == record.electrons_expected == 92
     row = load_manifest(corpus)["shift1x1_000_soc"]

@@ -1,5 +1,6 @@
 """SOC as a correction: H_SOC = H_col (x) 1_2 + dH_SO, on the corpus's twins and models."""
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +132,25 @@ def test_correction_model_trains_on_twin_differences(twins, tmp_path):
     config = TrainConfig(
         datasets=[str(tmp_path / "delta")],
         out=str(tmp_path / "run"),
-        epochs=2,
+        epochs=6,
         model=dict(TINY),
     )
     correction = train(config, progress=False)
     assert correction.config.spinful
+    with open(tmp_path / "run" / "log.csv") as f:
+        mse = [float(row["train_mse"]) for row in csv.DictReader(f)]
+    assert len(mse) == 6 and mse[-1] < mse[0]  # it learns the twins' difference
     collinear = ModelBundle([tiny_model(False).float()], bundled_overlap())
     bundle = with_soc_correction(collinear, correction)
     h, _, _ = predict_operators(bundle, soc.atoms)
     assert h.spinful and h.dimension == soc.hamiltonian.dimension
+    # the composite is H_col (x) 1_2 plus dH_SO on H's edges, each from its own model
+    col_h = predict_operators(collinear, soc.atoms)[0]
+    delta = predict_operators(correction, soc.atoms)[0]
+    expected = spinor_lift(col_h)
+    expected.values = expected.values + on_edges(delta, col_h.edges)[0].values
+    assert np.array_equal(h.edges, col_h.edges)
+    assert np.allclose(h.values, expected.values, atol=1e-6)
 
 
 def test_lift_sum_and_spread_in_small_chunks_equal_the_whole_array_formulas(monkeypatch):

@@ -145,13 +145,27 @@ def test_partition_shares_merge_and_cover(data, tmp_path):
         )
     merged = merge_bundles(shares)
     assert merged.partitioned
-    h, s, spread = predict_operators(merged, converted("bl1x1_nosoc_s00").atoms)
+    atoms = converted("bl1x1_nosoc_s00").atoms
+    h, s, spread = predict_operators(merged, atoms)
     assert spread is None and h.hermiticity_error() < 1e-10
     with pytest.raises(ValueError, match="exactly once"):
         merge_bundles(shares[:1])
-    assert len(Partition(("Mo-Te",), "same").mask("Mo-Te", merged.config.basis_obj, False)) == (
-        14 * 19
-    )
+    # each share fills its own elements of every block (zero elsewhere); the merged
+    # model is their sum: elements between shells of equal l from "same", the rest
+    # from "other", every element exactly once
+    same, other = (predict_operators(b, atoms)[0] for b in shares)
+    assert np.array_equal(same.edges, h.edges) and np.array_equal(other.edges, h.edges)
+    basis = merged.config.basis_obj
+    for e, (i, j) in enumerate(h.edges[:, :2]):
+        a, b = atoms.get_chemical_symbols()[i], atoms.get_chemical_symbols()[j]
+        m_same = Partition(None, "same").mask(f"{a}-{b}", basis, False)
+        m_other = Partition(None, "other").mask(f"{a}-{b}", basis, False)
+        assert not np.any(m_same & m_other) and np.all(m_same | m_other)
+        block = h.block(e).ravel()
+        assert np.array_equal(block[m_same], same.block(e).ravel()[m_same])
+        assert np.array_equal(block[m_other], other.block(e).ravel()[m_other])
+        assert not np.any(same.block(e).ravel()[m_other])
+        assert not np.any(other.block(e).ravel()[m_same])
 
 
 def test_ensemble_mean_and_spread(data, tmp_path):

@@ -59,6 +59,10 @@ def test_angles_and_counts_quoted_in_the_paper_tables():
 
 
 def test_commensurate_cells_inverse():
+    # the paper's 3.89 and 3.48 deg cells are (9, 8) and (10, 9): cos(theta) =
+    # (n^2 + 4nm + m^2) / (2 (n^2 + nm + m^2)) gives 3.890 and 3.481 deg
+    assert twist_angle(9, 8) == pytest.approx(3.890, abs=5e-4)
+    assert twist_angle(10, 9) == pytest.approx(3.481, abs=5e-4)
     assert [(c.n, c.m) for c in commensurate_cells(3.89, tol=0.01)] == [(9, 8)]
     assert [(c.n, c.m) for c in commensurate_cells(3.48, tol=0.01)] == [(10, 9)]
     near = commensurate_cells(5.0, tol=0.5, max_atoms=2000)
