@@ -55,7 +55,8 @@ from ase_moireh.tools.train import training_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SHARED = Path(os.environ.get("MOIREH_SHARED", ROOT.parent / "shared" / "data"))
+#: as in the tests: $MOIREH_SHARED names the folder that holds data/ (default ../shared)
+SHARED = Path(os.environ.get("MOIREH_SHARED", ROOT.parent / "shared")) / "data"
 TW2179_SOC = SHARED / "openmx" / "tw2179_soc"
 #: the paper's figures (arXiv:2501.12452): per-pair MAE after fine-tuning, band MAE
 PAPER = {"mae_meV": "0.07-0.14", "bands_meV": "< 1"}

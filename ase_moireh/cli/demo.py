@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_moireh.data import demo_scfout_path
+from ase_moireh.data import DEMO_TWIST, demo_scfout_path
 from ase_moireh.files import atomic_file
 from ase_moireh.io.dataset import read_dftio, write_dftio
 from ase_moireh.plotting import kpath_axis, new_figure, save_figure
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 #: the converter check passes below this eigenvalue difference against OpenMX (meV)
 CONVERTER_TOLERANCE_MEV = 1.0
-
-
-#: the few-degree cell of step 4: (n, m) of ``twisted_bilayer`` (9.43 deg, 222 atoms)
-DEMO_TWIST = (4, 3)
 
 
 def run_demo(

@@ -30,6 +30,8 @@ def demo_scfout_path() -> Path:
     return _path("bl1x1_soc_s00.scfout.xz")
 
 
+#: the demo's few-degree cell (step 4): (n, m) of ``twisted_bilayer``, 9.43 deg, 222 atoms
+DEMO_TWIST = (4, 3)
 #: k-points of the demo's Gamma-M-K-Gamma path through a twisted cell
 TWISTED_PATH_POINTS = 40
 #: DFT bands of the shared 21.79 deg SOC run near its gap (``examples/bundle_reference.py``)
