@@ -3,7 +3,7 @@
     python benchmarks/corpus.py [--corpus data/corpus] [--check 3]
 
 Writes benchmarks/results/corpus.md: counts per kind and split, SCF steps and CPU wall
-time per kind (2 MPI processes on this 2-core machine), the convergence and electron
+time per kind (1-2 MPI processes on this 2-core machine), the convergence and electron
 count of every entry, the corpus size, and for ``--check`` entries per kind the
 eigenvalues of the stored H with the exact S against those OpenMX printed.
 """
@@ -25,7 +25,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def label(entry) -> str:
-    size = f"{entry.supercell[0]}x{entry.supercell[1]}" if entry.supercell else "(2,1)"
+    """Kind and cell: a supercell's N x M, a twisted cell's (n,m), else the atom count
+    (a displaced copy records neither)."""
+    if entry.supercell:
+        size = f"{entry.supercell[0]}x{entry.supercell[1]}"
+    elif entry.twist:
+        size = f"({entry.twist[0]},{entry.twist[1]})"
+    else:
+        size = f"{entry.n_atoms} atoms"
     return f"{entry.kind} {size}{' SOC' if entry.soc else ''}"
 
 
@@ -78,7 +85,7 @@ def main() -> None:
     lines += [
         "",
         f"Corpus size: {size:.1f} MB ({len(manifest)} entries). Wall times are those of "
-        "2 MPI processes on this 2-core machine, often shared with other work.",
+        "1-2 MPI processes on this 2-core machine, often shared with other work (training).",
         "",
         "## Lossless for our use",
         "",
