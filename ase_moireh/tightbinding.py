@@ -24,7 +24,14 @@ from ase import Atoms
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.factorize import factorize, release
 from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
-from ase_moireh.solve import band_edges, check_nev, gap_energy, generalized_eigh, shift_invert
+from ase_moireh.solve import (
+    ARPACK_TOL,
+    band_edges,
+    check_nev,
+    gap_energy,
+    generalized_eigh,
+    shift_invert,
+)
 
 #: ARPACK's tolerance on a single-precision factor: it cannot converge to machine
 #: precision on an operator known to ~1e-7; Rayleigh-Ritz in double refines the levels
@@ -170,7 +177,7 @@ class TightBinding:
         sk = self.S.bloch(k)  # spinless: positive definite exactly when S x 1_2 is
         overlap = self._in_h_layout(sk)
         solve = factorize(a, solver, precision)
-        tol = SINGLE_PRECISION_TOL if precision == "single" else 0.0
+        tol = SINGLE_PRECISION_TOL if precision == "single" else ARPACK_TOL
 
         def apply_h(x: np.ndarray) -> np.ndarray:
             return a @ x + sigma * (overlap @ x)
