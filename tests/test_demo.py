@@ -44,9 +44,9 @@ def test_outputs_carry_their_trust_information(demo):
     near = model["bands_near_gap"]
     assert near["levels"] > 0 and near["max_meV"] >= near["mean_meV"] > 0
     # accuracy guards, loose on purpose (a broken or untrained model is off by eV): the
-    # bundled models gave 1.6-2.5 meV per pair and 67 meV near the gap on this 1x1 cell,
-    # 413 meV near the gap of the 21.79 deg SOC cell (benchmarks/results/robustness.md,
-    # "after, band loss"; held-out SOC corpus cells 1.4-1.6 meV)
+    # bundled round 6 models give 0.9-1.4 meV per pair and 48 meV near the gap on this
+    # 1x1 cell, 14 meV near the gap of the 21.79 deg SOC cell (round 3 before them: 1.6-2.5,
+    # 67 and 413 meV; benchmarks/results/robustness.md)
     assert max(model["H_mae_meV"].values()) < 8.0
     assert near["max_meV"] < 300.0
     assert result["reference"]["bands_near_gap"]["max_meV"] < 600.0
