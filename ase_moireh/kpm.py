@@ -185,9 +185,37 @@ def theta_bounds(theta: np.ndarray, pad: float = BOUND_PAD) -> tuple[float, floa
 
 
 def kpm_window_dos(
-    tb: TightBinding,
+    tb: TightBinding, sigma: float, k: Sequence[float] = (0.0, 0.0, 0.0), **options
+) -> KPMDensity:
+    """DOS of H(k) c = E S(k) c within ``window`` eV of ``sigma`` by shift-invert KPM
+    (module doc; ``options`` as :func:`window_dos`)."""
+    a = tb.shifted(k, sigma)
+    sk = tb.Sk(k)
+    if not np.any(a.data.imag):
+        a, sk = a.real, sk.real
+    return window_dos(a, sk.__matmul__, sigma, **options)
+
+
+def hermitian_product(upper: sp.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> M x for the Hermitian M whose upper triangle (diagonal included) is
+    ``upper``, in ``upper``'s precision (no copy of the matrix), result in double."""
+    diagonal = upper.diagonal()
+    dtype = upper.dtype
+
+    def product(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        x = x.astype(np.promote_types(dtype, np.complex64) if np.iscomplexobj(x) else dtype)
+        lower = (upper.T @ x.conj()).conj()  # U^dagger x, through U^T: a view, no copy
+        y = upper @ x + lower - (diagonal * x.T).T
+        return y.astype(np.complex128 if np.iscomplexobj(y) else np.float64)
+
+    return product
+
+
+def window_dos(
+    a: sp.spmatrix,
+    apply_s: Callable[[np.ndarray], np.ndarray],
     sigma: float,
-    k: Sequence[float] = (0.0, 0.0, 0.0),
     window: float = 1.0,
     nmoments: int = 512,
     nvectors: int | None = 8,
@@ -195,36 +223,40 @@ def kpm_window_dos(
     precision: str = "double",
     seed: int = 0,
     progress: bool = False,
+    upper: bool = False,
 ) -> KPMDensity:
-    """DOS of H(k) c = E S(k) c within ``window`` eV of ``sigma`` by shift-invert KPM
-    (module doc): one factorisation of H - sigma S, then one solve and one product with
-    S per moment. Resolution at E: about pi x (half-width of the theta bounds) /
-    ``nmoments`` x (E - sigma)^2, finest next to sigma; stochastic error of the levels
-    counted in the window ~ sqrt(2 x count / ``nvectors``); ``nvectors=None`` takes
-    every unit vector, an exact trace (small cells). ``precision="single"``
-    halves the factor's memory (solves ~1e-7 relative, far below KPM's own errors)."""
-    a = tb.shifted(k, sigma)
-    sk = tb.Sk(k)
-    complex_h = np.iscomplexobj(a.data) and bool(np.any(a.data.imag))
-    if not complex_h:
-        a, sk = a.real, sk.real
+    """Shift-invert KPM (module doc) from ``a`` = H - sigma S (``upper``: only its upper
+    triangle, which PARDISO alone reads, so it must be the solver) and a product with
+    S: one
+    factorisation, then one solve and one product per moment. Resolution at E: about
+    pi x (half-width of the theta bounds) / ``nmoments`` x (E - sigma)^2, finest next
+    to sigma; stochastic error of the levels counted in the window ~ sqrt(2 x count /
+    ``nvectors``); ``nvectors=None`` takes every unit vector, an exact trace (small
+    cells). ``precision="single"`` halves the factor's memory (solves ~1e-7 relative,
+    far below KPM's own errors)."""
+    complex_h = np.iscomplexobj(a.data)
     n = a.shape[0]
-    solve = factorize(a, precision=precision)
+    solve = factorize(a, "pardiso" if upper else "auto", precision)
     del a  # the factor holds all that later steps need of H - sigma S
 
     def solve_a(y: np.ndarray) -> np.ndarray:
         x = solve(y)
         return x if complex_h else x.real
 
+    def apply_b(v: np.ndarray) -> np.ndarray:
+        return solve_a(apply_s(v))
+
     try:
-        b_op = spla.LinearOperator((n, n), matvec=lambda v: solve_a(sk @ v), dtype=sk.dtype)
+        dtype = complex if complex_h else float
+        b_op = spla.LinearOperator((n, n), matvec=apply_b, dtype=dtype)
         theta = spla.eigs(b_op, k=min(8, n - 2), which="LM", tol=1e-4, return_eigenvectors=False)
         bounds = theta_bounds(theta.real)  # real: B = S^-1/2 X S^1/2, X Hermitian
+        log.info("theta bounds %.4f .. %.4f 1/eV", *bounds)
         if nvectors is None:
             vectors = np.eye(n)
         else:
             vectors = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, nvectors))
-        mu = chebyshev_moments(sk.__matmul__, solve_a, bounds, vectors, nmoments, progress)
+        mu = chebyshev_moments(apply_s, solve_a, bounds, vectors, nmoments, progress)
     finally:
         release(solve)
     energies = sigma + np.linspace(-window, window, npoints)

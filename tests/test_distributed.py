@@ -12,9 +12,11 @@ import pytest
 
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
+from ase_moireh.kpm import hermitian_product, kpm_window_dos, window_dos
 from ase_moireh.model.stream import read_streamed
 from ase_moireh.tightbinding import TightBinding
-from ase_moireh.tools.distributed import SlepcUnavailable, import_slepc, local_rows, row_partition
+from ase_moireh.tools.distributed import SlepcUnavailable, import_slepc, row_partition
+from ase_moireh.tools.pencil import local_rows, upper_pencil
 
 K = (0.1234, 0.0567, 0.0)
 NEV = 12
@@ -94,3 +96,33 @@ def test_two_ranks_match_the_serial_solve(streamed, tmp_path):
     every = TightBinding(*read_streamed(path)).eigh(K)
     expected = np.sort(every[np.argsort(np.abs(every - sigma))[:NEV]])
     assert np.abs(levels - expected).max() < 1e-8
+
+
+@pytest.mark.parametrize("k", [(0.0, 0.0, 0.0), K])
+def test_upper_pencil_holds_the_whole_pencil_in_single_precision(streamed, k):
+    """The triangles assembled 7 atoms at a time, applied as Hermitian matrices, are
+    H(k) - sigma S(k) and S(k) (float32 at Gamma, complex64 elsewhere; this SOC cell is
+    complex at Gamma too) to single precision."""
+    path, sigma = streamed
+    tb = TightBinding(*read_streamed(path))
+    a_up, s_up = upper_pencil(path, k, sigma, chunk=7)
+    assert a_up.dtype == np.complex64 and s_up.dtype == np.complex64
+    x = np.random.default_rng(0).standard_normal((tb.dimension, 3))
+    for upper, whole in ((a_up, tb.shifted(k, sigma)), (s_up, tb.Sk(k))):
+        expected = whole @ x
+        got = hermitian_product(upper)(x)
+        assert np.abs(got - expected).max() < 1e-5 * np.abs(expected).max()
+
+
+def test_window_dos_from_the_upper_pencil_matches_the_whole_matrices(streamed):
+    """Shift-invert KPM from the single-precision triangles gives the moments of the
+    double-precision route (same random vectors) to 1e-4."""
+    path, sigma = streamed
+    tb = TightBinding(*read_streamed(path))
+    whole = kpm_window_dos(tb, sigma, nmoments=64, nvectors=4, seed=2)
+    a_up, s_up = upper_pencil(path, (0, 0, 0), sigma)
+    lean = window_dos(
+        a_up, hermitian_product(s_up), sigma, nmoments=64, nvectors=4, seed=2, upper=True
+    )
+    assert lean.bounds == pytest.approx(whole.bounds, rel=1e-3)
+    assert lean.moments == pytest.approx(whole.moments, abs=1e-4)

@@ -21,12 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ase_moireh.basis import Basis, spin_factor
-from ase_moireh.model.stream import read_streamed
-from ase_moireh.tightbinding import TightBinding
+from ase_moireh.tools.pencil import local_rows, rows_per_atom
 
 #: Debian's install places of the complex builds (used when PETSC_DIR/SLEPC_DIR are unset)
 DEBIAN_DIRS = {
@@ -81,26 +78,6 @@ def row_partition(rows_per_atom: np.ndarray, ranks: int) -> list[range]:
     return [range(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
-def _rows_per_atom(path: str | os.PathLike) -> np.ndarray:
-    """Rows of H(k) per atom of a streamed file (spin included), read from its header."""
-    with h5py.File(path, "r") as f:
-        group = f["hamiltonian"]
-        norbs = Basis.from_dftio(group.attrs["basis"]).norbs(group["numbers"][()])
-        return norbs * spin_factor(bool(f.attrs["soc"]))
-
-
-def local_rows(path, atoms: range, k: Sequence[float], sigma: float):
-    """This rank's rows of H(k) - sigma S(k) and S(k) (H's layout) as CSR with global
-    columns, and the first global row: only the blocks of rows of ``atoms`` are read."""
-    h, s = read_streamed(path, atoms)
-    if s is None:
-        raise ValueError(f"{path}: the file holds no overlap S (needed for the solve)")
-    tb = TightBinding(h, s)
-    first = int(h.norbs[: atoms.start].sum())
-    last = first + int(h.norbs[atoms.start : atoms.stop].sum())
-    return tb.shifted(k, sigma)[first:last], tb.Sk(k)[first:last], first
-
-
 def _petsc_matrix(PETSc, comm, csr, n: int):  # noqa: N803 (the module's own name)
     local = csr.shape[0]
     index = PETSc.IntType
@@ -117,7 +94,7 @@ def distributed_levels(
     of MPI's world taking part; every rank returns them."""
     PETSc, SLEPc = import_slepc()  # noqa: N806
     comm = PETSc.COMM_WORLD
-    rows = _rows_per_atom(path)
+    rows = rows_per_atom(path)
     n = int(rows.sum())
     if not 0 < nev < n:
         raise ValueError(f"nev must lie in 1..{n - 1} (the matrix has {n} rows), got {nev}")
