@@ -15,9 +15,10 @@ Estimates (bytes; measured on this machine with ``/proc/self/status`` VmHWM):
 * dense generalised eigenproblem of n complex rows: the dense H(k) and S(k) plus
   LAPACK's copies and work arrays, 4 n^2 x 16 without eigenvectors (measured 2 + 1.1)
   and 6 n^2 x 16 with them (measured 2 + 3.1);
-* PARDISO: its own analysis-phase report (``iparm[15] + iparm[16]``, kB), read after the
-  cheap symbolic phase and before the numerical factorisation; on the (4,3) SOC cell
-  (7,696 rows) it said 0.75 GB and the process grew by 0.70 GB;
+* PARDISO: its own analysis-phase report of the numerical factorisation and solves
+  (``iparm[16]``, kB), read after the symbolic phase (which has allocated the permanent
+  ``iparm[15]`` already) and before the numerical factorisation; on the (4,3) SOC cell
+  (7,696 rows) the two together said 0.75 GB and the process grew by 0.70 GB in all;
 * SuperLU: ``SUPERLU_FILL`` x the bytes of the matrix, x sqrt(n / 7,696) above that size
   (its fill grows with the cell); measured 8.2x at 7,696 rows (+1.96 GB).
 """
