@@ -134,6 +134,20 @@ def density_from_moments(
     return dimension * series / (np.pi * np.sqrt(1.0 - x**2) * a)
 
 
+def typed_solve(
+    solve: Callable[[np.ndarray], np.ndarray], complex_h: bool
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The solver, returning real vectors for a real H: a factor may compute in complex
+    (a real S solved as complex, or PARDISO's complex mode) and the Chebyshev recursion
+    must stay in H's own field."""
+
+    def typed(y: np.ndarray) -> np.ndarray:
+        x = solve(y)
+        return x if complex_h else x.real
+
+    return typed
+
+
 def kpm_dos(
     tb: TightBinding,
     k: Sequence[float] = (0.0, 0.0, 0.0),
@@ -153,11 +167,7 @@ def kpm_dos(
     n = hk.shape[0]
     vectors = rng.choice([-1.0, 1.0], size=(n, nvectors))
     solve = factorize(sk.astype(complex) if complex_h else sk)  # once, for all that follows
-
-    def solve_s(y: np.ndarray) -> np.ndarray:
-        x = solve(y)
-        return x if complex_h else x.real
-
+    solve_s = typed_solve(solve, complex_h)
     try:
         if bounds is None:
             bounds = spectral_bounds(hk, sk, solve_s)
@@ -227,8 +237,7 @@ def window_dos(
 ) -> KPMDensity:
     """Shift-invert KPM (module doc) from ``a`` = H - sigma S (``upper``: only its upper
     triangle, which PARDISO alone reads, so it must be the solver) and a product with
-    S: one
-    factorisation, then one solve and one product per moment. Resolution at E: about
+    S: one factorisation, then one solve and one product per moment. Resolution at E: about
     pi x (half-width of the theta bounds) / ``nmoments`` x (E - sigma)^2, finest next
     to sigma; stochastic error of the levels counted in the window ~ sqrt(2 x count /
     ``nvectors``); ``nvectors=None`` takes every unit vector, an exact trace (small
@@ -238,10 +247,7 @@ def window_dos(
     n = a.shape[0]
     solve = factorize(a, "pardiso" if upper else "auto", precision)
     del a  # the factor holds all that later steps need of H - sigma S
-
-    def solve_a(y: np.ndarray) -> np.ndarray:
-        x = solve(y)
-        return x if complex_h else x.real
+    solve_a = typed_solve(solve, complex_h)
 
     def apply_b(v: np.ndarray) -> np.ndarray:
         return solve_a(apply_s(v))
