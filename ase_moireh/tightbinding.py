@@ -137,9 +137,10 @@ class TightBinding:
         return self.Hk(k).toarray(), self.Sk(k).toarray()
 
     # ------------------------------------------------------------------ eigenproblems
-    def eigh(self, k: Sequence[float], vectors: bool = False):
-        """All levels (eV, ascending) at k by dense diagonalisation; with ``vectors``
-        also the S-orthonormal eigenvectors (columns). Refuses with
+    def eigh(self, k: Sequence[float], vectors: bool = False, bands: slice | None = None):
+        """All levels (eV, ascending) at k by dense diagonalisation, or only ``bands`` (a
+        slice of band indices); with ``vectors`` also the S-orthonormal eigenvectors
+        (columns). Refuses with
         :class:`~ase_moireh.memory.InsufficientMemory` before allocating what cannot fit."""
         n = self.dimension
         fits = dense_rows_fitting(vectors)
@@ -152,11 +153,13 @@ class TightBinding:
             else "",
         )
         h, s = self.dense(k)
-        return generalized_eigh(h, s, k, vectors)
+        return generalized_eigh(h, s, k, vectors, bands)
 
-    def eigenvalues(self, kpts: Iterable[Sequence[float]]) -> np.ndarray:
-        """All levels at each k, shape (nk, dimension)."""
-        return np.array([self.eigh(k) for k in kpts])
+    def eigenvalues(
+        self, kpts: Iterable[Sequence[float]], bands: slice | None = None
+    ) -> np.ndarray:
+        """All levels at each k, shape (nk, dimension), or only ``bands``."""
+        return np.array([self.eigh(k, bands=bands) for k in kpts])
 
     def eigsh(
         self,

@@ -3,6 +3,7 @@ its outputs say what was computed and how far to trust it."""
 
 import json
 
+import numpy as np
 import pytest
 
 from ase_moireh.cli.demo import run_demo
@@ -54,6 +55,7 @@ def test_outputs_carry_their_trust_information(demo):
     # step 3 holds the DFT check of a twisted SOC cell; step 4's verdict uses its error
     ref = result["reference"]["bands_near_gap"]
     assert result["reference"]["atoms"] == 42 and ref["levels"] > 0
+    assert 18 <= result["reference"]["kpoints_on_path"] <= 18 + 4  # thinned to npoints
     # the shared tw2179_soc run's gap from its own H, S at Gamma, M, K = (1/3, 2/3)
     # (examples/bundle_reference.py); the same as the gap along its Gamma-M-K-Gamma path
     assert ref["gap_reference_meV"] == pytest.approx(984.4, abs=1.0)
@@ -80,8 +82,6 @@ def test_bundled_reference_bands_are_the_shared_runs():
     """Step 3's DFT bands are the shared tw2179_soc run's own (its H, S, its structure)."""
     import hashlib
 
-    import numpy as np
-
     from ase_moireh.calculator import MoireHCalculator
     from ase_moireh.data import REFERENCE_BANDS
     from ase_moireh.io.openmx import read_scfout
@@ -96,11 +96,26 @@ def test_bundled_reference_bands_are_the_shared_runs():
     calc.set_atoms(run.atoms)
     first = int(ref["first_band"])
     np.testing.assert_allclose(ref["extrema_kpts"], extrema_kpoints(run.atoms.cell))
-    levels = calc.get_tight_binding().eigenvalues(ref["extrema_kpts"])
-    np.testing.assert_allclose(levels[:, first : first + 48], ref["extrema_energies"], atol=1e-6)
+    levels = calc.get_tight_binding().eigenvalues(
+        ref["extrema_kpts"], bands=slice(first, first + 48)
+    )
+    np.testing.assert_allclose(levels, ref["extrema_energies"], atol=1e-6)
     assert calc.occupied_bands() == int(ref["nocc"])
     # the band edges over Gamma, M, K are those of the whole Gamma-M-K-Gamma path
     n = int(ref["nocc"]) - first
     for e in (ref["extrema_energies"], ref["path_energies"]):
         gap = e[:, n].min() - e[:, n - 1].max()
         assert gap == pytest.approx(0.9844, abs=1e-3)
+
+
+def test_thinned_path_keeps_the_corners_and_about_npoints():
+    from ase.lattice import HEX2D
+
+    from ase_moireh.cli.demo import thinned_path
+
+    path = HEX2D(3.5).bandpath("GMKG", npoints=40)
+    x, corners, _ = path.get_linear_kpoint_axis()
+    take = thinned_path(path, 18)
+    assert 18 <= len(take) <= 18 + len(corners) and np.all(np.diff(take) > 0)
+    assert all(np.isclose(x[take], c).any() for c in corners)
+    assert np.array_equal(thinned_path(path, 60), np.arange(40))

@@ -113,3 +113,16 @@ def test_upper_triangle_for_pardiso_keeps_every_diagonal_entry():
     assert np.array_equal(upper.diagonal() == 0, [True, False, True, False])
     rows = np.repeat(np.arange(4), np.diff(upper.indptr))
     assert sorted(upper.indices[upper.indices == rows]) == [0, 1, 2, 3]  # all stored
+
+
+@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
+def test_a_band_window_equals_those_of_all_levels(case):
+    """LAPACK's subset driver for ``bands`` gives the same levels as the full solve."""
+    tb = converted(case).tight_binding
+    kpts = [(0.0, 0.0, 0.0), (0.1234, 0.3071, 0.0)]
+    every = tb.eigenvalues(kpts)
+    for bands in (slice(3, 17), slice(tb.dimension - 5, None)):
+        assert np.abs(tb.eigenvalues(kpts, bands=bands) - every[:, bands]).max() < 1e-9
+    for bad in (slice(0, 10, 2), slice(5, 5)):
+        with pytest.raises(ValueError, match="consecutive bands"):
+            tb.eigenvalues(kpts, bands=bad)
