@@ -314,8 +314,8 @@ class MoireHCalculator(Calculator):
         nocc = self.occupied_bands()
         kpts = extrema_kpoints(self.atoms.cell)
         if tb.dimension <= DENSE_LIMIT:
-            e = tb.eigenvalues(kpts)
-            return float(e[:, nocc - 1].max()), float(e[:, nocc].min())
+            e = tb.eigenvalues(kpts, bands=slice(nocc - 1, nocc + 1))  # the two edges only
+            return float(e[:, 0].max()), float(e[:, 1].min())
         if mkl_library() is None:
             raise ValueError(
                 f"H has {tb.dimension} rows: finding the gap of a large cell needs PARDISO "
