@@ -287,13 +287,13 @@ class MoireHCalculator(Calculator):
         bands numbered nocc - nbands/2 ... around the gap, so that band lines stay the
         same bands along a path, or (large cells) those nearest the mid-gap energy."""
         tb = self.get_tight_binding(atoms)
-        if nbands is None or tb.dimension <= DENSE_LIMIT:
-            energies = tb.eigh(k)
-            if nbands is None:
-                return energies
+        if nbands is None:
+            return tb.eigh(k)
+        if tb.dimension <= DENSE_LIMIT:
             if sigma is None:
                 first = max(0, self.occupied_bands(atoms) - nbands // 2)
-                return energies[first : first + nbands]
+                return tb.eigh(k, bands=slice(first, first + nbands))
+            energies = tb.eigh(k)
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
         centre = self.midgap(atoms) if sigma is None else sigma
         return tb.eigsh(k, centre, nbands, precision=self.parameters["precision"])

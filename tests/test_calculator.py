@@ -28,9 +28,12 @@ def test_dft_mode_reproduces_openmx_eigenvalues(case):
         ours = atoms.calc.eigenvalues_at(k)
         worst = max(worst, np.abs(ours[: len(printed)] - printed).max())
     assert worst < 1e-3
+    # nbands: the levels around the gap, three on each side of the mid-gap
     near = atoms.calc.eigenvalues_at(s.reference_eigenvalues[0][0], nbands=6)
     full = atoms.calc.eigenvalues_at(s.reference_eigenvalues[0][0])
-    assert np.all(np.isin(np.round(near, 9), np.round(full, 9)))
+    nocc = atoms.calc.occupied_bands()
+    np.testing.assert_allclose(near, full[nocc - 3 : nocc + 3], atol=1e-9)
+    assert near[2] < atoms.calc.midgap() < near[3]
 
 
 def test_dft_mode_refuses_another_structure():
@@ -92,8 +95,16 @@ def test_extras_are_declared_properties():
     from ase_moireh.model.io import ModelBundle
 
     spread = calc.get_hamiltonian_spread()  # the bundled model is an ensemble
-    assert spread.nedges == calc.get_hamiltonian().nedges and spread.values.min() >= 0
+    assert spread.nedges == calc.get_hamiltonian().nedges
     bundle = calc.bundle
+    # the spread is the members' standard deviation: |a - b| / 2 for two members
+    members = []
+    for model in bundle.models:
+        one = MoireHCalculator(model=ModelBundle([model], bundle.overlap, bundle.info))
+        one.set_atoms(atoms)
+        members.append(one.get_hamiltonian().values)
+    assert len(members) == 2 and spread.values.max() > 1e-4
+    np.testing.assert_allclose(spread.values, 0.5 * np.abs(members[0] - members[1]), atol=1e-6)
     single = ModelBundle(bundle.models[:1], bundle.overlap, bundle.info)
     atoms.calc = MoireHCalculator(model=single)
     with pytest.raises(PropertyNotImplementedError):  # a single model has no spread

@@ -9,7 +9,7 @@ import torch
 from ase.io import read
 from click.testing import CliRunner
 
-from ase_moireh.build import twisted_bilayer
+from ase_moireh.build import nanoribbon, twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.cli import moireh
 from ase_moireh.data import bundled_model_path
@@ -93,9 +93,13 @@ def test_ribbon_edge_state_weights(tmp_path):
     assert lower.shape == (4, 6)
     for w in (lower, upper, bulk):
         assert np.all(w > -1e-3) and np.all(w < 1 + 1e-3)
-    assert np.allclose(lower + upper + bulk, 1.0, atol=1e-10)
+    assert np.allclose(lower + upper + bulk, 1.0, atol=1e-10)  # edge_side partitions
     assert np.allclose(bands["norm"], 1.0, atol=1e-8)
-    assert (lower + upper).max() > 0.5  # some states do live on the edges
+    # some states live on one edge: an evenly spread state puts on each edge the share
+    # of atoms it holds (a third here); these hold over 0.8 on one edge (seen: 0.94)
+    ribbon = nanoribbon(twisted_bilayer(2, 1), repeats=2)
+    share = max(np.mean(ribbon.arrays["edge_side"] == side) for side in (-1, 1))
+    assert np.maximum(lower, upper).max() > max(0.8, 2 * share)
     # --sigma is relative to the periodic cell's mid-gap, which the command prints
     assert f"mid-gap {midgap:+.4f} eV is the energy zero" in result.output
     energies = np.array(bands["energies"])

@@ -39,6 +39,7 @@ def test_deeph_export_keys_shapes_and_order(case, tmp_path):
     s = converted(case)
     write_deeph(s, tmp_path / "d")
     info = json.loads((tmp_path / "d" / "info.json").read_text())
+    # 2 Mo x 14 (s3p2d1) + 4 Te x 19 (s3p2d2) orbitals (the shared data README's basis)
     assert info["isspinful"] == s.spinful and info["nsites"] == 6 and info["norbits"] == 104
     lat = np.loadtxt(tmp_path / "d" / "lat.dat")
     assert np.allclose(lat.T, s.atoms.cell)

@@ -12,7 +12,7 @@ from ase_moireh.build import twisted_bilayer
 from ase_moireh.data import bundled_model_path
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_bundle
-from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.overlap import bundled_overlap
 from shared_data import converted
@@ -35,7 +35,7 @@ def tiny_model(
         radial_hidden=8,
         num_radial=8,
     )
-    model = HamiltonianModel(config).to(torch.float64)
+    model = new_model(config, torch.float64)
     with torch.no_grad():  # non-trivial scale/shift so they are part of the test
         for ss in model.scale_shift.values():
             ss.scale.uniform_(0.5, 2.0)
@@ -109,7 +109,9 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         np.abs(after[key] - rot[sym[key[0]]] @ block @ rot[sym[key[1]]].conj().T).max()
         for key, block in before.items()
     )
-    assert worst < 1e-5  # eV
+    # float64 to rounding (seen: 1e-13 eV); e3nn's full tensor product ("tp", the old
+    # convolution) keeps constants of float32 precision (seen: 1.3e-7 eV)
+    assert worst < (1e-6 if which == "untrained-tp" else 1e-10)  # eV
 
 
 def test_translation_and_permutation_invariance():

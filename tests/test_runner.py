@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ase_moireh.build.generate import sampled_shifted_bilayers, write_structure_folder
+from ase_moireh.build.generate import (
+    INTERLAYER_RANGE,
+    NOISE_RANGE,
+    sampled_shifted_bilayers,
+    write_structure_folder,
+)
 from ase_moireh.cli import moireh
 from ase_moireh.io.corpus import load_manifest, read_entry
 from ase_moireh.io.openmx import read_scfout
@@ -229,7 +234,9 @@ def test_sample_command_writes_twins_with_fixed_splits(tmp_path):
     assert names == ["shift2x2_008", "shift2x2_008_soc", "shift2x2_009", "shift2x2_009_soc"]
     meta = json.loads((out / "shift2x2_009_soc" / "meta.json").read_text())
     assert (meta["split"], meta["twin"], meta["soc"]) == ("holdout", "shift2x2_009", True)
-    assert 0.02 <= meta["noise_sigma"] <= 0.06 and abs(meta["interlayer_change"]) <= 0.3
+    low, high = NOISE_RANGE
+    assert low <= meta["noise_sigma"] <= high
+    assert abs(meta["interlayer_change"]) <= INTERLAYER_RANGE
     import ase.io
 
     written = ase.io.read(out / "shift2x2_009" / "structure.extxyz")

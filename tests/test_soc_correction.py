@@ -15,6 +15,7 @@ from ase_moireh.build import twisted_bilayer
 from ase_moireh.io.corpus import read_entry
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
+from ase_moireh.model.network import new_model
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.model.soc import (
     add_correction,
@@ -54,15 +55,16 @@ def test_soc_correction_is_exact_hermitian_and_short_ranged(twins):
     back = add_correction(col.hamiltonian, delta)
     assert np.array_equal(back.edges, col.hamiltonian.edges)
     rows = soc.hamiltonian.find(back.edges)
-    assert np.abs(back.values - on_edges(soc.hamiltonian, back.edges)[0].values).max() == 0
+    assert np.abs(back.values - on_edges(soc.hamiltonian, back.edges)[0].values).max() < 1e-12
     assert (rows >= 0).all()
     assert delta.hermiticity_error() < 1e-5  # single-precision storage of both runs
-    # the spin-orbit part is local: far blocks change by far less than near ones
+    # the spin-orbit part is local: far blocks change by far less than near ones (this
+    # entry: on-site blocks 192x the mean beyond 4.5 A, at most 1.4e-4 eV beyond 6 A)
     d = delta.positions[delta.edges[:, 1]] + delta.edges[:, 2:] @ delta.cell
     dist = np.linalg.norm(d - delta.positions[delta.edges[:, 0]], axis=1)
     size = np.array([np.abs(delta.block(e)).mean() for e in range(delta.nedges)])
-    assert size[dist < 0.1].mean() > 10 * size[dist > 4.5].mean()
-    assert size[dist > 6].max() < 0.01  # eV
+    assert size[dist < 0.1].mean() > 50 * size[dist > 4.5].mean()
+    assert size[dist > 6].max() < 1e-3  # eV
 
 
 def test_twins_must_be_the_same_structure(twins):
@@ -82,7 +84,7 @@ def composite(correction_cutoff: float | None = None) -> ModelBundle:
         config = corr.config
         config.cutoff = correction_cutoff
         torch.manual_seed(2)
-        corr = type(corr)(config).to(torch.float64).eval()
+        corr = new_model(config, torch.float64).eval()
     return with_soc_correction(ModelBundle([col], bundled_overlap()), ModelBundle([corr], None))
 
 
@@ -122,7 +124,7 @@ def test_composite_blocks_rotate_by_spinor_wigner_d():
         np.abs(after.block(index[e]) - rot[sym[i]] @ before.block(e) @ rot[sym[j]].conj().T).max()
         for e, (i, j, *_) in enumerate(before.edges)
     )
-    assert worst < 1e-5
+    assert worst < 1e-10  # float64 networks: rounding only (seen: ~1e-13 eV)
 
 
 def test_correction_model_trains_on_twin_differences(twins, tmp_path):

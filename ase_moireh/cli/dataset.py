@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ase_moireh.build.generate import NOISE_RANGE
 from ase_moireh.build.materials import MATERIALS
 
 _MATERIAL = click.option(
@@ -204,7 +205,7 @@ def twisted_command(
     "--noise",
     nargs=2,
     type=float,
-    default=(0.02, 0.06),
+    default=NOISE_RANGE,
     show_default=True,
     help="Range of the per-structure Gaussian noise sigma (A).",
 )

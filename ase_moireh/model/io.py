@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ase_moireh.files import atomic_file
-from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.soc import SOC_CORRECTION
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap
 
@@ -171,7 +171,7 @@ def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         configs = [ModelConfig.from_json(text) for text in payload["configs"]]
         models, corrections = [], []
         for member_config, state in zip(configs, payload["members"], strict=True):
-            model = HamiltonianModel(member_config).to(dtype)
+            model = new_model(member_config, dtype)
             model.load_state_dict(state)
             model.eval()
             role = member_config.extra.get("role")

@@ -397,3 +397,16 @@ class HamiltonianModel(nn.Module):
     def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
         y = self.scale_shift[key](self.heads[key](features))
         return y if envelope is None else y * envelope[:, None]
+
+
+def new_model(config: ModelConfig, dtype: torch.dtype = torch.float32) -> HamiltonianModel:
+    """A network in ``dtype``, built with it as torch's default so that its constants
+    (Wigner-Eckart maps, frames) are computed in that precision: built in float32 and
+    cast up, a float64 network kept float32-rounded constants, and rotated blocks were
+    off by ~1e-7 eV instead of ~1e-13 (tests/test_model.py)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return HamiltonianModel(config).to(dtype)
+    finally:
+        torch.set_default_dtype(previous)

@@ -32,7 +32,7 @@ from ase_moireh.domain import ModelDomain, domain_of, union
 from ase_moireh.io.dataset import read_structure
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
-from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.partition import Partition
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap, resolve_overlap
 from ase_moireh.plotting import new_figure, save_figure
@@ -369,7 +369,7 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
     if config.partition is not None:
         Partition.from_dict(config.partition)  # validate early
         model_config.extra = {**model_config.extra, "partition": config.partition}
-    model = HamiltonianModel(model_config).to(dtype).to(config.device)
+    model = new_model(model_config, dtype).to(config.device)
     graphs = [g.to(config.device) for g in _make_graphs(model_config, structures, dtype)]
     if base is not None:
         model.load_state_dict(base.models[member % len(base.models)].state_dict())
