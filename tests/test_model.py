@@ -109,8 +109,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         np.abs(after[key] - rot[sym[key[0]]] @ block @ rot[sym[key[1]]].conj().T).max()
         for key, block in before.items()
     )
-    # float64 to rounding (seen: 1e-13 eV); e3nn's full tensor product ("tp", the old
-    # convolution) keeps constants of float32 precision (seen: 1.3e-7 eV)
+    # float64 to rounding (seen: 1e-13 eV); the "tp" convolution (e3nn's full tensor
+    # products) keeps an error of float32 size, not traced further (seen: 1.3e-7 eV)
     assert worst < (1e-6 if which == "untrained-tp" else 1e-10)  # eV
 
 
