@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from ase_moireh.build.generate import (
     INTERLAYER_RANGE,
     NOISE_RANGE,
+    generate_sampled,
     sampled_shifted_bilayers,
     write_structure_folder,
 )
@@ -245,6 +246,25 @@ def test_sample_command_writes_twins_with_fixed_splits(tmp_path):
     assert (
         "scf.SpinOrbit.Coupling     on" in (out / "shift2x2_009_soc" / "openmx_in.dat").read_text()
     )
+
+
+def test_sample_split_override(tmp_path):
+    """--split holdout puts a structure the default rule calls train (index 0) into
+    holdout, its SOC twin too; an unknown split is refused before anything is written."""
+    args = ["dataset", "sample", "shifted", "--supercell", "1", "--spin", "both"]
+    out = tmp_path / "held"
+    result = CliRunner().invoke(
+        moireh, [*args, "--split", "holdout", "-o", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("shift1x1_000", "shift1x1_000_soc"):
+        assert json.loads((out / name / "meta.json").read_text())["split"] == "holdout"
+    bad = CliRunner().invoke(moireh, [*args, "--split", "tests", "-o", str(tmp_path / "no")])
+    assert bad.exit_code == 2 and "'tests' is not one of" in bad.output
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(ValueError, match="split must be one of"):
+        generate_sampled("shifted", tmp_path / "no", split="tests", n=1, count=1, seed=10)
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.slow

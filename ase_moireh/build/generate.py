@@ -454,17 +454,21 @@ def generate_sampled(
     overwrite: bool = False,
     progress: bool = True,
     openmx: dict | None = None,
+    split: str | None = None,
     **params,
 ) -> list[Path]:
     """Sampled corpus structures (:func:`sampled_shifted_bilayers` or
     :func:`sampled_twisted_bilayers`, ``params`` go there) as OpenMX folders, collinear,
     SOC or both (twins: the same structure, ``_soc`` appended). ``meta.json`` carries the
-    fixed split (:func:`ase_moireh.corpus.assign_split`, the same for twins) and the twin's
-    name. Every check runs before anything is written."""
-    from ase_moireh.io.corpus import assign_split
+    fixed split (:func:`ase_moireh.corpus.assign_split`, the same for twins; ``split``
+    puts every structure into one, e.g. ``holdout`` for a check no training may see) and
+    the twin's name. Every check runs before anything is written."""
+    from ase_moireh.io.corpus import SPLITS, assign_split
 
     if spin not in SPINS:
         raise ValueError(f"spin must be one of {', '.join(SPINS)}, got {spin!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if kind == "shifted":
         structures = sampled_shifted_bilayers(**params)
     elif kind == "twisted":
@@ -479,7 +483,7 @@ def generate_sampled(
             twin = base + ("" if suffix else "_soc")
             meta = {
                 **_meta(atoms),
-                "split": assign_split(kind, atoms.info["sample"]),
+                "split": split or assign_split(kind, atoms.info["sample"]),
                 "twin": twin,
             }
             jobs.append((out / (base + suffix), atoms, soc, meta))

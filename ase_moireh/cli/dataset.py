@@ -10,6 +10,7 @@ import click
 
 from ase_moireh.build.generate import NOISE_RANGE
 from ase_moireh.build.materials import MATERIALS
+from ase_moireh.io.corpus import SPLITS
 
 _MATERIAL = click.option(
     "--material",
@@ -222,6 +223,13 @@ def twisted_command(
     show_default=True,
     help="both: a SOC twin of every structure (same geometry, name + '_soc').",
 )
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default=None,
+    help="Put every structure into this split (default: fixed by kind and index), e.g. "
+    "holdout for a check no training may see.",
+)
 @_MATERIAL
 @_STACKING
 @_OUT
@@ -239,6 +247,7 @@ def sample_command(
     noise,
     interlayer_range,
     spin,
+    split,
     material,
     stacking,
     out,
@@ -266,7 +275,7 @@ def sample_command(
         if twist:
             raise click.BadParameter("shifted takes no N M (use --supercell)")
         params.update(n=supercell, seed=10 if seed is None else seed)
-    folders = _generate("generate_sampled", kind, out, common, spin=spin, **params)
+    folders = _generate("generate_sampled", kind, out, common, spin=spin, split=split, **params)
     click.echo(f"wrote {len(folders)} structure folders under {out}")
 
 
