@@ -72,7 +72,7 @@ def main() -> None:
         steps = [e.scf_steps for e in done if e.scf_steps]
         minutes = [e.wall_seconds / 60 for e in done if e.wall_seconds]
         norm = max((e.norm_rd for e in done if e.norm_rd is not None), default=float("nan"))
-        right = sum(abs(e.electrons - e.electrons_expected) < 1e-3 for e in done)
+        right = sum(e.electrons_right for e in done)
         lines.append(
             f"| {name} | {entries[0].n_atoms} | {len(done)} | {' / '.join(map(str, splits))} "
             f"| {np.median(steps):.0f} | {np.median(minutes):.1f}, {max(minutes):.1f} "

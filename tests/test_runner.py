@@ -20,7 +20,7 @@ from ase_moireh.build.generate import (
     write_structure_folder,
 )
 from ase_moireh.cli import moireh
-from ase_moireh.io.corpus import load_manifest, read_entry
+from ase_moireh.io.corpus import load_manifest, read_entry, save_manifest
 from ase_moireh.io.openmx import read_scfout
 from ase_moireh.overlap import bundled_overlap
 from ase_moireh.tightbinding import TightBinding
@@ -207,6 +207,32 @@ def test_run_and_status_commands(tmp_path, fake_openmx, recorded):
     assert "shifted SOC: 1 converged, 1 failed" in status.output
     missing = cli.invoke(moireh, ["dataset", "run", str(runs), "--openmx", "no-such-openmx"])
     assert missing.exit_code == 1 and "no OpenMX executable 'no-such-openmx'" in missing.output
+
+
+def test_status_of_a_corpus_checks_every_stored_entry(tmp_path, fake_openmx, recorded):
+    """A corpus folder is tabled from its manifest (its entries hold no run.json); an
+    entry whose NormRD or electron count is off, or whose H is gone, fails the status."""
+    folder = make_folder(tmp_path / "runs", recorded, "a_soc")
+    [(_, record)] = run_folders([folder], fake_openmx, progress=False)
+    corpus = tmp_path / "corpus"
+    convert_to_corpus(folder, record, corpus)
+    cli = CliRunner()
+    good = cli.invoke(moireh, ["dataset", "status", str(corpus)])
+    assert good.exit_code == 0, good.output
+    assert "a_soc" in good.output and "converged" in good.output
+    assert "shifted SOC: 1 converged" in good.output and "pending" not in good.output
+    manifest = load_manifest(corpus)
+    manifest["a_soc"].norm_rd, manifest["a_soc"].electrons = 2e-8, 643.0
+    save_manifest(corpus, manifest)
+    bad = cli.invoke(moireh, ["dataset", "status", str(corpus)])
+    assert bad.exit_code == 1
+    assert "NormRD 2e-08 not below 1e-08" in bad.output
+    assert "electrons 643.0 != neutral" in bad.output
+    manifest["a_soc"].norm_rd, manifest["a_soc"].electrons = 1e-9, record.electrons_expected
+    save_manifest(corpus, manifest)
+    (corpus / "a_soc" / "hamiltonian.h5").unlink()
+    gone = cli.invoke(moireh, ["dataset", "status", str(corpus)])
+    assert gone.exit_code == 1 and f"{corpus / 'a_soc'}: no hamiltonian.h5" in gone.output
 
 
 def test_sample_command_writes_twins_with_fixed_splits(tmp_path):

@@ -350,35 +350,87 @@ def run_command(
         raise SystemExit(1)
 
 
-@dataset.command(name="status")
-@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True))
-def status_command(folders) -> None:
-    """Table of the OpenMX runs in FOLDERS: converged, failed, running, pending."""
+def _status_row(name: str, kind: str, natoms, record, note: str) -> str:
+    """One line of the status table (``record``: a RunRecord or a ManifestEntry)."""
+    nrd = "" if record.norm_rd is None else f"{record.norm_rd:.1e}"
+    electrons = "" if record.electrons is None else f"{record.electrons:g}"
+    minutes = record.wall_seconds / 60 if record.wall_seconds else 0
+    return (
+        f"{name:<22} {kind:<12} {natoms:>5} {record.status:<9} {record.scf_steps or '':>5} "
+        f"{nrd:>8} {electrons:>7} {minutes:>7.1f} {note}"
+    )
+
+
+def _run_rows(folders: list[Path]) -> list[tuple[str, str, str]]:
+    """(kind, status, row) of every run folder, from its run.json and meta.json."""
     import json as _json
 
     from ase_moireh.tools.openmx_runner import RunRecord
 
-    rows, counts = [], {}
-    for folder in _folders(folders):
+    out = []
+    for folder in folders:
         record = RunRecord.read(folder)
         meta_path = folder / "meta.json"
         meta = _json.loads(meta_path.read_text()) if meta_path.exists() else {}
         kind = f"{meta.get('kind', '?')}{' SOC' if meta.get('soc') else ''}"
-        counts.setdefault(kind, {}).setdefault(record.status, 0)
-        counts[kind][record.status] += 1
-        nrd = "" if record.norm_rd is None else f"{record.norm_rd:.1e}"
-        electrons = "" if record.electrons is None else f"{record.electrons:g}"
-        rows.append(
-            f"{folder.name:<22} {kind:<12} {meta.get('natoms', ''):>5} {record.status:<9} "
-            f"{record.scf_steps or '':>5} {nrd:>8} {electrons:>7} "
-            f"{record.wall_seconds / 60 if record.wall_seconds else 0:>7.1f} {record.reason}"
-        )
+        row = _status_row(folder.name, kind, meta.get("natoms", ""), record, record.reason)
+        out.append((kind, record.status, row))
+    return out
+
+
+def _corpus_rows(corpus: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(kind, status, row) of every manifest entry, and the problems of stored entries
+    (:meth:`ManifestEntry.problems`, or no stored H)."""
+    from ase_moireh.io.corpus import CorpusError, load_manifest
+
+    try:
+        manifest = load_manifest(corpus)
+    except CorpusError as err:
+        raise click.ClickException(str(err)) from None
+    out, problems = [], []
+    for name, entry in sorted(manifest.items()):
+        kind = f"{entry.kind}{' SOC' if entry.soc else ''}"
+        found = entry.problems()
+        if entry.status == "converged" and not (corpus / name / "hamiltonian.h5").is_file():
+            found.append("no hamiltonian.h5")
+        problems += [f"{corpus / name}: {p}" for p in found]
+        note = "; ".join(x for x in (entry.split, *found, entry.reason) if x)
+        out.append((kind, entry.status, _status_row(name, kind, entry.n_atoms, entry, note)))
+    return out, problems
+
+
+@dataset.command(name="status")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True))
+def status_command(folders) -> None:
+    """Table of the OpenMX runs in FOLDERS: converged, failed, running, pending.
+
+    A corpus folder (one holding manifest.json) is tabled from its manifest, with each
+    entry's split; a stored entry with NormRD >= 1e-8, a wrong electron count or no H is
+    named and the exit code is 1.
+    """
+    from ase_moireh.io.corpus import MANIFEST
+
+    rows, problems = [], []
+    for path in map(Path, folders):
+        if (path / MANIFEST).is_file():
+            found_rows, found = _corpus_rows(path)
+            rows += found_rows
+            problems += found
+        else:
+            rows += _run_rows(_folders((str(path),)))
     click.echo(
         f"{'folder':<22} {'kind':<12} {'atoms':>5} {'status':<9} {'SCF':>5} {'NormRD':>8} "
-        f"{'elec.':>7} {'minutes':>7} reason"
+        f"{'elec.':>7} {'minutes':>7} reason / split"
     )
-    click.echo("\n".join(rows))
+    click.echo("\n".join(row for _, _, row in rows))
     click.echo("")
+    counts: dict[str, dict[str, int]] = {}
+    for kind, status, _ in rows:
+        counts.setdefault(kind, {}).setdefault(status, 0)
+        counts[kind][status] += 1
     for kind, by_status in sorted(counts.items()):
         parts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
         click.echo(f"{kind}: {parts}")
+    if problems:
+        click.echo("\nnot fit to train on:\n  " + "\n  ".join(problems), err=True)
+        raise SystemExit(1)

@@ -37,6 +37,11 @@ from ase_moireh.tightbinding import ElectronicStructure
 FORMAT = "ase-moireh corpus H 1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test", "holdout")
+#: a stored run's SCF must end below this NormRD: the criterion of the shared reference
+#: runs (``../shared/data/openmx/README.md``), which the corpus matches
+NORM_RD_MAX = 1e-8
+#: electrons may differ from the neutral count by this much (OpenMX prints 5 decimals)
+ELECTRON_TOL = 1e-3
 
 
 class CorpusError(ValueError):
@@ -210,6 +215,25 @@ class ManifestEntry:
     status: str = "pending"  # pending | converged | failed
     reason: str = ""
     extra: dict = field(default_factory=dict)
+
+    @property
+    def electrons_right(self) -> bool:
+        """OpenMX's electron count is the neutral one (within :data:`ELECTRON_TOL`)."""
+        if self.electrons is None or self.electrons_expected is None:
+            return False
+        return abs(self.electrons - self.electrons_expected) <= ELECTRON_TOL
+
+    def problems(self) -> list[str]:
+        """Why a converged entry is not fit to train on ([] if it is): NormRD at or
+        above :data:`NORM_RD_MAX`, or an electron count off the neutral one."""
+        if self.status != "converged":
+            return []
+        out = []
+        if self.norm_rd is None or self.norm_rd >= NORM_RD_MAX:
+            out.append(f"NormRD {self.norm_rd} not below {NORM_RD_MAX:g}")
+        if not self.electrons_right:
+            out.append(f"electrons {self.electrons} != neutral {self.electrons_expected}")
+        return out
 
 
 def load_manifest(corpus: str | os.PathLike) -> dict[str, ManifestEntry]:

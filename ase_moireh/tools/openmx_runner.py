@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ase_moireh.files import atomic_file
+from ase_moireh.io.corpus import ELECTRON_TOL
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ INPUT = "openmx_in.dat"
 RECORD = "run.json"
 #: OpenMX's closing line of a run that ended normally
 FINISHED = "The calculation was normally finished."
-#: electrons may differ from the neutral count by this much (OpenMX prints 5 decimals)
-ELECTRON_TOL = 1e-3
 #: the gentle first stage of a staged restart
 GENTLE = {
     "scf.ElectronicTemperature": "1000.0",
