@@ -34,6 +34,7 @@ import scipy.sparse.linalg as spla
 from tqdm import tqdm
 
 from ase_moireh.factorize import factorize, release
+from ase_moireh.solve import arpack
 from ase_moireh.tightbinding import TightBinding
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ def spectral_bounds(
     minv = spla.LinearOperator((n, n), matvec=solve_s, dtype=hk.dtype)
     ends = []
     for which in ("SA", "LA"):
-        end = spla.eigsh(hk, k=1, M=sk, Minv=minv, which=which, tol=1e-4, return_eigenvectors=False)
+        end = arpack(
+            spla.eigsh, hk, k=1, M=sk, Minv=minv, which=which, tol=1e-4, return_eigenvectors=False
+        )
         ends.append(float(end[0]))
     low, high = min(ends), max(ends)
     width = high - low
@@ -255,7 +258,9 @@ def window_dos(
     try:
         dtype = complex if complex_h else float
         b_op = spla.LinearOperator((n, n), matvec=apply_b, dtype=dtype)
-        theta = spla.eigs(b_op, k=min(8, n - 2), which="LM", tol=1e-4, return_eigenvectors=False)
+        theta = arpack(
+            spla.eigs, b_op, k=min(8, n - 2), which="LM", tol=1e-4, return_eigenvectors=False
+        )
         bounds = theta_bounds(theta.real)  # real: B = S^-1/2 X S^1/2, X Hermitian
         log.info("theta bounds %.4f .. %.4f 1/eV", *bounds)
         if nvectors is None:

@@ -1,11 +1,16 @@
 """Shift-invert eigenvalues equal dense ones (real DFT operators, SOC and not)."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import scipy.linalg as sl
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from ase_moireh.factorize import mkl_library
-from ase_moireh.solve import shift_invert_eigh
+from ase_moireh.solve import arpack, shift_invert_eigh
 from shared_data import converted
 
 needs_mkl = pytest.mark.skipif(
@@ -126,3 +131,32 @@ def test_a_band_window_equals_those_of_all_levels(case):
     for bad in (slice(0, 10, 2), slice(5, 5)):
         with pytest.raises(ValueError, match="consecutive bands"):
             tb.eigenvalues(kpts, bands=bad)
+
+
+def test_shift_invert_lets_go_of_its_matrices_at_once():
+    """scipy's ARPACK wrapper keeps its operands in a reference cycle; through
+    :func:`arpack` the matrices are freed when the solve returns, not at the next full
+    garbage collection (without it the band path of the (3,2) SOC cell grew ~0.46 GB per
+    k-point). Checked with the collector off, so only reference counts free them."""
+    rng = np.random.default_rng(3)
+    n = 60
+    x = rng.normal(size=(n, n))
+    hk = sp.csr_matrix(x + x.T)
+    sk = sp.csr_matrix(np.eye(n) + 0.01 * (x @ x.T) / n)
+    dense = sl.eigh(hk.toarray(), sk.toarray(), eigvals_only=True)
+    gc.collect()
+    gc.disable()
+    try:
+        levels = shift_invert_eigh(hk, sk, 0.05, 4, solver="superlu")
+        refs = weakref.ref(hk), weakref.ref(sk)
+        del hk, sk
+        assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
+    nearest = dense[np.argsort(np.abs(dense - 0.05))[:4]]
+    np.testing.assert_allclose(levels, np.sort(nearest), atol=1e-8)
+
+
+def test_arpack_refuses_shift_invert_without_opinv():
+    with pytest.raises(ValueError, match="needs OPinv"):
+        arpack(spla.eigsh, sp.eye(10), k=2, sigma=0.5)
