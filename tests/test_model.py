@@ -109,9 +109,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         np.abs(after[key] - rot[sym[key[0]]] @ block @ rot[sym[key[1]]].conj().T).max()
         for key, block in before.items()
     )
-    # float64 to rounding (seen: 1e-13 eV); the "tp" convolution (e3nn's full tensor
-    # products) keeps an error of float32 size, not traced further (seen: 1.3e-7 eV)
-    assert worst < (1e-6 if which == "untrained-tp" else 1e-10)  # eV
+    # float64 to rounding, both convolutions (seen: 3e-14 to 1.6e-13 eV)
+    assert worst < 1e-10  # eV
 
 
 def test_translation_and_permutation_invariance():
