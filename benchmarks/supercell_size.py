@@ -99,7 +99,8 @@ def write_report(result: dict, filename: Path) -> None:
         mae = np.mean([r["mae_all_meV"] for r in sel])
         bands = np.mean([r["bands"]["max_meV"] for r in sel])
         lines.append(
-            f"- {n}x{n} ({len(sel)} entries): MAE {mae:.2f} meV, band error near the gap "
+            f"- {n}x{n} ({len(sel)} {'entry' if len(sel) == 1 else 'entries'}): MAE "
+            f"{mae:.2f} meV, band error near the gap "
             f"{bands:.1f} meV (mean of the per-entry maxima)."
         )
     filename.write_text("\n".join(lines) + "\n")
