@@ -267,7 +267,7 @@ def twisted_part(
     )
     _plot_bands(
         bs.path,
-        bs.energies[0],
+        gap_aligned(bs.energies[0], bs.reference),
         [],
         bs.reference,
         outdir / "twisted_bands.png",
@@ -278,6 +278,20 @@ def twisted_part(
     )
     info["chern_mod3_top1_top2"] = _chern_table(twisted, info, outdir / "chern.txt")
     return info
+
+
+def gap_aligned(levels: np.ndarray, midgap: float) -> np.ndarray:
+    """Levels per k-point (rows) re-indexed so that lines follow bands: the n-th level
+    below ``midgap`` counted down from it, the n-th above counted up from it (NaN where
+    a k-point has fewer). The levels nearest the gap split differently between valence
+    and conduction along a path; joined by index, lines jumped across the gap."""
+    nb = levels.shape[1]
+    out = np.full((levels.shape[0], 2 * nb), np.nan)
+    for row, e in zip(out, np.sort(levels, axis=1), strict=True):
+        below, above = e[e < midgap], e[e >= midgap]
+        row[nb - len(below) : nb] = below  # column nb - 1: the top valence level
+        row[nb : nb + len(above)] = above
+    return out
 
 
 def _spread_meV(calc) -> float | None:
