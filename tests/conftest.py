@@ -6,6 +6,9 @@ import pytest
 
 from shared_data import SHARED_OPENMX, SI64
 
+#: fixtures of the stand-in ``openmx`` (runner and zeroth-step tests)
+pytest_plugins = ["openmx_standin"]
+
 
 def pytest_sessionstart(session):
     """With MOIREH_REQUIRE_SHARED=1 (CI sets it) a missing ../shared/data stops the run

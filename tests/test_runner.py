@@ -5,12 +5,12 @@ it is on PATH."""
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from openmx_standin import make_folder
 
 from ase_moireh.build.generate import (
     INTERLAYER_RANGE,
@@ -21,7 +21,6 @@ from ase_moireh.build.generate import (
 )
 from ase_moireh.cli import moireh
 from ase_moireh.io.corpus import load_manifest, read_entry, save_manifest
-from ase_moireh.io.openmx import read_scfout
 from ase_moireh.overlap import bundled_overlap
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.tools import openmx_runner
@@ -33,45 +32,8 @@ PACKAGED = Path(__file__).parents[1] / "ase_moireh" / "data" / "bl1x1_soc_s00.sc
 
 
 @pytest.fixture(autouse=True)
-def fast_polling(monkeypatch):
-    monkeypatch.setattr(openmx_runner, "POLL_SECONDS", 0.01)
-
-
-@pytest.fixture
-def fake_openmx(tmp_path) -> list[str]:
-    script = tmp_path / "bin" / "openmx"
-    script.parent.mkdir()
-    shutil.copy(DATA / "fake_openmx.py", script)
-    script.write_text(
-        script.read_text().replace(
-            "HERE = Path(__file__).resolve().parent", f"HERE = Path({str(DATA)!r})"
-        )
-    )
-    script.chmod(0o755)
-    return [sys.executable, str(script)]
-
-
-@pytest.fixture(scope="module")
-def recorded():
-    """The recorded run (the packaged 6-atom SOC bilayer)."""
-    return read_scfout(PACKAGED)
-
-
-def make_folder(root: Path, recorded, name="shift1x1_000_soc", scenario: str = "") -> Path:
-    atoms = recorded.atoms.copy()
-    meta = {
-        "kind": "shifted",
-        "sample": 0,
-        "split": "train",
-        "twin": "shift1x1_000",
-        "rng_entropy": [10, 1, 0],
-        "shift": [0.0, 0.0],
-        "noise_sigma": 0.03,
-    }
-    folder = write_structure_folder(root / name, atoms, True, meta, kgrid=(9, 9, 1))
-    if scenario:
-        (folder / "scenario").write_text(scenario)
-    return folder
+def _fast(fast_polling):
+    """Every test here polls its stand-in quickly."""
 
 
 def invocations(folder: Path) -> list[str]:

@@ -350,6 +350,43 @@ def run_command(
         raise SystemExit(1)
 
 
+@dataset.command(name="h0")
+@click.argument("corpus", type=click.Path(exists=True, file_okay=False))
+@click.argument("names", nargs=-1)
+@click.option(
+    "--data-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder holding OpenMX's PAO/ and VPS/ (the corpus inputs' DFT_DATA).",
+)
+@click.option(
+    "--work",
+    default="h0-runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Scratch folder for the runs (each removed once stored).",
+)
+@click.option("--np", "np_", default=2, show_default=True, help="MPI processes per run.")
+@click.option("--openmx", default=None, help="OpenMX executable (default: openmx on PATH).")
+@_NO_PROGRESS
+def h0_command(corpus, names, data_path, work, np_, openmx, no_progress) -> None:
+    """OpenMX's zeroth-step H0 (scf.maxIter 1) of CORPUS entries (all, or NAMES) into
+    each entry's h0_openmx.h5, resumably: entries that have one are skipped."""
+    from ase_moireh.io.corpus import CorpusError
+    from ase_moireh.tools.openmx_runner import find_openmx, openmx_command
+    from ase_moireh.tools.zeroth_step import zeroth_steps
+
+    try:
+        command = openmx_command(find_openmx(openmx), np_)
+        failed = zeroth_steps(corpus, work, command, data_path, names or None, not no_progress)
+    except (FileNotFoundError, CorpusError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    for name, reason in failed:
+        click.echo(f"  {name}: {reason}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
 def _status_row(name: str, kind: str, natoms, record, note: str) -> str:
     """One line of the status table (``record``: a RunRecord or a ManifestEntry)."""
     nrd = "" if record.norm_rd is None else f"{record.norm_rd:.1e}"

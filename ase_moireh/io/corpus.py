@@ -9,6 +9,8 @@ An entry is one converged DFT run, in a folder ``<corpus>/<name>/``::
                      that the stored form is lossless for our use
     structure.extxyz the structure (with its generation metadata)
     openmx_in.dat    the input, DATA.PATH relative, so anyone can recompute the entry
+    h0_openmx.h5     (optional) OpenMX's zeroth-step H0 of the same structure, in the
+                     format of hamiltonian.h5 (:mod:`ase_moireh.tools.zeroth_step`)
 
 ``manifest.json`` lists every entry with how it was made and how it converged, and
 its split (train / validation / test / holdout), fixed by :func:`assign_split` when the
@@ -36,6 +38,8 @@ from ase_moireh.tightbinding import ElectronicStructure
 
 FORMAT = "ase-moireh corpus H 1"
 MANIFEST = "manifest.json"
+#: OpenMX's zeroth-step H0 of an entry (the H of the superposed atomic densities)
+H0_OPENMX = "h0_openmx.h5"
 SPLITS = ("train", "validation", "test", "holdout")
 #: a stored run's SCF must end below this NormRD: the criterion of the shared reference
 #: runs (``../shared/data/openmx/README.md``), which the corpus matches

@@ -12,6 +12,9 @@ whose appended text is openmx.out). What it plays is read, one line per invocati
 * ``crash``: 5 steps, then exit code 1 without finishing;
 * ``electrons``: as ``converge`` but 613 of 644 electrons (OpenMX's NC bug).
 
+Like OpenMX, it stops after ``scf.maxIter`` steps when the input sets fewer than the
+recording holds (``scf.maxIter 1``: the zeroth step).
+
 Every invocation appends the input file name and its ``scf.restart`` setting to
 ``invocations`` so tests can check the staging.
 """
@@ -40,6 +43,9 @@ def main() -> int:
     steps = RECORDING.read_text().split(MARK)[1:]
     if scenario in ("stall", "crash"):
         steps = steps[: 10 if scenario == "stall" else 5]
+    max_iter = re.search(r"(?im)^\s*scf\.maxIter\s+(\d+)", text)
+    if max_iter:
+        steps = steps[: int(max_iter.group(1))]
     for step in steps:
         if scenario == "electrons":
             step = step.replace(
