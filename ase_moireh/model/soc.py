@@ -38,7 +38,7 @@ def spinor_lift(op: BlockOperator) -> BlockOperator:
     return out
 
 
-def _matched_numbers(target: BlockOperator, source: BlockOperator):
+def matched_numbers(target: BlockOperator, source: BlockOperator):
     """Per chunk: positions in ``target.values`` and in ``source.values`` of every number
     of the source's blocks that the target has too (same edge, same block shape)."""
     found = target.find(source.edges)
@@ -88,7 +88,7 @@ def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperat
     """H_col (x) 1_2 + dH_SO on the collinear operator's blocks (dH_SO is zero where it
     has no block: it is shorter-ranged than H). Added in place, chunk by chunk."""
     out = spinor_lift(col)
-    for target, source in _matched_numbers(out, correction):
+    for target, source in matched_numbers(out, correction):
         out.values[target] += correction.values[source]
     return out
 
@@ -108,7 +108,7 @@ def combine_spread(
     out = spinor_lift(col)
     if correction is None:
         return out
-    for target, source in _matched_numbers(out, correction):
+    for target, source in matched_numbers(out, correction):
         delta = correction.values[source]
         out.values[target] = np.hypot(out.values[target].real, delta.real) + 1j * delta.imag
     return out
