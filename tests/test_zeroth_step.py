@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import ase.io
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from openmx_standin import make_folder
