@@ -6,10 +6,27 @@ import h5py
 import numpy as np
 import pytest
 import scipy.linalg as sl
+from click.testing import CliRunner
 
-from ase_moireh.io.dataset import DatasetError, read_dftio, write_deeph, write_dftio
+from ase_moireh.cli import moireh_convert
+from ase_moireh.io.corpus import read_entry
+from ase_moireh.io.dataset import (
+    DFTIO_INFO_KEYS,
+    METADATA_FILE,
+    DatasetError,
+    read_dftio,
+    write_deeph,
+    write_dftio,
+)
+from ase_moireh.overlap import resolve_overlap
 from ase_moireh.tightbinding import TightBinding
-from shared_data import SI64, converted
+from shared_data import ROOT, SI64, converted, scfout_path
+
+#: the keys DeePTB 2.2.1 allows in info.json (dptb/utils/argcheck.py, set_info_options,
+#: checked strictly by normalize_setinfo), the first three required
+DEEPTB_INFO_REQUIRED = {"nframes", "pos_type", "pbc"}
+DEEPTB_INFO_OPTIONAL = {"natoms", "bandinfo"}
+CORPUS_ENTRY = ROOT / "data" / "corpus" / "shift2x2_000"
 
 
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s04", "bl1x1_soc_s22"])
@@ -27,11 +44,75 @@ def test_dftio_round_trip_gives_the_same_arrays(case, tmp_path):
     assert np.allclose(back.atoms.cell, s.atoms.cell)
     assert back.fermi_level == s.fermi_level
     info = json.loads((tmp_path / case / "info.json").read_text())
-    assert info["spinful"] == s.spinful and info["nframes"] == 1
+    meta = json.loads((tmp_path / case / METADATA_FILE).read_text())
+    assert meta["spinful"] == s.spinful and info["nframes"] == 1
+    assert back.extra == {k: v for k, v in s.extra.items() if k in meta}
     assert (tmp_path / case / "basis.dat").read_text() == "{'Mo': '3s2p1d', 'Te': '3s2p2d'}"
     with h5py.File(tmp_path / case / "overlaps.h5") as f:
         assert not np.iscomplexobj(f["0"]["0_0_0_0_0"][()])  # overlap stays spinless
     assert [p.name for p in tmp_path.iterdir()] == [case]  # no temporary folder left
+
+
+def _assert_peer_readable(folder, openmx_basis) -> None:
+    """What DeePTB's loader asks of a folder: info.json with only the keys it allows (all
+    it requires), and overlaps.h5, spinless, on H's blocks, equal to the exact S."""
+    info = json.loads((folder / "info.json").read_text())
+    assert set(DFTIO_INFO_KEYS) == DEEPTB_INFO_REQUIRED | DEEPTB_INFO_OPTIONAL
+    assert DEEPTB_INFO_REQUIRED <= set(info) <= set(DFTIO_INFO_KEYS), info
+    assert info == {"nframes": 1, "pos_type": "cart", "pbc": True}  # as the Si64 peer
+    with h5py.File(folder / "hamiltonians.h5") as fh, h5py.File(folder / "overlaps.h5") as fs:
+        assert set(fs["0"]) == set(fh["0"])
+        assert not np.iscomplexobj(fs["0"]["0_0_0_0_0"][()])
+    s = read_dftio(folder)
+    exact = resolve_overlap(s.hamiltonian.basis, openmx_basis).operator(s.atoms, s.overlap.edges)
+    assert np.abs(s.overlap.values - exact.values).max() < 1e-6  # OpenMX's S: 9e-8
+
+
+def _convert_folder(tmp_path):
+    """One run through ``moireh-convert`` (its S is OpenMX's)."""
+    args = ["openmx", str(scfout_path("bl1x1_nosoc_s00")), "-o", str(tmp_path), "--no-progress"]
+    result = CliRunner().invoke(moireh_convert, args)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "bl1x1_nosoc_s00"
+
+
+def _corpus_folder(tmp_path):
+    """One corpus entry (H only) written as a dftio folder: its S is computed."""
+    entry = read_entry(CORPUS_ENTRY)
+    assert entry.overlap is None
+    return write_dftio(entry, tmp_path / CORPUS_ENTRY.name)
+
+
+@pytest.mark.parametrize("make", [_convert_folder, _corpus_folder], ids=["convert", "corpus"])
+def test_written_folders_pass_deeptb_info_check_and_carry_overlap(make, tmp_path):
+    folder = make(tmp_path)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    assert meta["spinful"] is False and meta["openmx_basis"]["Mo"] == "Mo7.0-s3p2d1"
+    _assert_peer_readable(folder, meta["openmx_basis"])
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left
+
+
+def test_old_folders_with_metadata_in_info_json_still_read(tmp_path):
+    s = converted("bl1x1_soc_s00")
+    folder = write_dftio(s, tmp_path / "old")
+    old_info = {
+        **json.loads((folder / "info.json").read_text()),
+        **json.loads((folder / METADATA_FILE).read_text()),
+    }
+    (folder / "info.json").write_text(json.dumps(old_info))
+    (folder / METADATA_FILE).unlink()
+    back = read_dftio(folder)
+    assert back.spinful and back.fermi_level == s.fermi_level and back.source == s.source
+    assert back.extra["openmx_basis"] == s.extra["openmx_basis"]
+    assert back.extra["n_electrons"] == s.extra["n_electrons"]
+
+
+def test_writing_without_any_s_source_fails_and_leaves_nothing(tmp_path):
+    s = read_entry(CORPUS_ENTRY)
+    s.extra["openmx_basis"] = {"Mo": "Mo9.0-s3p2d1", "Te": "Te7.0-s3p2d2"}  # not bundled
+    with pytest.raises(DatasetError, match="no S to write.*pao"):
+        write_dftio(s, tmp_path / "x")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "bl1x1_soc_s00"])
@@ -66,7 +147,8 @@ def test_deeph_export_keys_shapes_and_order(case, tmp_path):
 @pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
 def test_dftio_written_si64_peer_dataset_loads():
     s = read_dftio(SI64)
-    assert len(s.atoms) == 64 and set(s.atoms.numbers) == {14}
+    assert len(s.atoms) == 64 and set(s.atoms.numbers) == {14} and s.atoms.pbc.all()
+    assert set(json.loads((SI64.parent / "info.json").read_text())) == DEEPTB_INFO_REQUIRED
     assert s.hamiltonian.basis.to_dftio() == {"Si": "1s1p"}
     assert not s.spinful and s.hamiltonian.nedges > s.overlap.nedges  # S has shorter range
     assert s.hamiltonian.hermiticity_error() < 1e-5  # stored as float32 by dftio

@@ -5,12 +5,15 @@ dftio layout, one folder per structure (what dftio itself writes, e.g. for DeePT
     atomic_numbers.dat  positions.dat (Cartesian A)  cell.dat  pbc.dat
     basis.dat           {'Mo': '3s2p1d', 'Te': '3s2p2d'}
     hamiltonians.h5     group "0" per frame, dataset "{i}_{j}_{Rx}_{Ry}_{Rz}" per block (eV)
-    overlaps.h5         same keys, spinless even for SOC
-    info.json           nframes, pos_type, pbc (+ ours: spinful, fermi_level, source,
-                        and when known n_electrons, valence per element and
-                        openmx_basis, e.g. {'Mo': 'Mo7.0-s3p2d1'}, which names the radial
-                        functions of the exact overlap, see :mod:`ase_moireh.overlap`;
-                        target "soc_correction" when H is a learned-SOC target dH_SO)
+    overlaps.h5         same keys, spinless even for SOC; always written (the exact S,
+                        :mod:`ase_moireh.overlap`, when the source has none)
+    info.json           nframes, pos_type, pbc: dftio's keys only (DeePTB refuses others)
+    moireh.json         ours: spinful, fermi_level, source, and when known n_electrons,
+                        valence per element and openmx_basis, e.g. {'Mo': 'Mo7.0-s3p2d1'},
+                        which names the radial functions of the exact overlap; target
+                        "soc_correction" when H is a learned-SOC target dH_SO, "dH" (with
+                        h0, which H0) when H is H - H0. Folders
+                        written before it kept these keys in info.json; both are read.
 
 Atoms are 0-based; both (i, j, R) and (j, i, -R) are stored; orbital order and spin
 layout are those of :mod:`ase_moireh.basis`.
@@ -35,10 +38,19 @@ from ase.data import chemical_symbols
 from ase_moireh.basis import Basis, spin_factor
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.files import atomic_folder
+from ase_moireh.overlap import OverlapError, resolve_overlap
 from ase_moireh.tightbinding import ElectronicStructure
 
-#: ElectronicStructure.extra entries that travel in info.json
-INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence", "target")
+#: ElectronicStructure.extra entries that travel in :data:`METADATA_FILE`
+INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence", "target", "h0")
+#: our metadata, beside dftio's files (old folders kept it in info.json)
+METADATA_FILE = "moireh.json"
+#: every key info.json may hold. dftio's own writer (deepmodeling/dftio, io/parse.py)
+#: writes no info.json; its reader, DeePTB, defines the file: 2.2.1's
+#: dptb/utils/argcheck.py ``set_info_options`` (nframes, pos_type and pbc required;
+#: natoms and bandinfo optional), checked with strict=True by ``normalize_setinfo``
+#: (dptb/data/build.py), which refuses any other key
+DFTIO_INFO_KEYS = ("nframes", "natoms", "pos_type", "pbc", "bandinfo")
 
 
 class DatasetError(ValueError):
@@ -59,10 +71,46 @@ def _write_blocks(path: Path, op: BlockOperator, key) -> None:
             group[key(op.edges[e])] = block
 
 
-def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Path:
-    """Write one structure as a dftio folder (atomically)."""
+def _pbc_info(pbc: np.ndarray) -> bool | list[bool]:
+    """info.json's pbc: one bool when all directions agree (as dftio's peers write it),
+    else one per direction (DeePTB loads no cell when a lone bool is False)."""
+    flags = [bool(x) for x in pbc]
+    return flags[0] if len(set(flags)) == 1 else flags
+
+
+def overlap_of(
+    structure: ElectronicStructure, pao_dir: str | os.PathLike | None = None
+) -> BlockOperator:
+    """S of ``structure`` on the edges of its H: the stored one, else the exact one from
+    the basis's radial functions (bundled, or ``pao_dir``), as the calculator does."""
+    if structure.overlap is not None:
+        return structure.overlap
+    h = structure.hamiltonian
+    named = structure.extra.get("openmx_basis")
+    try:
+        return resolve_overlap(h.basis, named, pao_dir).operator(structure.atoms, h.edges)
+    except OverlapError as err:
+        raise DatasetError(f"{structure.source}: no S to write ({err})") from None
+
+
+def write_dftio(
+    structure: ElectronicStructure,
+    folder: str | os.PathLike,
+    pao_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write one structure as a dftio folder (atomically) that DeePTB loads as it is:
+    info.json with dftio's keys only, our metadata in :data:`METADATA_FILE`, and always
+    an overlaps.h5 (``get_overlap`` needs it; see :func:`overlap_of` for ``pao_dir``)."""
     atoms = structure.atoms
     h = structure.hamiltonian
+    s = overlap_of(structure, pao_dir)
+    info = {"nframes": 1, "pos_type": "cart", "pbc": _pbc_info(atoms.pbc)}
+    meta = {
+        "spinful": h.spinful,
+        "fermi_level": structure.fermi_level,
+        "source": structure.source,
+        **{k: structure.extra[k] for k in INFO_EXTRAS if structure.extra.get(k) is not None},
+    }
     with atomic_folder(folder) as tmp:
         np.savetxt(tmp / "atomic_numbers.dat", atoms.numbers, fmt="%d")
         np.savetxt(tmp / "positions.dat", atoms.positions)
@@ -70,18 +118,9 @@ def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Pa
         np.savetxt(tmp / "pbc.dat", atoms.pbc.astype(float))
         (tmp / "basis.dat").write_text(repr(h.basis.to_dftio()))
         _write_blocks(tmp / "hamiltonians.h5", h, _dftio_key)
-        if structure.overlap is not None:
-            _write_blocks(tmp / "overlaps.h5", structure.overlap, _dftio_key)
-        info = {
-            "nframes": 1,
-            "pos_type": "cart",
-            "pbc": bool(atoms.pbc.all()),
-            "spinful": h.spinful,
-            "fermi_level": structure.fermi_level,
-            "source": structure.source,
-            **{k: structure.extra[k] for k in INFO_EXTRAS if structure.extra.get(k) is not None},
-        }
+        _write_blocks(tmp / "overlaps.h5", s, _dftio_key)
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(folder)
 
 
@@ -142,18 +181,34 @@ def _load_array(path: Path, ndmin: int = 1) -> np.ndarray:
         raise DatasetError(f"{path}: not a numeric table ({err})") from None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: {err}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: not a JSON object")
+    return data
+
+
 def _read_info(folder: Path) -> dict:
     """info.json of the structure folder, else of the dataset root (dftio puts it there)."""
     for path in (folder / "info.json", folder.parent / "info.json"):
         if path.exists():
-            try:
-                info = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise DatasetError(f"{path}: {err}") from None
-            if not isinstance(info, dict):
-                raise DatasetError(f"{path}: not a JSON object")
-            return info
+            return _read_json(path)
     return {}
+
+
+def _read_metadata(folder: Path, info: dict) -> dict:
+    """Our metadata: :data:`METADATA_FILE`, else info.json (our folders written before
+    the split kept it there; a peer's folder has none of these keys)."""
+    path = folder / METADATA_FILE
+    return _read_json(path) if path.exists() else info
+
+
+def _pbc_from_info(info: dict) -> np.ndarray:
+    """pbc.dat's stand-in: info.json's pbc, one bool or one per direction."""
+    return np.broadcast_to(np.asarray(info.get("pbc", False), dtype=bool), (3,)).copy()
 
 
 def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure:
@@ -175,7 +230,7 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
     positions = rows.reshape(nframes, natoms, 3)[frame]
     cell = _load_array(folder / "cell.dat", 2).reshape(-1, 3, 3)[frame]
     pbc_path = folder / "pbc.dat"
-    pbc = _load_array(pbc_path).astype(bool) if pbc_path.exists() else bool(info.get("pbc"))
+    pbc = _load_array(pbc_path).astype(bool) if pbc_path.exists() else _pbc_from_info(info)
     if info.get("pos_type", "cart") in ("frac", "fractional"):
         positions = positions @ cell
     try:
@@ -185,7 +240,8 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
     missing = {chemical_symbols[z] for z in numbers} - set(basis)
     if missing:
         raise DatasetError(f"{folder / 'basis.dat'}: no basis for {sorted(missing)}")
-    spinful = info.get("spinful")
+    metadata = _read_metadata(folder, info)
+    spinful = metadata.get("spinful")
     meta = {"cell": cell, "positions": positions}
     h = _read_blocks(folder / "hamiltonians.h5", frame, numbers, basis, spinful)
     h.cell, h.positions = cell, positions
@@ -198,9 +254,9 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
         atoms=atoms,
         hamiltonian=h,
         overlap=s,
-        fermi_level=info.get("fermi_level"),
-        source=str(info.get("source", folder)),
-        extra={k: info[k] for k in INFO_EXTRAS if k in info},
+        fermi_level=metadata.get("fermi_level"),
+        source=str(metadata.get("source", folder)),
+        extra={k: metadata[k] for k in INFO_EXTRAS if k in metadata},
     )
 
 
