@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from shared_data import SI64, available, converted, require
 
 TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}
 CASES = ["bl1x1_nosoc_s00", "bl1x1_nosoc_s22", "bl1x1_nosoc_s44"]
+CORPUS = Path(__file__).parents[1] / "data" / "corpus"
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +328,26 @@ def test_onsite_weight_scales_only_the_onsite_squared_errors():
     for w in (1.0, 25.0):
         loss = float(structure_loss(model, g, onsite_weight=w))
         assert loss == pytest.approx((hopping + w * onsite) / count, rel=1e-10)
+
+
+def test_a_model_trained_on_dh_records_it_and_mixed_targets_are_refused(data, tmp_path):
+    """dH = H - H0 datasets (corpus entry + OpenMX's zeroth step) make a model whose file
+    says it predicts dH against that H0; dH beside whole-H datasets is refused."""
+    from ase_moireh.io.corpus import H0_OPENMX, read_entry, read_hamiltonian
+    from ase_moireh.model.residual import H0_OPENMX as SOURCE
+    from ase_moireh.model.residual import predicts_residual, residual_structure
+
+    entry = CORPUS / "shift2x2_009"
+    target = residual_structure(read_entry(entry), read_hamiltonian(entry / H0_OPENMX))
+    write_dftio(target, tmp_path / "dh")
+    bundle = train(
+        config(data, tmp_path / "run", epochs=1, datasets=[str(tmp_path / "dh")]), progress=False
+    )
+    saved = load_bundle(tmp_path / "run" / "model.pt")
+    assert predicts_residual(saved.info) and saved.info["target"]["h0"] == SOURCE
+    assert bundle.info["target"] == saved.info["target"]
+    require(CASES[0])
+    mixed = config(data, tmp_path / "mixed", datasets=[str(tmp_path / "dh"), str(data / CASES[0])])
+    with pytest.raises(ValueError, match="mix dH"):
+        train(mixed, progress=False)
+    assert not (tmp_path / "mixed" / "model.pt").exists()

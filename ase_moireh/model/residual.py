@@ -102,9 +102,12 @@ def add_h0(dh: BlockOperator, h0: BlockOperator) -> BlockOperator:
     return out
 
 
-def residual_structure(run: ElectronicStructure, h0: ElectronicStructure) -> ElectronicStructure:
+def residual_structure(
+    run: ElectronicStructure, h0: ElectronicStructure, h0_source: str = H0_OPENMX
+) -> ElectronicStructure:
     """The training target of a residual model: the run's structure with dH as its
-    Hamiltonian (S, valence and basis records kept; no Fermi level: dH has no bands)."""
+    Hamiltonian (S, valence and basis records kept; no Fermi level: dH has no bands),
+    recording which H0 it is relative to."""
     where = f"{run.source or 'run'} / {h0.source or 'H0'}"
     return ElectronicStructure(
         run.atoms,
@@ -112,5 +115,19 @@ def residual_structure(run: ElectronicStructure, h0: ElectronicStructure) -> Ele
         run.overlap,
         None,
         source=where,
-        extra={**run.extra, TARGET: RESIDUAL},
+        extra={**run.extra, TARGET: RESIDUAL, "h0": h0_source},
     )
+
+
+def training_target(extras: list[dict]) -> dict | None:
+    """What a model trained on datasets with these records predicts: ``info[TARGET]``
+    of a residual model when every dataset holds dH against one H0, None for whole
+    Hamiltonians; a mix is refused (the members would learn two different things)."""
+    kinds = {(e.get(TARGET) == RESIDUAL, e.get("h0")) for e in extras}
+    if len(kinds) > 1 and any(residual for residual, _ in kinds):
+        raise ValueError(
+            "the datasets mix dH = H - H0 targets (of one H0) with other targets: "
+            f"{sorted(map(str, kinds))}"
+        )
+    (residual, h0_source), *_ = kinds or {(False, None)}
+    return residual_target(h0_source or H0_OPENMX) if residual else None

@@ -34,6 +34,7 @@ from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
 from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.partition import Partition
+from ase_moireh.model.residual import TARGET, training_target
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap, resolve_overlap
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import ElectronicStructure
@@ -360,6 +361,7 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
     paths, parts = training_parts(config)
     structures = load_structures(paths)
     log.info("%d structures: %d train, %d validation, %d test", len(paths), *map(len, parts))
+    training_target([s.extra for s in structures])  # refuse mixed targets before training
     base = load_bundle(pretrained, dtype) if pretrained else None
     if base is not None:
         model_config, overlap = base.config, base.overlap
@@ -517,6 +519,9 @@ def _finish(run: _Setup, config: TrainConfig, state: RunState, out: Path) -> Mod
     if valence:
         info["valence"] = valence  # the calculator counts electrons with it
     info["domain"] = training_domain(run).to_dict()  # the calculator checks structures
+    target = training_target([s.extra for s in run.structures])
+    if target is not None:  # a dH model: never to run without H0
+        info[TARGET] = target
     bundle = ModelBundle([run.model], run.overlap, info)
     save_bundle(bundle, out / "model.pt")
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
