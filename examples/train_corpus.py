@@ -6,6 +6,11 @@
     python examples/train_corpus.py soc                  # dH_SO correction and direct SOC
                                     (or soc-correction, soc-direct: one of them)
     python examples/train_corpus.py install              # compose, write the package's files
+    python examples/train_corpus.py collinear --target dH --work dh-work  # learn H - H0
+
+``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the zeroth-step
+Hamiltonian OpenMX wrote for the entry (``h0_openmx.h5``, ``moireh dataset h0``; entries
+without one are left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual`).
 
 Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything;
 ``--member K`` trains member K alone, so members may run as parallel processes, and a
@@ -38,10 +43,11 @@ from pathlib import Path
 
 import torch
 
-from ase_moireh.io.corpus import load_manifest, read_entry
+from ase_moireh.io.corpus import H0_OPENMX, load_manifest, read_entry, read_hamiltonian
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.graph import MOTE2_CUTOFF
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
+from ase_moireh.model.residual import RESIDUAL, residual_structure
 from ase_moireh.model.soc import correction_structure
 from ase_moireh.tools.train import TrainConfig, member_config, train, train_ensemble
 
@@ -65,19 +71,33 @@ REPLAY = 4
 
 #: entry lists as the work folder first saw them (``--work``/entries.json, set in main)
 FROZEN: Path | None = None
+#: what the models learn (``--target``, set in main): "H", or RESIDUAL ("dH" = H - H0)
+TARGET = {"kind": "H"}
 
 
 def entries(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
     """Converted entries of one kind, spin and split, by name: the list this work
     folder first saw, so that a corpus still growing never changes (and never breaks the
     resumption of) a stage that has started. Delete entries.json to take new entries."""
-    key = f"{kind} {'SOC' if soc else 'collinear'} {split}"
+    key = f"{kind} {'SOC' if soc else 'collinear'} {split} {TARGET['kind']}"
     frozen = json.loads(FROZEN.read_text()) if FROZEN and FROZEN.exists() else {}
     if key not in frozen:
         frozen[key] = _converted(corpus, kind, soc, split)
         if FROZEN:
             FROZEN.write_text(json.dumps(frozen, indent=1) + "\n")
-    return frozen[key]
+    return [_learned(Path(p), FROZEN.parent if FROZEN else Path(".")) for p in frozen[key]]
+
+
+def _learned(entry: Path, work: Path) -> str:
+    """The folder a stage trains on for a corpus entry: the entry itself (H), or its dH
+    dftio folder under ``work``/dh, written on first use (``--target dH``)."""
+    if TARGET["kind"] != RESIDUAL:
+        return str(entry)
+    out = work / "dh" / entry.name
+    if not out.exists():
+        h0 = read_hamiltonian(entry / H0_OPENMX)
+        write_dftio(residual_structure(read_entry(entry), h0), out)
+    return str(out)
 
 
 def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
@@ -89,6 +109,7 @@ def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
         and e.split == split
         and e.status == "converged"
         and (corpus / e.name / "hamiltonian.h5").exists()
+        and (TARGET["kind"] != RESIDUAL or (corpus / e.name / H0_OPENMX).exists())
     )
 
 
@@ -198,6 +219,7 @@ def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
 
 def soc_correction(args) -> None:
     """The dH_SO ensemble (on the SOC/collinear twins)."""
+    _no_soc_stage_for_dh()
     model = CANDIDATES[args.model]
     cfg = config(
         args.work / "soc_correction",
@@ -213,6 +235,7 @@ def soc_correction(args) -> None:
 
 def soc_direct(args) -> None:
     """The direct SOC ensemble it is compared with (same SOC runs)."""
+    _no_soc_stage_for_dh()
     model = CANDIDATES[args.model]
     shifted = entries(args.corpus, "shifted", True, "train")
     shifted_val = entries(args.corpus, "shifted", True, "validation")
@@ -229,6 +252,12 @@ def soc_direct(args) -> None:
             1e-3,
         )
         ensemble(fine, args, args.work / "soc_pretrain")
+
+
+def _no_soc_stage_for_dh() -> None:
+    """SOC of a dH model is H0_SOC + dH (x) 1_2: spin-orbit comes from H0, not a stage."""
+    if TARGET["kind"] == RESIDUAL:
+        raise SystemExit("--target dH: SOC needs no training stage (H0 carries spin-orbit)")
 
 
 def soc(args) -> None:
@@ -347,12 +376,19 @@ def main() -> None:
         default=1.0,
         help="weight of on-site blocks in the element MSE (TrainConfig.onsite_weight)",
     )
+    parser.add_argument(
+        "--target",
+        choices=["H", RESIDUAL],
+        default="H",
+        help="learn H, or dH = H - H0 (OpenMX's zeroth step; entries that have it)",
+    )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.member is not None and not 0 <= args.member < args.members:
         parser.error(f"--member {args.member}: the ensemble has members 0-{args.members - 1}")
     SCHEDULE["lr_schedule"] = args.schedule
+    TARGET["kind"] = args.target
     BAND["band_weight"] = args.band_weight
     BAND["onsite_weight"] = args.onsite_weight
     if args.threads:
