@@ -43,13 +43,14 @@ import numpy as np
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import bundled_model_path
-from ase_moireh.io.corpus import load_manifest, read_entry
+from ase_moireh.io.corpus import H0_OPENMX, load_manifest, read_entry, read_hamiltonian
 from ase_moireh.io.openmx import read_scfout
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
+from ase_moireh.model.residual import add_h0, predicts_residual, require_h0
 from ase_moireh.plotting import new_figure, save_figure
-from ase_moireh.tightbinding import ElectronicStructure
+from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 from ase_moireh.tools.errors import band_errors_near_gap
 from ase_moireh.tools.train import training_stages
 
@@ -97,16 +98,24 @@ def block_errors(pred: BlockOperator, ref: BlockOperator) -> dict:
     }
 
 
-def band_figures(bundle, dft: ElectronicStructure) -> dict:
-    """Band errors near the gap and the gap, model against DFT, at Gamma, M and K."""
+def predicted(bundle, atoms, h0: BlockOperator | None = None):
+    """(H, S, spread) of the model: H itself, or H0 + dH for a residual (dH) model, whose
+    H0 (here OpenMX's zeroth step of the entry) must be given."""
+    h, s, spread = predict_operators(bundle, atoms)
+    if not predicts_residual(bundle.info):
+        return h, s, spread
+    require_h0(bundle.info, h0)
+    h = add_h0(h, h0)
+    return h, bundle.overlap.operator(atoms, h.edges), spread
+
+
+def band_figures(h: BlockOperator, s: BlockOperator, dft: ElectronicStructure) -> dict:
+    """Band errors near the gap and the gap, model (H, S) against DFT, at Gamma, M and K."""
     ref = MoireHCalculator(dft=dft, domain_check=False)
-    ref.set_atoms(dft.atoms)
-    model = MoireHCalculator(model=bundle, domain_check=False)
-    model.set_atoms(dft.atoms)
-    nocc = ref.occupied_bands()
+    nocc = ref.occupied_bands(dft.atoms)
     kpts = extrema_kpoints(dft.atoms.cell)
-    dft = ref.get_tight_binding().eigenvalues(kpts)
-    pred = model.get_tight_binding().eigenvalues(kpts)
+    dft = ref.get_tight_binding(dft.atoms).eigenvalues(kpts)
+    pred = TightBinding(h, s).eigenvalues(kpts)
     return {**band_errors_near_gap(dft, pred, nocc), "valley_meV": valley_errors(dft, pred, nocc)}
 
 
@@ -119,12 +128,14 @@ def valley_errors(dft: np.ndarray, pred: np.ndarray, nocc: int) -> dict[str, flo
     return {"Gamma": float(top[0]), "K": float(top[4])}
 
 
-def evaluate_entry(bundle, ref: ElectronicStructure) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_entry(
+    bundle, ref: ElectronicStructure, h0: BlockOperator | None = None
+) -> tuple[dict, np.ndarray, np.ndarray]:
     start = time.perf_counter()
-    pred, _, spread = predict_operators(bundle, ref.atoms)
+    pred, s, spread = predicted(bundle, ref.atoms, h0)
     errors = block_errors(pred, ref.hamiltonian)
     block_max = errors.pop("block_max")
-    row = {**errors, "bands": band_figures(bundle, ref)}
+    row = {**errors, "bands": band_figures(pred, s, ref)}
     row["seconds"] = time.perf_counter() - start
     spread_max = np.zeros(0)
     if spread is not None:  # matched by edge key, not position
@@ -136,11 +147,9 @@ def evaluate_entry(bundle, ref: ElectronicStructure) -> tuple[dict, np.ndarray, 
     return row, block_max, spread_max
 
 
-def onsite_change(bundle, a, b) -> dict[str, float]:
-    """Per atom max |H_ii(b) - H_ii(a)| (meV): median and max over atoms."""
-    ha, _, _ = predict_operators(bundle, a) if bundle is not None else (a, None, None)
-    hb, _, _ = predict_operators(bundle, b) if bundle is not None else (b, None, None)
-    return _onsite_change(ha, hb)
+def onsite_change(bundle, a, b, h0a=None, h0b=None) -> dict[str, float]:
+    """Per atom max |H_ii(b) - H_ii(a)| (meV) of the model: median and max over atoms."""
+    return _onsite_change(predicted(bundle, a, h0a)[0], predicted(bundle, b, h0b)[0])
 
 
 def _onsite_change(ha: BlockOperator, hb: BlockOperator) -> dict[str, float]:
@@ -158,13 +167,22 @@ def smoothness(bundle, corpus: Path, pair: tuple[str, str]) -> dict | None:
     if not all((corpus / name / "hamiltonian.h5").exists() for name in pair):
         return None
     a, b = (read_entry(corpus / name) for name in pair)
+    h0s = [entry_h0(corpus / name) for name in pair]
+    if predicts_residual(bundle.info) and None in h0s:
+        return None
     moved = float(np.abs(a.atoms.positions - b.atoms.positions).max())
     return {
         "pair": list(pair),
         "largest_move_A": moved,
         "dft": _onsite_change(a.hamiltonian, b.hamiltonian),
-        "model": onsite_change(bundle, a.atoms, b.atoms),
+        "model": onsite_change(bundle, a.atoms, b.atoms, *h0s),
     }
+
+
+def entry_h0(folder: Path) -> BlockOperator | None:
+    """OpenMX's zeroth-step H0 of a corpus entry, if computed (``moireh dataset h0``)."""
+    path = folder / H0_OPENMX
+    return read_hamiltonian(path).hamiltonian if path.exists() else None
 
 
 def split_entries(corpus: Path, split: str) -> list:
@@ -203,6 +221,8 @@ def describe(path: Path, bundle) -> str:
     stages = training_stages(bundle.info)
     cpu = sum(r.get("cpu_seconds", 0.0) for r in stages.values()) / 60
     how = "; SOC = collinear (x) 1 + learned dH_SO" if bundle.corrections else ""
+    if predicts_residual(bundle.info):
+        how += f"; predicts dH = H - H0, H0 = {bundle.info['target']['h0']}"
     timing = f"{cpu:.0f} CPU min over {', '.join(stages)}" if cpu else "CPU time not recorded"
     return f"`{name}` (sha256 {digest}, {len(bundle.models)} member(s){how}; {timing})"
 
@@ -222,15 +242,20 @@ def measure(
     for entry in split_entries(corpus, split):
         if entry.kind == "displaced":
             continue  # its DFT pair is the smoothness figure
+        bundle, h0 = bundles[entry.soc], entry_h0(corpus / entry.name)
+        if predicts_residual(bundle.info) and h0 is None:
+            out.setdefault("without_h0", []).append(entry.name)
+            logging.warning("%s: no H0 for the dH model; left out", entry.name)
+            continue
         logging.info("%s", entry.name)
-        row, err, spr = evaluate_entry(bundles[entry.soc], read_entry(corpus / entry.name))
+        row, err, spr = evaluate_entry(bundle, read_entry(corpus / entry.name), h0)
         out["entries"][entry.name] = {"kind": entry.kind, "soc": entry.soc, **row}
         errors.append(err)
         spreads.append(spr)
     if split != "holdout":
         out["spread_vs_error"] = correlation(errors, spreads)
         return out
-    if TW2179_SOC.is_dir():
+    if TW2179_SOC.is_dir() and not predicts_residual(bundles[True].info):
         logging.info("tw2179_soc (shared)")
         dft = read_scfout(next(TW2179_SOC.glob("*.scfout*")))
         row, _, _ = evaluate_entry(bundles[True], dft)
@@ -334,6 +359,8 @@ def _label_section(label: str, result: dict) -> list[str]:
                 else "- |"
             )
         )
+    if result.get("without_h0"):
+        lines += ["", f"Left out (no H0 yet for the dH model): {', '.join(result['without_h0'])}."]
     smooth = result.get("smoothness")
     if smooth:
         d, m = smooth["dft"], smooth["model"]
