@@ -78,3 +78,19 @@ def test_h_and_h0_of_different_structures_are_refused(entry_pair):
     moved.positions = moved.positions + 0.01  # a shallow copy: the fixture keeps its own
     with pytest.raises(ValueError, match="apart"):
         residual(run.hamiltonian, moved)
+
+
+def test_band_errors_separate_one_constant_shift_from_the_rest():
+    """The gauge figure: a uniform level shift (H - mu S) is all ``shift_meV`` and leaves
+    nothing after it; a single moved level is left after the shift."""
+    from ase_moireh.tools.errors import band_errors_near_gap
+
+    ref = np.array([[-3.0, -0.2, 0.0, 1.0, 1.1, 4.0], [-3.1, -0.5, -0.1, 1.2, 1.5, 4.0]])
+    out = band_errors_near_gap(ref, ref + 0.007, nocc=3)
+    assert out["shift_meV"] == pytest.approx(7.0)
+    assert out["max_after_shift_meV"] == pytest.approx(0.0, abs=1e-9)
+    pred = ref.copy()
+    pred[0, 2] += 0.006  # one of the 6 levels near the gap: mean shift 1 meV, 5 left
+    out = band_errors_near_gap(ref, pred, nocc=3)
+    assert out["shift_meV"] == pytest.approx(1.0)
+    assert out["max_after_shift_meV"] == pytest.approx(5.0)

@@ -87,10 +87,13 @@ def band_errors_near_gap(
     (same k-points and band indices in ``predicted``), and the gap error, in meV.
 
     Per-element MAE understates these: S has eigenvalues near 0.01, so small H errors
-    are amplified in the bands."""
+    are amplified in the bands. ``shift_meV`` is the one constant (the mean signed error
+    of those levels, a gauge H - mu S) and ``max_after_shift_meV`` what is left after it:
+    how much of the error a single energy zero explains."""
     vbm, cbm = reference[:, nocc - 1].max(), reference[:, nocc].min()
     near = (reference > vbm - window) & (reference < cbm + window)
-    diff = np.abs(predicted - reference)[near]
+    signed = (predicted - reference)[near]
+    diff = np.abs(signed)
     gap_ref = cbm - vbm
     gap_pred = predicted[:, nocc].min() - predicted[:, nocc - 1].max()
     return {
@@ -100,4 +103,6 @@ def band_errors_near_gap(
         "gap_reference_meV": float(gap_ref * 1e3),
         "gap_predicted_meV": float(gap_pred * 1e3),
         "gap_error_meV": float((gap_pred - gap_ref) * 1e3),
+        "shift_meV": float(signed.mean() * 1e3),
+        "max_after_shift_meV": float(np.abs(signed - signed.mean()).max() * 1e3),
     }
