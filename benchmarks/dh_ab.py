@@ -119,7 +119,8 @@ def report(results: dict, args, train_set, val_set) -> None:
         n, target = key.split(" ")
         lines.append(
             f"| {n} | {target} | {r['cpu_minutes']:.1f} | {r['mae_meV']:.3f} | "
-            f"{r['onsite_max_meV']:.1f} | {r['bands_max_meV']:.1f} | {r['gap_error_max_meV']:.1f} | "
+            f"{r['onsite_max_meV']:.1f} | {r['bands_max_meV']:.1f} | "
+            f"{r['gap_error_max_meV']:.1f} | "
             f"{r['shift_max_meV']:.1f} | {r['bands_after_shift_max_meV']:.1f} |"
         )
     (RESULTS / "dh_ab.md").write_text("\n".join(lines) + "\n")
