@@ -116,3 +116,11 @@ def test_zeroth_step_verdict(code, state, reason):
 
 def test_manifest_stays_valid_json(corpus):
     json.loads((corpus / "manifest.json").read_text())
+
+
+def test_with_keywords_replaces_every_value_word_of_a_line_up_to_a_comment():
+    from ase_moireh.tools.openmx_runner import with_keywords
+
+    text = "scf.Kgrid   5 5 1\nscf.maxIter 200  # comment\n"
+    out = with_keywords(text, {"scf.Kgrid": "1 1 1", "scf.maxIter": "1", "HS.fileout": "on"})
+    assert out == "scf.Kgrid   1 1 1\nscf.maxIter 1  # comment\nHS.fileout                 on\n"

@@ -129,9 +129,10 @@ def keyword(text: str, key: str) -> str | None:
 
 
 def with_keywords(text: str, values: dict[str, str]) -> str:
-    """The input with keywords set (replaced where present, appended otherwise)."""
+    """The input with keywords set (replaced where present, appended otherwise); a
+    value replaces every value word of the line (``scf.Kgrid 1 1 1``), up to a comment."""
     for key, value in values.items():
-        pattern = re.compile(rf"(?im)^(\s*{re.escape(key)}\s+)\S+")
+        pattern = re.compile(rf"(?im)^(\s*{re.escape(key)}[ \t]+)[^\s#]+(?:[ \t]+[^\s#]+)*")
         if pattern.search(text):
             text = pattern.sub(lambda m, v=value: m.group(1) + v, text)
         else:
