@@ -17,7 +17,8 @@ LAYERS = [
     ("io", ["io"]),
     (
         "physics",
-        ["overlap", "symmetry", "topology", "ribbon_states", "kpoints", "kpm", "domain", "build"],
+        ["overlap", "h0", "symmetry", "topology", "ribbon_states", "kpoints", "kpm", "domain"]
+        + ["build"],
     ),
     ("model", ["model"]),
     ("tools", ["tools"]),
