@@ -23,6 +23,7 @@ of ``.pao`` files the user names.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from ase_moireh.block_operator import BlockOperator, packed_offsets
 from ase_moireh.data import bundled_radials_path
 from ase_moireh.files import atomic_file
 from ase_moireh.io.pao import RadialFunction, find_pao, read_pao
+from ase_moireh.tightbinding import ElectronicStructure
 
 #: OpenMX's default 1DFFT.EnergyCutoff (3600 Ry): k up to 60 Bohr^-1
 KMAX = 60.0 / Bohr
@@ -355,6 +357,21 @@ def bundled_overlap() -> TwoCentreOverlap:
     """The MoTe2 basis of the shared runs and the bundled models (Mo7.0-s3p2d1,
     Te7.0-s3p2d2, DFT_DATA19): no OpenMX files needed."""
     return TwoCentreOverlap.load(bundled_radials_path())
+
+
+def with_overlap(
+    structure: ElectronicStructure, pao_dir: str | os.PathLike | None = None
+) -> ElectronicStructure:
+    """``structure`` with S: its own, else the exact S on its H's edges from the basis's
+    radial functions (bundled, or ``pao_dir``), e.g. for a corpus entry (H only)."""
+    if structure.overlap is not None:
+        return structure
+    h = structure.hamiltonian
+    try:
+        source = resolve_overlap(h.basis, structure.extra.get("openmx_basis"), pao_dir)
+    except OverlapError as err:
+        raise OverlapError(f"{structure.source}: no S ({err})") from None
+    return dataclasses.replace(structure, overlap=source.operator(structure.atoms, h.edges))
 
 
 def resolve_overlap(

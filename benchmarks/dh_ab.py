@@ -29,6 +29,7 @@ import torch
 from ase_moireh.io.corpus import H0_OPENMX, load_manifest, read_entry, read_hamiltonian
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.residual import residual_structure
+from ase_moireh.overlap import with_overlap
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tools.train import TrainConfig, train
 
@@ -61,7 +62,8 @@ def dh_folder(entry: Path, work: Path) -> Path:
     """The entry's dH as a dftio folder (written once)."""
     out = work / "dh" / entry.name
     if not out.exists():
-        write_dftio(residual_structure(read_entry(entry), read_hamiltonian(entry / H0_OPENMX)), out)
+        target = residual_structure(read_entry(entry), read_hamiltonian(entry / H0_OPENMX))
+        write_dftio(with_overlap(target), out)
     return out
 
 

@@ -49,6 +49,7 @@ from ase_moireh.model.graph import MOTE2_CUTOFF
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
 from ase_moireh.model.residual import RESIDUAL, residual_structure
 from ase_moireh.model.soc import correction_structure
+from ase_moireh.overlap import with_overlap
 from ase_moireh.tools.train import TrainConfig, member_config, train, train_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def _learned(entry: Path, work: Path) -> str:
     out = work / "dh" / entry.name
     if not out.exists():
         h0 = read_hamiltonian(entry / H0_OPENMX)
-        write_dftio(residual_structure(read_entry(entry), h0), out)
+        write_dftio(with_overlap(residual_structure(read_entry(entry), h0)), out)
     return str(out)
 
 
@@ -212,7 +213,8 @@ def correction_sets(corpus: Path, work: Path, split: str) -> list[str]:
             continue
         out = work / "delta" / Path(path).name
         if not out.exists():
-            write_dftio(correction_structure(read_entry(path), read_entry(corpus / twin)), out)
+            delta = correction_structure(read_entry(path), read_entry(corpus / twin))
+            write_dftio(with_overlap(delta), out)
         folders.append(str(out))
     return folders
 

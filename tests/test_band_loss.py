@@ -11,7 +11,7 @@ from ase_moireh.io.dataset import read_structure, write_dftio
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.soc import SOC_CORRECTION
-from ase_moireh.overlap import resolve_overlap
+from ase_moireh.overlap import resolve_overlap, with_overlap
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 from ase_moireh.tools.band_loss import BandLossError, band_probe
 from ase_moireh.tools.train import TrainConfig, train
@@ -87,7 +87,8 @@ def test_a_dh_so_target_or_a_run_without_electron_count_is_refused(tmp_path):
     edges = graph_edges(soc.atoms, MOTE2_CUTOFF)
     with pytest.raises(BandLossError, match="dH_SO"):
         band_probe(delta, edges, source)
-    write_dftio(delta, tmp_path / "delta")  # the target's kind travels with the dataset
+    # the target's kind travels with the dataset
+    write_dftio(with_overlap(delta), tmp_path / "delta")
     with pytest.raises(BandLossError, match="dH_SO"):
         band_probe(read_structure(tmp_path / "delta"), edges, source)
     anonymous = ElectronicStructure(col.atoms, col.hamiltonian, None, source="nameless.h5")

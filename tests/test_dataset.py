@@ -18,7 +18,7 @@ from ase_moireh.io.dataset import (
     write_deeph,
     write_dftio,
 )
-from ase_moireh.overlap import resolve_overlap
+from ase_moireh.overlap import OverlapError, resolve_overlap, with_overlap
 from ase_moireh.tightbinding import TightBinding
 from shared_data import ROOT, SI64, converted, scfout_path
 
@@ -80,7 +80,7 @@ def _corpus_folder(tmp_path):
     """One corpus entry (H only) written as a dftio folder: its S is computed."""
     entry = read_entry(CORPUS_ENTRY)
     assert entry.overlap is None
-    return write_dftio(entry, tmp_path / CORPUS_ENTRY.name)
+    return write_dftio(with_overlap(entry), tmp_path / CORPUS_ENTRY.name)
 
 
 @pytest.mark.parametrize("make", [_convert_folder, _corpus_folder], ids=["convert", "corpus"])
@@ -109,9 +109,11 @@ def test_old_folders_with_metadata_in_info_json_still_read(tmp_path):
 
 def test_writing_without_any_s_source_fails_and_leaves_nothing(tmp_path):
     s = read_entry(CORPUS_ENTRY)
-    s.extra["openmx_basis"] = {"Mo": "Mo9.0-s3p2d1", "Te": "Te7.0-s3p2d2"}  # not bundled
-    with pytest.raises(DatasetError, match="no S to write.*pao"):
+    with pytest.raises(DatasetError, match="no S to write.*with_overlap"):
         write_dftio(s, tmp_path / "x")
+    s.extra["openmx_basis"] = {"Mo": "Mo9.0-s3p2d1", "Te": "Te7.0-s3p2d2"}  # not bundled
+    with pytest.raises(OverlapError, match="no S.*pao_dir"):
+        with_overlap(s)
     assert not list(tmp_path.iterdir())
 
 

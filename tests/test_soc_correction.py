@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-from test_model import tiny_model
-from test_operator import random_hermitian_operator
+from toy_models import random_hermitian_operator, tiny_model
 
 from ase_moireh.basis import atom_rotation
 from ase_moireh.build import twisted_bilayer
@@ -25,7 +24,7 @@ from ase_moireh.model.soc import (
     soc_correction,
     spinor_lift,
 )
-from ase_moireh.overlap import bundled_overlap
+from ase_moireh.overlap import bundled_overlap, with_overlap
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.tools.train import TrainConfig, train
 
@@ -130,7 +129,7 @@ def test_composite_blocks_rotate_by_spinor_wigner_d():
 def test_correction_model_trains_on_twin_differences(twins, tmp_path):
     soc, col = twins
     target = correction_structure(soc, col)
-    write_dftio(target, tmp_path / "delta")
+    write_dftio(with_overlap(target), tmp_path / "delta")
     config = TrainConfig(
         datasets=[str(tmp_path / "delta")],
         out=str(tmp_path / "run"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_models import tiny_model
 
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import load_bundle, merge_bundles
@@ -311,8 +312,6 @@ def test_running_ensemble_spread_equals_numpy_std(monkeypatch):
 
 def test_onsite_weight_scales_only_the_onsite_squared_errors():
     """structure_loss = (hopping squared errors + w x on-site squared errors) / count."""
-    from test_model import tiny_model
-
     from ase_moireh.model.graph import build_graph
     from ase_moireh.tools.train import block_errors, structure_loss
 
@@ -336,10 +335,11 @@ def test_a_model_trained_on_dh_records_it_and_mixed_targets_are_refused(data, tm
     from ase_moireh.io.corpus import H0_OPENMX, read_entry, read_hamiltonian
     from ase_moireh.model.residual import H0_OPENMX as SOURCE
     from ase_moireh.model.residual import predicts_residual, residual_structure
+    from ase_moireh.overlap import with_overlap
 
     entry = CORPUS / "shift2x2_009"
     target = residual_structure(read_entry(entry), read_hamiltonian(entry / H0_OPENMX))
-    write_dftio(target, tmp_path / "dh")
+    write_dftio(with_overlap(target), tmp_path / "dh")
     bundle = train(
         config(data, tmp_path / "run", epochs=1, datasets=[str(tmp_path / "dh")]), progress=False
     )

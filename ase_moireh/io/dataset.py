@@ -38,7 +38,6 @@ from ase.data import chemical_symbols
 from ase_moireh.basis import Basis, spin_factor
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.files import atomic_folder
-from ase_moireh.overlap import OverlapError, resolve_overlap
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ElectronicStructure.extra entries that travel in :data:`METADATA_FILE`
@@ -78,32 +77,19 @@ def _pbc_info(pbc: np.ndarray) -> bool | list[bool]:
     return flags[0] if len(set(flags)) == 1 else flags
 
 
-def overlap_of(
-    structure: ElectronicStructure, pao_dir: str | os.PathLike | None = None
-) -> BlockOperator:
-    """S of ``structure`` on the edges of its H: the stored one, else the exact one from
-    the basis's radial functions (bundled, or ``pao_dir``), as the calculator does."""
-    if structure.overlap is not None:
-        return structure.overlap
-    h = structure.hamiltonian
-    named = structure.extra.get("openmx_basis")
-    try:
-        return resolve_overlap(h.basis, named, pao_dir).operator(structure.atoms, h.edges)
-    except OverlapError as err:
-        raise DatasetError(f"{structure.source}: no S to write ({err})") from None
-
-
-def write_dftio(
-    structure: ElectronicStructure,
-    folder: str | os.PathLike,
-    pao_dir: str | os.PathLike | None = None,
-) -> Path:
+def write_dftio(structure: ElectronicStructure, folder: str | os.PathLike) -> Path:
     """Write one structure as a dftio folder (atomically) that DeePTB loads as it is:
     info.json with dftio's keys only, our metadata in :data:`METADATA_FILE`, and always
-    an overlaps.h5 (``get_overlap`` needs it; see :func:`overlap_of` for ``pao_dir``)."""
+    an overlaps.h5 (``get_overlap`` needs it): a structure without S (a corpus entry
+    stores H only) is refused; :func:`ase_moireh.overlap.with_overlap` adds the exact S."""
     atoms = structure.atoms
     h = structure.hamiltonian
-    s = overlap_of(structure, pao_dir)
+    s = structure.overlap
+    if s is None:
+        raise DatasetError(
+            f"{folder}: {structure.source or 'the structure'} has no S to write "
+            "(ase_moireh.overlap.with_overlap adds the exact one)"
+        )
     info = {"nframes": 1, "pos_type": "cart", "pbc": _pbc_info(atoms.pbc)}
     meta = {
         "spinful": h.spinful,
