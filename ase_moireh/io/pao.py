@@ -78,7 +78,9 @@ class PAOFile:
         return out
 
 
-def _text(path: Path) -> str:
+def openmx_data_text(path: Path, error: type[ValueError] = PAOError) -> str:
+    """An OpenMX data file's text (.pao, .vps; plain, xz or gzip), corrupt compressed
+    data raised as ``error`` naming the file."""
     raw = path.read_bytes()
     try:
         if raw.startswith(b"\xfd7zXZ\x00"):
@@ -86,14 +88,17 @@ def _text(path: Path) -> str:
         elif raw.startswith(b"\x1f\x8b"):
             raw = gzip.decompress(raw)
     except (lzma.LZMAError, EOFError, OSError) as err:
-        raise PAOError(f"{path}: corrupt compressed data ({err})") from None
+        raise error(f"{path}: corrupt compressed data ({err})") from None
     return raw.decode("latin-1")
 
 
-def _keyword(text: str, key: str, path: Path) -> str:
+def openmx_data_keyword(
+    text: str, key: str, path: Path, error: type[ValueError] = PAOError, kind: str = ".pao"
+) -> str:
+    """The first word after ``key`` at a line's start; missing: ``error`` naming the file."""
     match = re.search(rf"^\s*{re.escape(key)}\s+(\S+)", text, re.M)
     if match is None:
-        raise PAOError(f"{path}: no {key!r} keyword: not an OpenMX .pao file")
+        raise error(f"{path}: no {key!r} keyword: not an OpenMX {kind} file")
     return match.group(1)
 
 
@@ -101,15 +106,15 @@ def read_pao(path: str | os.PathLike) -> PAOFile:
     """Read a ``.pao`` file (plain, .xz or .gz); radii in Angstrom, R in Angstrom^-3/2."""
     path = Path(path)
     try:
-        text = _text(path)
+        text = openmx_data_text(path)
     except FileNotFoundError:
         raise PAOError(f"{path}: no such PAO file") from None
     except OSError as err:
         raise PAOError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
-        lmax = int(_keyword(text, "PAO.Lmax", path))
-        mul = int(_keyword(text, "PAO.Mul", path))
-        cutoff = float(_keyword(text, "radial.cutoff.pao", path))
+        lmax = int(openmx_data_keyword(text, "PAO.Lmax", path))
+        mul = int(openmx_data_keyword(text, "PAO.Mul", path))
+        cutoff = float(openmx_data_keyword(text, "radial.cutoff.pao", path))
     except ValueError as err:
         raise PAOError(f"{path}: bad keyword value ({err})") from None
     blocks = {int(m.group(1)): m.group(2) for m in _BLOCK.finditer(text)}

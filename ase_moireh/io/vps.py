@@ -20,8 +20,6 @@ Bohr^-3/2 keeps <phi|beta> the same number, so E <phi|beta><beta|phi> is in eV.
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from ase.units import Bohr, Hartree
+
+from ase_moireh.io.pao import openmx_data_keyword, openmx_data_text
 
 
 class VPSError(ValueError):
@@ -62,22 +62,11 @@ class VPSFile:
 
 
 def _text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        if raw.startswith(b"\xfd7zXZ\x00"):
-            raw = lzma.decompress(raw)
-        elif raw.startswith(b"\x1f\x8b"):
-            raw = gzip.decompress(raw)
-    except (lzma.LZMAError, EOFError, OSError) as err:
-        raise VPSError(f"{path}: corrupt compressed data ({err})") from None
-    return raw.decode("latin-1")
+    return openmx_data_text(path, VPSError)
 
 
 def _keyword(text: str, key: str, path: Path) -> str:
-    match = re.search(rf"^\s*{re.escape(key)}\s+(\S+)", text, re.M)
-    if match is None:
-        raise VPSError(f"{path}: no {key!r} keyword: not an OpenMX .vps file")
-    return match.group(1)
+    return openmx_data_keyword(text, key, path, VPSError, ".vps")
 
 
 def _block(text: str, name: str, path: Path) -> np.ndarray:
