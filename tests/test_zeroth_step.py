@@ -37,6 +37,7 @@ def test_zeroth_step_input_is_one_fresh_step_with_absolute_data_path(tmp_path):
     assert keyword(out, "scf.maxIter") == "1"
     assert keyword(out, "scf.restart") == "off"
     assert keyword(out, "HS.fileout") == "on"
+    assert "scf.Kgrid                  1 1 1" in out
     assert keyword(out, "DATA.PATH") == str((tmp_path / "DFT_DATA").resolve())
 
 
