@@ -128,7 +128,7 @@ class _CSRPlan:
         return cls(order, start, indptr, column, duplicates, int(indptr[-1]))
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: == is identity (ASE's set() compares values)
 class BlockOperator:
     """Packed real-space blocks of an operator in an atomic-orbital basis.
 

@@ -8,30 +8,48 @@ numbers of a structure.
     bs = atoms.calc.band_structure()                  # ASE's own machinery
     atoms.calc.eigenvalues_at((1/3, 2/3, 0), nbands=20)   # K, our solver
     atoms.calc.chern_numbers(nbands=2)                # C3 eigenvalues -> C mod 3
+    MoireHCalculator(soc=False).midgap(other)         # any Atoms, attached or not
 
-It follows ASE's contract: options live in ``parameters`` (``default_parameters``,
-``todict()``, ``set()``), results in ``results`` are recomputed when ``check_state``
-sees the atoms change, and the band-structure interface (``get_eigenvalues(kpt, spin)``,
-``get_ibz_k_points``, ``get_number_of_spins``, ``get_fermi_level``) is ASE's, so
-``band_structure()`` and ``ase.dft`` tools work. With ``dft=`` a DFT dataset supplies H
-(and S, if stored) instead of the model, so DFT and model bands go through one code path.
+Every method answers for the Atoms it is given; without them, for the Atoms the
+calculator is attached to (``atoms.calc = calc`` calls :meth:`set_atoms`), else for those
+of its last calculation (``calc.atoms``, ASE's copy). ASE's ``check_state`` compares them
+with ``calc.atoms``; when they differ, :meth:`reset` drops H, S and everything computed
+from them, and H and S are computed anew. Every step after that reads ``calc.atoms``,
+never another structure's state.
+
+Options are ASE ``parameters`` (``default_parameters``, ``todict()``, ``set()``); a new
+value drops what it changes (:data:`OPERATOR_PARAMETERS`: everything; the others: the
+caches :data:`DERIVED_BY` names). ``results`` holds the operators only (``hamiltonian``,
+``overlap``, ``hamiltonian_spread``); band edges, C3 points and levels are private caches.
+
+ASE tools tested with it (tests/test_calculator.py): :meth:`band_structure` (ASE's
+``get_band_structure`` on ``get_eigenvalues(kpt, spin)``, ``get_ibz_k_points``,
+``get_number_of_spins`` and ``get_fermi_level``, the mid-gap), ``ase.dft.bandgap.bandgap``,
+``export_properties()`` (ASE's standard names: ``fermi_level`` once the band edges are
+known; ``eigenvalues``, ``ibz_kpoints``, ``kpoint_weights`` once every k-point has its
+levels) and ``ase.io.write`` of an attached structure (extxyz; the operators have no ASE
+name and are not written). With ``dft=`` a DFT dataset supplies H (and S, if stored)
+instead of the model, so DFT and model bands go through one code path.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.outputs import Properties
 from ase.spectrum.band_structure import BandStructure
 from tqdm import tqdm
 
 from ase_moireh.basis import filled_levels
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.data import bundled_model_path
-from ase_moireh.domain import ModelDomain, check, findings, spread_finding
+from ase_moireh.domain import ModelDomain
 from ase_moireh.factorize import mkl_library
 from ase_moireh.io.dataset import read_structure
 from ase_moireh.kpoints import extrema_kpoints
@@ -42,8 +60,18 @@ log = logging.getLogger(__name__)
 
 #: dense diagonalisation up to this matrix size, shift-invert above
 DENSE_LIMIT = 3000
-#: parameters that change H or S (the others only change which levels are computed)
+#: parameters that change H or S: a new value drops everything (:meth:`reset`)
 OPERATOR_PARAMETERS = ("model", "soc", "device", "dft", "pao_dir", "openmx_basis", "domain_check")
+#: the caches a new value of each other parameter drops (``gap_guess``: none, it only
+#: decides where the electron counting starts)
+DERIVED_BY = {
+    "valence": ("band_edges", "c3_points", "eigenvalues"),
+    "kpts": ("eigenvalues",),
+    "nbands": ("eigenvalues",),
+    "sigma": ("eigenvalues",),
+    "precision": ("eigenvalues",),
+}
+NO_ATOMS = "no Atoms: pass atoms, or attach the calculator (atoms.calc = calc)"
 
 
 class MoireHCalculator(Calculator):
@@ -73,14 +101,15 @@ class MoireHCalculator(Calculator):
       large cells: single halves the factor's memory, and the levels stay within
       ~1e-8 eV (Rayleigh-Ritz in double; tests/test_solve.py).
     * ``domain_check``: check each structure against the model's training domain
-      (:mod:`ase_moireh.domain`) before predicting: True raises
+      (:mod:`ase_moireh.domain`, :func:`ase_moireh.model.predict.check_domain`: the
+      check of every prediction route) before predicting: True raises
       :class:`~ase_moireh.domain.OutOfDomainError` for structures the model cannot
       describe at all (unknown elements, overlapping atoms, a bulk-like stack) and warns
       (:class:`~ase_moireh.domain.OutOfDomainWarning`) for milder departures; False only
       warns.
     """
 
-    implemented_properties = ["hamiltonian", "overlap", "hamiltonian_spread", "band_edges"]
+    implemented_properties = ["hamiltonian", "overlap", "hamiltonian_spread"]
     default_parameters = {
         "model": None,
         "soc": True,
@@ -100,10 +129,13 @@ class MoireHCalculator(Calculator):
     def __init__(self, **kwargs):
         self._bundle = None
         self._dft: ElectronicStructure | None = None
-        self._attached: Atoms | None = None
+        self._owner: Atoms | None = None
+        self._cache: dict[str, Any] = {}
         super().__init__(**kwargs)
 
     def set(self, **kwargs) -> dict:
+        """ASE's ``set``; a new value drops what it changes (:data:`OPERATOR_PARAMETERS`:
+        H, S and all computed from them; the others: their :data:`DERIVED_BY` caches)."""
         unknown = sorted(set(kwargs) - set(self.default_parameters))
         if unknown:
             raise ValueError(
@@ -112,25 +144,44 @@ class MoireHCalculator(Calculator):
         changed = super().set(**kwargs)
         if any(key in changed for key in OPERATOR_PARAMETERS):
             self._bundle = None if {"model", "soc"} & set(changed) else self._bundle
-            self._dft = None
+            self._dft = None if "dft" in changed else self._dft
             self.reset()
-        elif changed:  # other k-points or levels: H and S stay valid
-            self.results.pop("eigenvalues", None)
+        for key in changed:
+            for name in DERIVED_BY.get(key, ()):
+                self._cache.pop(name, None)
         return changed
+
+    def reset(self) -> None:
+        """Drop H, S and everything computed from them (ASE's ``calc.atoms`` too)."""
+        super().reset()
+        self._cache = {}
 
     # ------------------------------------------------------------------ atoms
     def set_atoms(self, atoms: Atoms) -> None:
-        """Called by ASE on ``atoms.calc = calc``: the Atoms the methods default to."""
-        self._attached = atoms
+        """Called by ASE on ``atoms.calc = calc``: the Atoms that methods called without
+        atoms answer for. They are read once, when such a call starts; every step after
+        reads ``self.atoms``."""
+        self._owner = atoms
 
-    def _update(self, atoms: Atoms | None) -> Atoms:
-        """The atoms to work on; H and S computed for them (ASE's ``check_state`` drops
-        every cached result when they changed since the last calculation)."""
-        atoms = atoms if atoms is not None else self._attached
-        if atoms is None:
-            raise ValueError("no Atoms: attach the calculator (atoms.calc = ...) or pass atoms")
-        self.get_property("hamiltonian", atoms)
-        return atoms
+    def _target(self, atoms: Atoms | None) -> Atoms:
+        """The Atoms a call answers for: those given, else the attached ones, else those
+        of the last calculation."""
+        for candidate in (atoms, self._owner, self.atoms):
+            if candidate is not None:
+                return candidate
+        raise ValueError(NO_ATOMS)
+
+    def _sync(self, atoms: Atoms | None) -> Atoms:
+        """H and S up to date for the call's Atoms (``check_state``: all dropped when
+        they changed); returns ``self.atoms``, the copy every later step reads."""
+        self.get_property("hamiltonian", self._target(atoms))
+        return self.atoms
+
+    def _cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A private cache entry of ``self.atoms`` (dropped by :meth:`reset` and ``set``)."""
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
 
     # ------------------------------------------------------------------ sources
     @property
@@ -155,11 +206,15 @@ class MoireHCalculator(Calculator):
         return self._dft
 
     def calculate(self, atoms=None, properties=("hamiltonian",), system_changes=all_changes):
-        if "hamiltonian" not in self.results or system_changes:
-            super().calculate(atoms, properties, system_changes)
-            self.results = self._operators(self.atoms)
-        if "band_edges" in properties:
-            self.results["band_edges"] = self._band_edges()
+        """H, S (and the spread) of ``atoms``, everything computed before dropped."""
+        atoms = self.atoms if atoms is None else atoms
+        if atoms is None:
+            raise ValueError(NO_ATOMS)
+        if "hamiltonian" in self.results and not system_changes:
+            return
+        self.reset()
+        super().calculate(atoms, properties, system_changes)
+        self.results = self._operators(self.atoms)
 
     def _operators(self, atoms: Atoms) -> dict:
         """H, S (exact where not stored) and, for an ensemble, the spread of H."""
@@ -167,86 +222,88 @@ class MoireHCalculator(Calculator):
             _check_same_structure(atoms, self.dft.atoms)
             h, s, spread = self.dft.hamiltonian, self.dft.overlap, None
         else:
-            from ase_moireh.model.predict import predict_operators
+            from ase_moireh.model.predict import predict_checked
 
-            self._check_domain(atoms)
-            h, s, spread = predict_operators(self.bundle, atoms, self.parameters["device"])
-            if spread is not None:
-                self._check_spread(atoms, spread)
+            strict = self.parameters["domain_check"]
+            h, s, spread = predict_checked(self.bundle, atoms, self.parameters["device"], strict)
         if s is None:  # a dataset stored without S, or an H-only model
             extra = self.dft.extra if self.dft is not None else {}
             named = self.parameters["openmx_basis"] or extra.get("openmx_basis")
             s = resolve_overlap(h.basis, named, self.parameters["pao_dir"]).operator(atoms, h.edges)
-        results = {"hamiltonian": h, "overlap": s, "tight_binding": TightBinding(h, s)}
+        results = {"hamiltonian": h, "overlap": s}
         if spread is not None:
             results["hamiltonian_spread"] = spread
         return results
 
+    def export_properties(self) -> Properties:
+        """ASE's standard outputs among what has been computed (the operators have no
+        standard name): ``fermi_level`` (the mid-gap) once the band edges are known;
+        ``eigenvalues``, ``ibz_kpoints`` and ``kpoint_weights`` once every k-point of
+        ``kpts`` has its levels."""
+        out: dict[str, Any] = {}
+        if "band_edges" in self._cache:
+            out["fermi_level"] = self._midgap()
+        levels = self._cache.get("eigenvalues", {})
+        if levels and self.atoms is not None:
+            kpts = self._kpoints(self.atoms)
+            if all(k in levels for k in range(len(kpts))):
+                out["eigenvalues"] = np.array([[levels[k] for k in range(len(kpts))]])
+                out["ibz_kpoints"] = kpts
+                out["kpoint_weights"] = np.full(len(kpts), 1.0 / len(kpts))
+        return Properties(out)
+
     # ------------------------------------------------------------------ domain
     def model_domain(self) -> ModelDomain | None:
         """What the model was trained on (None: its file records nothing)."""
-        data = self.bundle.info.get("domain")
-        return None if data is None else ModelDomain.from_dict(data)
+        from ase_moireh.model.predict import model_domain
+
+        return model_domain(self.bundle)
 
     def domain_findings(self, atoms: Atoms | None = None) -> tuple[list[str], list[str]]:
-        """(severe, mild) reasons why the structure lies outside the model's domain."""
-        atoms = atoms if atoms is not None else self._attached
-        domain = self.model_domain()
-        if domain is None or self.dft is not None:
+        """(severe, mild) reasons why the structure lies outside the model's domain
+        (none for a DFT dataset: nothing is predicted)."""
+        if self.dft is not None:
             return [], []
-        return findings(atoms, domain, self.bundle.config.cutoff)
+        from ase_moireh.model.predict import domain_findings
 
-    def _check_domain(self, atoms: Atoms) -> None:
-        if self.model_domain() is None:
-            log.warning("the model file records no training domain: structures go unchecked")
-            return
-        severe, mild = self.domain_findings(atoms)
-        check(severe, mild, strict=self.parameters["domain_check"], where=_describe(atoms))
-
-    def _check_spread(self, atoms: Atoms, spread: BlockOperator) -> None:
-        domain = self.model_domain()
-        if domain is not None:
-            largest = float(np.abs(spread.values).max()) if spread.nedges else 0.0
-            check([], spread_finding(largest, domain), where=_describe(atoms))
+        return domain_findings(self.bundle, self._target(atoms))
 
     # ------------------------------------------------------------------ operators
     def get_hamiltonian(self, atoms: Atoms | None = None, k=None):
         """H as a BlockOperator, or H(k) as CSR at fractional k."""
-        h = self.get_property("hamiltonian", self._update(atoms))
+        self._sync(atoms)
+        h = self.results["hamiltonian"]
         return h if k is None else h.bloch(k)
 
     def get_overlap(self, atoms: Atoms | None = None, k=None):
         """S as a spinless BlockOperator, or S(k) as CSR in H's layout at fractional k."""
-        self._update(atoms)
-        return self.results["overlap"] if k is None else self.get_tight_binding().Sk(k)
+        self._sync(atoms)
+        return self.results["overlap"] if k is None else self._tight_binding().Sk(k)
 
     def get_tight_binding(self, atoms: Atoms | None = None) -> TightBinding:
         """H and S together (:class:`ase_moireh.tightbinding.TightBinding`)."""
-        self._update(atoms)
-        return self.results["tight_binding"]
+        self._sync(atoms)
+        return self._tight_binding()
+
+    def _tight_binding(self) -> TightBinding:
+        h, s = self.results["hamiltonian"], self.results["overlap"]
+        return self._cached("tight_binding", lambda: TightBinding(h, s))
 
     def get_hamiltonian_spread(self, atoms: Atoms | None = None) -> BlockOperator:
         """Per-element standard deviation of H over the ensemble's members."""
-        return self.get_property("hamiltonian_spread", self._update(atoms))
+        return self.get_property("hamiltonian_spread", self._target(atoms))
 
     def write_operators(self, path, atoms: Atoms | None = None, precision: str = "single"):
         """Stream the predicted H and exact S of ``atoms`` to an HDF5 file, never holding
-        them (10^5-atom ribbons: :mod:`ase_moireh.model.stream`), with the domain and
-        spread checks of a prediction in memory. Returns the StreamReport (time, memory)."""
-        from ase_moireh.model.stream import stream_prediction
+        them (10^5-atom ribbons: :mod:`ase_moireh.model.stream`), behind the domain and
+        spread checks of every prediction. Returns the StreamReport (time, memory)."""
+        from ase_moireh.model.stream import stream_checked
 
-        atoms = atoms if atoms is not None else self._attached
-        if atoms is None:
-            raise ValueError("no Atoms: attach the calculator (atoms.calc = ...) or pass atoms")
+        atoms = self._target(atoms)
         if self.dft is not None:
             raise ValueError("write_operators streams a model's prediction, not a DFT dataset")
-        self._check_domain(atoms)
-        device = self.parameters["device"]
-        report = stream_prediction(self.bundle, atoms, path, device, precision)
-        domain = self.model_domain()
-        if domain is not None:
-            check([], spread_finding(report.largest_spread_eV, domain), where=_describe(atoms))
-        return report
+        device, strict = self.parameters["device"], self.parameters["domain_check"]
+        return stream_checked(self.bundle, atoms, path, device, precision, strict)
 
     # ------------------------------------------------------------------ electrons
     def valence(self) -> dict[str, float]:
@@ -266,12 +323,16 @@ class MoireHCalculator(Calculator):
 
     def occupied_bands(self, atoms: Atoms | None = None) -> int:
         """Filled bands of the neutral structure (SOC: one electron per band)."""
-        atoms = self._update(atoms)
+        self._sync(atoms)
+        return self._occupied()
+
+    def _occupied(self) -> int:
+        symbols = self.atoms.get_chemical_symbols()
         table = self.valence()
-        missing = sorted(set(atoms.get_chemical_symbols()) - set(table))
+        missing = sorted(set(symbols) - set(table))
         if missing:
             raise ValueError(f"no valence electron count for {', '.join(missing)}")
-        electrons = sum(table[s] for s in atoms.get_chemical_symbols())
+        electrons = sum(table[s] for s in symbols)
         return filled_levels(electrons, self.results["hamiltonian"].spinful)
 
     # ------------------------------------------------------------------ our k-resolved solver
@@ -286,32 +347,44 @@ class MoireHCalculator(Calculator):
         ``nbands`` levels: the nearest ``sigma`` when given, otherwise (small cells) the
         bands numbered nocc - nbands/2 ... around the gap, so that band lines stay the
         same bands along a path, or (large cells) those nearest the mid-gap energy."""
-        tb = self.get_tight_binding(atoms)
+        self._sync(atoms)
+        return self._levels(k, nbands, sigma)
+
+    def _levels(self, k, nbands: int | None, sigma: float | None) -> np.ndarray:
+        tb = self._tight_binding()
         if nbands is None:
             return tb.eigh(k)
         if tb.dimension <= DENSE_LIMIT:
             if sigma is None:
-                first = max(0, self.occupied_bands(atoms) - nbands // 2)
+                first = max(0, self._occupied() - nbands // 2)
                 return tb.eigh(k, bands=slice(first, first + nbands))
             energies = tb.eigh(k)
             return np.sort(energies[np.argsort(np.abs(energies - sigma))[:nbands]])
-        centre = self.midgap(atoms) if sigma is None else sigma
+        centre = self._midgap() if sigma is None else sigma
         return tb.eigsh(k, centre, nbands, precision=self.parameters["precision"])
 
     def band_edges(self, atoms: Atoms | None = None) -> tuple[float, float]:
         """(valence-band maximum, conduction-band minimum) in eV over Gamma, the three M
         and the two K points, by electron counting (dense for small cells, inertia
         counts and shift-invert with PARDISO for large ones)."""
-        return tuple(self.get_property("band_edges", self._update(atoms)))
+        self._sync(atoms)
+        return self._band_edges()
 
     def midgap(self, atoms: Atoms | None = None) -> float:
         """The middle of the gap (eV)."""
-        vbm, cbm = self.band_edges(atoms)
+        self._sync(atoms)
+        return self._midgap()
+
+    def _midgap(self) -> float:
+        vbm, cbm = self._band_edges()
         return 0.5 * (vbm + cbm)
 
     def _band_edges(self) -> tuple[float, float]:
-        tb = self.results["tight_binding"]
-        nocc = self.occupied_bands()
+        return self._cached("band_edges", self._find_band_edges)
+
+    def _find_band_edges(self) -> tuple[float, float]:
+        tb = self._tight_binding()
+        nocc = self._occupied()
         kpts = extrema_kpoints(self.atoms.cell)
         if tb.dimension <= DENSE_LIMIT:
             e = tb.eigenvalues(kpts, bands=slice(nocc - 1, nocc + 1))  # the two edges only
@@ -332,9 +405,12 @@ class MoireHCalculator(Calculator):
     # ------------------------------------------------------------------ ASE's band interface
     def get_ibz_k_points(self) -> np.ndarray:
         """The ``kpts`` parameter as fractional k-points (no symmetry reduction)."""
+        return self._kpoints(None if self.parameters["kpts"] is not None else self._target(None))
+
+    def _kpoints(self, atoms: Atoms | None) -> np.ndarray:
+        """``kpts``, or the Gamma-M-K-Gamma path of the cell of ``atoms`` (60 points)."""
         kpts = self.parameters["kpts"]
         if kpts is None:
-            atoms = self._update(None)
             kpts = atoms.cell.bandpath("GMKG", npoints=60)
         kpts = getattr(kpts, "kpts", kpts)
         return np.array(kpts, dtype=float).reshape(-1, 3)
@@ -355,12 +431,12 @@ class MoireHCalculator(Calculator):
         ``nbands`` around the gap / ``sigma``)."""
         if spin != 0:
             raise ValueError("one spin channel (spinors with SOC): spin must be 0")
-        self._update(None)
-        cache = self.results.setdefault("eigenvalues", {})
-        if kpt not in cache:
-            k = self.get_ibz_k_points()[kpt]
-            cache[kpt] = self.eigenvalues_at(k, self.parameters["nbands"], self.parameters["sigma"])
-        return cache[kpt].copy()
+        atoms = self._sync(None)
+        levels = self._cache.setdefault("eigenvalues", {})
+        if kpt not in levels:
+            k = self._kpoints(atoms)[kpt]
+            levels[kpt] = self._levels(k, self.parameters["nbands"], self.parameters["sigma"])
+        return levels[kpt].copy()
 
     def get_fermi_level(self) -> float:
         """The mid-gap energy, where the Fermi level of the neutral insulator lies."""
@@ -369,13 +445,13 @@ class MoireHCalculator(Calculator):
     def band_structure(self, path: str | None = None, npoints: int = 60) -> BandStructure:
         """ASE's band structure at ``kpts`` (mid-gap reference); with ``path`` (e.g.
         "GMKG") ``kpts`` is first set to that path of the cell."""
-        if path is not None:
-            self.set(kpts=self._update(None).cell.bandpath(path, npoints=npoints))
         from ase.spectrum.band_structure import get_band_structure
 
-        self._update(None)
-        kpts = range(len(self.get_ibz_k_points()))
-        for kpt in tqdm(kpts, desc=f"bands ({len(self.atoms)} atoms)", unit="k", disable=None):
+        atoms = self._sync(None)
+        if path is not None:
+            self.set(kpts=atoms.cell.bandpath(path, npoints=npoints))
+        kpts = range(len(self._kpoints(atoms)))
+        for kpt in tqdm(kpts, desc=f"bands ({len(atoms)} atoms)", unit="k", disable=None):
             self.get_eigenvalues(kpt)  # cached: ASE's call below reads them back
         return get_band_structure(atoms=self.atoms, calc=self)
 
@@ -388,34 +464,31 @@ class MoireHCalculator(Calculator):
         bands regardless of spin). See :mod:`ase_moireh.topology`."""
         from ase_moireh.topology import c3_eigenvalues, sector_c3_eigenvalues, sector_window
 
-        tb = self.get_tight_binding(atoms)
-        nocc = self.occupied_bands(atoms)
+        atoms = self._sync(atoms)
+        tb, nocc = self._tight_binding(), self._occupied()
         sector = bool(tb.spinful and spin)
-        points = self._c3_points(tb, nocc, sector_window(nbands) if sector else nbands + 6)
+        points = self._c3_points(sector_window(nbands) if sector else nbands + 6)
         if sector:
-            return sector_c3_eigenvalues(
-                tb, self.atoms, nbands, nocc, spin=spin, tol=tol, points=points
-            )
+            return sector_c3_eigenvalues(tb, atoms, nbands, nocc, spin=spin, tol=tol, points=points)
         bands = np.arange(nocc - nbands, nocc)
-        return c3_eigenvalues(tb, self.atoms, bands, degeneracy_tol=tol, points=points)
+        return c3_eigenvalues(tb, atoms, bands, degeneracy_tol=tol, points=points)
 
-    def _c3_points(self, tb: TightBinding, nocc: int, window: int) -> list:
-        """Gamma, K, K' (:func:`.topology.c3_points`), kept in ``results`` for the next
-        call: every level for small cells, for large ones the ``window`` levels below the
-        mid-gap (one factorisation per point instead of a dense diagonalisation)."""
+    def _c3_points(self, window: int) -> list:
+        """Gamma, K, K' (:func:`.topology.c3_points`), cached for the next call: every
+        level for small cells, for large ones the ``window`` levels below the mid-gap
+        (one factorisation per point instead of a dense diagonalisation)."""
         from ase_moireh.topology import C3_DENSE_LIMIT, c3_points
 
-        reach, points = self.results.get("c3_points", (0, None))
+        tb = self._tight_binding()
+        reach, points = self._cache.get("c3_points", (0, None))
         if points is not None and reach >= window:
             return points
-        below = (self.midgap(), nocc, window) if tb.dimension > C3_DENSE_LIMIT else None
+        below = None
+        if tb.dimension > C3_DENSE_LIMIT:
+            below = (self._midgap(), self._occupied(), window)
         points = list(c3_points(tb, self.atoms, below=below))
-        self.results["c3_points"] = (window if below else tb.dimension, points)
+        self._cache["c3_points"] = (window if below else tb.dimension, points)
         return points
-
-
-def _describe(atoms: Atoms) -> str:
-    return f"{atoms.get_chemical_formula()} ({len(atoms)} atoms)"
 
 
 def _check_same_structure(a: Atoms, b: Atoms) -> None:

@@ -203,7 +203,7 @@ class TightBinding:
         return band_edges(*self.pair(k), nocc, sigma, k=k)
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: == is identity (ASE's set() compares values)
 class ElectronicStructure:
     """A structure with its Hamiltonian and (if stored) overlap: what readers return."""
 

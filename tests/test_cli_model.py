@@ -1,13 +1,23 @@
-"""moireh predict / analyze end to end (train and finetune run in test_train.py)."""
+"""moireh predict / analyze end to end (train and finetune run in test_train.py); every
+route to a prediction passes the same domain check."""
 
 import json
 
+import ase.io
 import pytest
+from ase.build import mx2
 from click.testing import CliRunner
 
+from ase_moireh.build import twisted_bilayer
+from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.cli import moireh
+from ase_moireh.data import bundled_model_path
+from ase_moireh.domain import OutOfDomainError, OutOfDomainWarning
 from ase_moireh.io.dataset import read_dftio, write_dftio
+from ase_moireh.model import io as model_io
 from shared_data import case_dir, converted
+
+ROUTES = ["calculator", "write_operators", "predict", "predict --stream"]
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +65,67 @@ def test_predict_soc_default_and_bad_inputs(tmp_path):
     )
     assert result.exit_code != 0 and "bad.pt" in result.output
     assert not (tmp_path / "q").exists()
+
+
+# --------------------------------------------------------------------------- domain check
+
+
+@pytest.fixture(scope="module")
+def collinear():
+    """The bundled collinear model, read once for the module's routes."""
+    return model_io.load_bundle(bundled_model_path(soc=False))
+
+
+def collapsed_bilayer():
+    """The (2, 1) bilayer with its top layer pushed 3 A down, into the bottom one."""
+    atoms = twisted_bilayer(2, 1)
+    atoms.positions[atoms.arrays["layer"] == 1, 2] -= 3.0
+    return atoms
+
+
+def monolayer():
+    return mx2("MoTe2", a=3.52, thickness=3.6, vacuum=10.0)
+
+
+def predict_by(route: str, atoms, bundle, folder, monkeypatch) -> str | None:
+    """Predict ``atoms`` by one route (results under ``folder``); the refusal's message,
+    None when it predicted."""
+    try:
+        if route == "calculator":
+            MoireHCalculator(model=bundle).get_hamiltonian(atoms)
+        elif route == "write_operators":
+            MoireHCalculator(model=bundle).write_operators(folder / "out" / "cell.h5", atoms)
+        else:  # the command line, on the bundled collinear model (read once per module)
+            monkeypatch.setattr(model_io, "load_bundle", lambda *args, **kwargs: bundle)
+            ase.io.write(folder / "cell.extxyz", atoms)
+            args = ["predict", "--no-soc", str(folder / "cell.extxyz"), "-o", str(folder / "out")]
+            result = CliRunner().invoke(moireh, args + route.split()[1:])
+            return None if result.exit_code == 0 else result.output
+    except OutOfDomainError as err:
+        return str(err)
+    return None
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_prediction_route_refuses_a_collapsed_bilayer(
+    route, collinear, tmp_path, monkeypatch
+):
+    """Regression: moireh predict wrote a dataset (exit code 0) of a bilayer whose layers
+    overlap, which the calculator refused. Every route refuses it, alike, writing nothing."""
+    (tmp_path / "out").mkdir()
+    message = predict_by(route, collapsed_bilayer(), collinear, tmp_path, monkeypatch)
+    assert message is not None
+    assert "Mo14Te28 (42 atoms) is outside the model's domain: Te-Te atoms 0.87 A" in message
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_prediction_route_warns_on_a_monolayer(route, collinear, tmp_path, monkeypatch):
+    """Regression: moireh predict said nothing of a monolayer, which the calculator warns
+    about (the model knows bilayers only). Every route warns alike and predicts."""
+    (tmp_path / "out").mkdir()
+    expected = r"MoTe2 \(3 atoms\): 1 layer\(s\), while the model was trained on 2-layer"
+    with pytest.warns(OutOfDomainWarning, match=expected):
+        assert predict_by(route, monolayer(), collinear, tmp_path, monkeypatch) is None
+    written = list((tmp_path / "out").iterdir())
+    assert bool(written) == (route != "calculator")  # the calculator keeps H in memory

@@ -129,15 +129,15 @@ def test_large_cell_window_gives_the_dense_c3_eigenvalues(monkeypatch):
 
     atoms = twisted_bilayer(2, 1)
     atoms.calc = calc = MoireHCalculator()  # bundled SOC model
-    # the widest window first: the others reuse its points (results["c3_points"])
+    # the widest window first: the others reuse its points (the calculator's cache)
     cases = ((2, 1), (1, 1), (2, None))
     dense = [calc.chern_numbers(nbands=n, spin=s) for n, s in cases]
     monkeypatch.setattr(topology, "C3_DENSE_LIMIT", 10)
-    del calc.results["c3_points"]  # the same H and S, now through the window route
+    calc._cache.pop("c3_points")  # the same H and S, now through the window route
     for (n, s), expected in zip(cases, dense, strict=True):
         found = calc.chern_numbers(nbands=n, spin=s)
         assert found.chern_mod3 == expected.chern_mod3
         for label, values in expected.eigenvalues.items():
             np.testing.assert_allclose(found.eigenvalues[label], values, atol=1e-6)
-    reach, points = calc.results["c3_points"]
+    reach, points = calc._cache["c3_points"]
     assert reach == topology.sector_window(2) and points[0].first > 0

@@ -80,32 +80,44 @@ def finetune_command(pretrained, config, ensemble, no_resume, no_progress) -> No
 )
 @precision_option("single", "Numbers stored by --stream.")
 def predict_command(structures, model_path, soc, out, stream, precision) -> None:
-    """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT."""
+    """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT.
+    Structures outside the model's training domain are refused or warned about as by
+    the calculator (the same check)."""
+    bundle, name = _load_model(model_path, soc)
     if stream:
-        return _stream_predictions(structures, model_path, soc, Path(out), precision)
-    import ase.io
-
+        return _stream_predictions(structures, bundle, Path(out), precision)
     from ase_moireh.io.dataset import write_dftio
-    from ase_moireh.model.io import ModelFileError, load_bundle
-    from ase_moireh.model.predict import predict_operators
+    from ase_moireh.model.predict import predict_checked
     from ase_moireh.tightbinding import ElectronicStructure
+
+    for path in structures:
+        try:
+            atoms = _read_structure(path)
+            h, s, spread = predict_checked(bundle, atoms)
+        except Exception as err:
+            raise click.ClickException(f"{path}: {err}") from None
+        structure = ElectronicStructure(atoms, h, s, source=f"predicted by {name}")
+        folder = write_dftio(structure, Path(out) / Path(path).stem)
+        if spread is not None:
+            spread.save(folder / "spread.h5")
+        click.echo(f"{path}: {len(atoms)} atoms, {h.nedges} blocks -> {folder}")
+
+
+def _load_model(model_path: str | None, soc: bool):
+    """(bundle, file name) of --model, else the bundled model; a named error if unusable."""
+    from ase_moireh.model.io import ModelFileError, load_bundle
 
     path = Path(model_path) if model_path else bundled_model_path(soc)
     try:
-        bundle = load_bundle(path)
+        return load_bundle(path), path.name
     except ModelFileError as err:
         raise click.ClickException(str(err)) from None
-    for name in structures:
-        try:
-            atoms = ase.io.read(name)
-            h, s, spread = predict_operators(bundle, atoms)
-        except Exception as err:
-            raise click.ClickException(f"{name}: {err}") from None
-        structure = ElectronicStructure(atoms, h, s, source=f"predicted by {path.name}")
-        folder = write_dftio(structure, Path(out) / Path(name).stem)
-        if spread is not None:
-            spread.save(folder / "spread.h5")
-        click.echo(f"{name}: {len(atoms)} atoms, {h.nedges} blocks -> {folder}")
+
+
+def _read_structure(path: str):
+    import ase.io
+
+    return ase.io.read(path)
 
 
 @click.command(name="analyze")
@@ -141,23 +153,19 @@ def analyze_command(pred, ref, out) -> None:
     click.echo(f"wrote {out / 'analysis.json'} and {out / 'mae_heatmap.png'}")
 
 
-def _stream_predictions(structures, model_path, soc: bool, out: Path, precision: str) -> None:
-    """``predict --stream``: each structure's H and S to OUT/<stem>.h5 through the
-    calculator (domain and spread checks included)."""
-    import ase.io
-
-    from ase_moireh.calculator import MoireHCalculator
+def _stream_predictions(structures, bundle, out: Path, precision: str) -> None:
+    """``predict --stream``: each structure's H and S to OUT/<stem>.h5, behind the domain
+    and spread checks of every prediction."""
+    from ase_moireh.model.stream import stream_checked
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in structures:
-        target = out / f"{Path(name).stem}.h5"
+    for path in structures:
+        target = out / f"{Path(path).stem}.h5"
         try:
-            atoms = ase.io.read(name)
-            calc = MoireHCalculator(model=model_path, soc=soc)
-            report = calc.write_operators(target, atoms, precision)
+            report = stream_checked(bundle, _read_structure(path), target, precision=precision)
         except Exception as err:
-            raise click.ClickException(f"{name}: {err}") from None
+            raise click.ClickException(f"{path}: {err}") from None
         click.echo(
-            f"{name}: {report.atoms} atoms, {report.blocks} blocks, {report.file_GB} GB "
+            f"{path}: {report.atoms} atoms, {report.blocks} blocks, {report.file_GB} GB "
             f"in {report.seconds:.0f} s (peak memory {report.peak_rss_GB} GB) -> {target}"
         )

@@ -29,7 +29,7 @@ class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: == is identity (ASE's set() compares values)
 class ModelBundle:
     """A trained Hamiltonian model (or several: an ensemble) and its basis's exact overlap.
 

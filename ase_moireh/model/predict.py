@@ -1,4 +1,12 @@
-"""Inference: Atoms -> predicted H (and S) as BlockOperators, ensemble mean and spread."""
+"""Inference: Atoms -> predicted H (and S) as BlockOperators, ensemble mean and spread.
+
+:func:`check_domain` is the one domain check of every route to a prediction (the
+calculator, ``moireh predict``, ``predict --stream``, ``moireh ribbon``, streamed
+``write_operators``): :func:`predict_checked` and
+:func:`ase_moireh.model.stream.stream_checked` wrap it around the predictions, so each
+route refuses and warns alike. :func:`predict_operators` itself checks nothing (training,
+tests and benchmarks predict structures on purpose that the check would refuse).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
 from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
@@ -143,4 +152,63 @@ def predict_operators(
         len(bundle.models) + len(bundle.corrections),
         time.perf_counter() - start,
     )
+    return h, s, spread
+
+
+# ---------------------------------------------------------------------------- domain
+
+
+def describe(atoms: Atoms) -> str:
+    """How warnings and refusals name a structure."""
+    return f"{atoms.get_chemical_formula()} ({len(atoms)} atoms)"
+
+
+def model_domain(bundle: ModelBundle) -> ModelDomain | None:
+    """What the model was trained on (None: its file records nothing)."""
+    data = bundle.info.get("domain")
+    return None if data is None else ModelDomain.from_dict(data)
+
+
+def domain_findings(bundle: ModelBundle, atoms: Atoms) -> tuple[list[str], list[str]]:
+    """(severe, mild) reasons why ``atoms`` lies outside the model's training domain."""
+    domain = model_domain(bundle)
+    if domain is None:
+        return [], []
+    return findings(atoms, domain, bundle.config.cutoff)
+
+
+def check_domain(bundle: ModelBundle, atoms: Atoms, strict: bool = True) -> None:
+    """The domain check of every prediction route: raise
+    :class:`~ase_moireh.domain.OutOfDomainError` on severe findings (``strict``), warn
+    (:class:`~ase_moireh.domain.OutOfDomainWarning`) on the others."""
+    if model_domain(bundle) is None:
+        log.warning("the model file records no training domain: structures go unchecked")
+        return
+    severe, mild = domain_findings(bundle, atoms)
+    check(severe, mild, strict=strict, where=describe(atoms))
+
+
+def check_spread(bundle: ModelBundle, atoms: Atoms, largest: float | None) -> None:
+    """Warn when the ensemble disagreed (``largest`` spread of H, eV) more than on
+    validation; None (a single model) says nothing."""
+    domain = model_domain(bundle)
+    if domain is not None:
+        check([], spread_finding(largest, domain), where=describe(atoms))
+
+
+def largest_spread(spread: BlockOperator | None) -> float | None:
+    """The largest element of an ensemble's spread of H (None: no spread)."""
+    if spread is None:
+        return None
+    return float(np.abs(spread.values).max()) if spread.nedges else 0.0
+
+
+def predict_checked(
+    bundle: ModelBundle, atoms: Atoms, device: str = "cpu", strict: bool = True
+) -> tuple[BlockOperator, BlockOperator | None, BlockOperator | None]:
+    """:func:`predict_operators` behind the domain check, followed by the spread check:
+    how every in-memory route predicts."""
+    check_domain(bundle, atoms, strict)
+    h, s, spread = predict_operators(bundle, atoms, device)
+    check_spread(bundle, atoms, largest_spread(spread))
     return h, s, spread

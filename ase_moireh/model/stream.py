@@ -38,7 +38,13 @@ from ase_moireh.block_operator import BlockOperator, chunk_slices, concatenated_
 from ase_moireh.files import atomic_file
 from ase_moireh.memory import peak_rss
 from ase_moireh.model.io import ModelBundle
-from ase_moireh.model.predict import edge_rows, member_chunks, members_on_graph
+from ase_moireh.model.predict import (
+    check_domain,
+    check_spread,
+    edge_rows,
+    member_chunks,
+    members_on_graph,
+)
 from ase_moireh.model.soc import add_correction
 
 log = logging.getLogger(__name__)
@@ -188,6 +194,23 @@ def stream_prediction(
         path,
         report.seconds,
     )
+    return report
+
+
+def stream_checked(
+    bundle: ModelBundle,
+    atoms: Atoms,
+    path: str | os.PathLike,
+    device: str = "cpu",
+    precision: str = "single",
+    strict: bool = True,
+) -> StreamReport:
+    """:func:`stream_prediction` behind the domain check every prediction route passes
+    (:func:`ase_moireh.model.predict.check_domain`: nothing is written for a refused
+    structure), followed by the spread check."""
+    check_domain(bundle, atoms, strict)
+    report = stream_prediction(bundle, atoms, path, device, precision)
+    check_spread(bundle, atoms, report.largest_spread_eV)
     return report
 
 
