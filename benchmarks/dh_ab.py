@@ -125,9 +125,38 @@ def report(results: dict, args, train_set, val_set) -> None:
             f"{r['gap_error_max_meV']:.1f} | "
             f"{r['shift_max_meV']:.1f} | {r['bands_after_shift_max_meV']:.1f} |"
         )
+    lines += reference_rows(val_set)
     (RESULTS / "dh_ab.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "dh_ab.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results)
+
+
+def reference_rows(val_set: list[Path]) -> list[str]:
+    """The bundled models' rounds on the same validation entries, as
+    ``robustness.py --split validation`` measured them (robustness_validation.json)."""
+    store = RESULTS / "robustness_validation.json"
+    if not store.exists():
+        return []
+    names = {p.name for p in val_set}
+    lines = [
+        "",
+        "The bundled collinear models of earlier rounds on these validation entries, as "
+        "`robustness.py --split validation` measured them (`robustness_validation.json`):",
+        "",
+        "| model | entries | MAE (meV) | max on-site (meV) | bands near gap, max (meV) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, result in json.loads(store.read_text()).items():
+        rows = {n: r for n, r in result["entries"].items() if n in names and not r["soc"]}
+        if not rows:
+            continue
+        lines.append(
+            f"| {label}: {result['models']['nosoc']} | {', '.join(sorted(rows))} | "
+            f"{np.mean([r['mae_all_meV'] for r in rows.values()]):.2f} | "
+            f"{max(r['onsite_max_meV'] for r in rows.values()):.0f} | "
+            f"{max(r['bands']['max_meV'] for r in rows.values()):.0f} |"
+        )
+    return lines
 
 
 def plot(results: dict) -> None:
