@@ -52,6 +52,7 @@ def test_an_error_proportional_to_h_gives_the_squared_levels(case):
     assert float(probe.loss(torch.zeros_like(graph.y))) == 0.0
 
 
+@pytest.mark.slow
 def test_training_with_the_band_loss_logs_it_and_reports_it(tmp_path):
     cases = ["bl1x1_nosoc_s00", "bl1x1_nosoc_s22", "bl1x1_nosoc_s44"]
     require(*cases)

@@ -39,6 +39,7 @@ def collinear():
     return load_bundle(bundled_model_path(soc=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["bl1x1_nosoc_s00", "bl1x1_soc_s44", "tw2179_nosoc"])
 def test_dft_mode_reproduces_openmx_eigenvalues(case):
     s = converted(case)
@@ -79,6 +80,7 @@ def bilayer():
     return shifted_bilayers(shifts=1, amplitude=0.0, interlayer_sigma=0.0)[0]
 
 
+@pytest.mark.slow
 def test_results_follow_the_atoms():
     """Regression: midgap() once returned a cached value after an atom moved 0.5 A."""
     atoms = bilayer()
@@ -112,6 +114,7 @@ def extrema_levels(tb, atoms) -> np.ndarray:
     return np.array([tb.eigh(k) for k in extrema_kpoints(atoms.cell)])
 
 
+@pytest.mark.slow
 def test_extras_are_declared_properties():
     """The ensemble spread is an implemented property in results; the band edges are not
     (a private cache: results holds the operators only)."""
@@ -143,6 +146,7 @@ def test_extras_are_declared_properties():
 # ------------------------------------------------------------ answers for the atoms given
 
 
+@pytest.mark.slow
 def test_an_unattached_calculator_answers_for_the_atoms_passed(collinear):
     """Regression: band_edges(atoms) on a calculator attached to nothing raised "no Atoms":
     the electron count looked for attached atoms instead of those passed."""
@@ -163,6 +167,7 @@ def test_an_unattached_calculator_answers_for_the_atoms_passed(collinear):
     assert calc.band_edges() == (vbm, cbm) and calc.atoms == atoms
 
 
+@pytest.mark.slow
 def test_alternating_structures_each_keep_their_own_answer(collinear):
     """Regression: with a.calc = calc, midgap(a) gave b's mid-gap once midgap(b) had run
     (the band edges mixed b's H with the attached a's electron count and k-points and
@@ -248,6 +253,7 @@ def test_set_compares_datasets_by_identity():
     assert calc.set(dft=other) == {}  # the same object: nothing changed
 
 
+@pytest.mark.slow
 def test_ase_tools(collinear, tmp_path):
     """The ASE tools the module docstring names, on the collinear model of the 21.79 deg
     cell: band_structure() through get_band_structure, ase.dft.bandgap,
@@ -285,6 +291,7 @@ def test_ase_tools(collinear, tmp_path):
     assert np.allclose(few.energies[0], bs.energies[0][:, nocc - 4 : nocc + 4])
 
 
+@pytest.mark.slow
 def test_model_makes_no_tensor_off_its_device():
     """Regression: tensors made without a device (on the CPU) and indexed with the
     input's. With the default device set elsewhere (meta: placement only, no data), any
@@ -319,6 +326,7 @@ def test_band_edges_match_dense_diagonalisation_at_the_extrema():
 @pytest.mark.skipif(
     mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)"
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["tw2179_nosoc", "bl1x1_soc_s22", "bl1x1_soc_s00"])
 def test_sparse_midgap_equals_dense(case, monkeypatch):
     """Electron counting by LDL^T inertia + shift-invert finds the same band edges as dense
@@ -339,6 +347,7 @@ def test_sparse_midgap_equals_dense(case, monkeypatch):
 @pytest.mark.skipif(
     mkl_library() is None, reason="inertia counting needs PARDISO (pip install mkl)"
 )
+@pytest.mark.slow
 def test_a_gap_guess_saves_the_bisection_and_never_changes_the_answer(monkeypatch):
     """Large cells count electrons from ``gap_guess``: one inside the gap needs a single
     inertia count; one far off costs a bisection but gives the same band edges."""

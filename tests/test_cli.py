@@ -40,6 +40,7 @@ def inputs(tmp_path, raw_scfout):
     return folder
 
 
+@pytest.mark.slow
 def test_plugin_group_and_ase_format_are_registered():
     assert "openmx" in available_converters()
     atoms = ase.io.read(scfout_path("tw2179_nosoc"))  # format found from .scfout(.xz)
@@ -117,6 +118,7 @@ def test_console_script_exit_code_and_single_line_error(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_all_shared_runs_convert_in_parallel(tmp_path):
     result = CliRunner().invoke(
         moireh_convert, ["openmx", str(OPENMX), "-o", str(tmp_path), "-j", "2", "--no-progress"]

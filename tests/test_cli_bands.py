@@ -19,6 +19,7 @@ from ase_moireh.topology import c3_invariant_kpoints, c3_matrix, c3_operation
 from shared_data import case_dir, converted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("soc", [False, True])
 def test_predicted_hamiltonians_commute_with_c3(soc):
     atoms = twisted_bilayer(2, 1)
@@ -32,6 +33,7 @@ def test_predicted_hamiltonians_commute_with_c3(soc):
         assert np.abs(u @ sk - sk @ u).max() < 1e-8
 
 
+@pytest.mark.slow
 def test_bands_model_vs_dft_and_chern(tmp_path):
     """The commands print the library's numbers: the band MAE of model against DFT and
     the C3 table and Chern number of chern_numbers()."""
@@ -74,6 +76,7 @@ def test_bands_model_vs_dft_and_chern(tmp_path):
         assert np.allclose(turn, values / np.abs(values), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_ribbon_edge_state_weights(tmp_path):
     """Every state's Mulliken weights on the lower edge, upper edge and bulk lie in
     [0, 1] and add up to 1 (a partition of the atoms), its eigenvector is S-normalised,
@@ -114,6 +117,7 @@ def test_ribbon_edge_state_weights(tmp_path):
     assert np.abs(again - energies).max() < 1e-8
 
 
+@pytest.mark.slow
 def test_ribbon_streamed_to_disk_gives_the_same_levels(tmp_path):
     """--write streams H and S to HDF5 and the band solve reads them back: the levels
     equal those of the prediction in memory (double precision stored)."""

@@ -27,6 +27,7 @@ def reference(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_predict_with_bundled_model_then_analyze(reference, tmp_path):
     structure = case_dir("tw2179_nosoc") / "structure.extxyz"
     runner = CliRunner()
@@ -52,6 +53,7 @@ def test_predict_with_bundled_model_then_analyze(reference, tmp_path):
     assert report["mae_meV"]["Mo-Te"] == pytest.approx(direct["Mo-Te"] * 1e3, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_soc_default_and_bad_inputs(tmp_path):
     structure = case_dir("bl1x1_soc_s00") / "structure.extxyz"
     runner = CliRunner()

@@ -146,6 +146,7 @@ def test_deeph_export_keys_shapes_and_order(case, tmp_path):
         assert np.array_equal(block, h.block(e)[np.ix_(rows, cols)])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
 def test_dftio_written_si64_peer_dataset_loads():
     s = read_dftio(SI64)

@@ -15,12 +15,22 @@ from shared_data import SHARED_OPENMX, needs_shared
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 
 
+#: accuracy guards of the bundled models at ~1.5x their errors, measured 2026-12-06 with
+#: this file's demo run (twist (2, 1), npoints 18): largest H MAE of a species pair on the
+#: held-out 1x1 cell (1.42 meV, Mo-Te; Mo-Mo 0.87, Te-Te 1.38), largest band error near
+#: the gap there (47.9 meV) and on the 21.79 deg SOC cell (14.0 meV)
+MAX_PAIR_MAE_MEV = 2.1
+NEAR_GAP_1X1_MEV = 72.0
+NEAR_GAP_TWISTED_MEV = 21.0
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, npoints=18, twist=(2, 1))  # the small cell keeps this quick
 
 
+@pytest.mark.slow  # the demo fixture: 163 s here at load 4, 632 s at load 8 (2026-12-06)
 def test_main_job_converts_verifies_predicts_and_plots(demo):
     out, result = demo
     assert demo_scfout_path().exists()
@@ -60,6 +70,7 @@ def never_seen_by_the_model(trained_on: list[str], result: dict) -> None:
             assert d.min(axis=1).max() > 0.01, name
 
 
+@pytest.mark.slow  # the demo fixture: 163 s here at load 4, 632 s at load 8 (2026-12-06)
 def test_outputs_carry_their_trust_information(demo):
     out, result = demo
     model, twisted = result["model"], result["twisted"]
@@ -70,24 +81,31 @@ def test_outputs_carry_their_trust_information(demo):
     assert validation and all(0 < v < 20 for s in validation.values() for v in s.values())
     near = model["bands_near_gap"]
     assert near["levels"] > 0 and near["max_meV"] >= near["mean_meV"] > 0
-    # accuracy guards, loose on purpose (a broken or untrained model is off by eV): the
-    # bundled round 6 models give 0.9-1.4 meV per pair and 48 meV near the gap on this
-    # 1x1 cell, 14 meV near the gap of the 21.79 deg SOC cell (round 3 before them: 1.6-2.5,
-    # 67 and 413 meV; benchmarks/results/robustness.md)
-    assert max(model["H_mae_meV"].values()) < 8.0
-    assert near["max_meV"] < 100.0
-    assert result["reference"]["bands_near_gap"]["max_meV"] < 60.0
-    # the verdict follows the numbers: a gap below the expected error is not resolved
-    # step 3 holds the DFT check of a twisted SOC cell; step 4's verdict uses its error
     ref = result["reference"]["bands_near_gap"]
+    print(  # the numbers behind the guards below, to re-measure them
+        "H MAE by pair (meV):",
+        {k: round(v, 3) for k, v in model["H_mae_meV"].items()},
+        f"| near gap, 1x1: {near['max_meV']:.2f} meV | near gap, 21.79 deg: "
+        f"{ref['max_meV']:.2f} meV",
+    )
+    # accuracy guards at ~1.5x the bundled models' errors, so a model change that makes
+    # them clearly worse fails (benchmarks/results/robustness.md holds the history)
+    assert max(model["H_mae_meV"].values()) < MAX_PAIR_MAE_MEV
+    assert near["max_meV"] < NEAR_GAP_1X1_MEV
+    assert ref["max_meV"] < NEAR_GAP_TWISTED_MEV
+    # step 3 holds the DFT check of a twisted SOC cell; step 4's verdict uses its error
     assert result["reference"]["atoms"] == 42 and ref["levels"] > 0
     assert 18 <= result["reference"]["kpoints_on_path"] <= 18 + 4  # thinned to npoints
     # the shared tw2179_soc run's gap from its own H, S at Gamma, M, K = (1/3, 2/3)
     # (examples/bundle_reference.py); the same as the gap along its Gamma-M-K-Gamma path
     assert ref["gap_reference_meV"] == pytest.approx(984.4, abs=1.0)
     assert twisted["expected_band_error_meV"] == ref["max_meV"]
-    resolved = twisted["gap_meV"] > twisted["expected_band_error_meV"]
-    assert twisted["gap_resolved"] == (resolved and not twisted["domain_findings"])
+    # the (2, 1) cell is the one DFT checked: its gap (984 meV) dwarfs the model's band
+    # error there, so the verdict must be "resolved" (constructed verdicts: below); each
+    # band edge is off by at most that error (measured: 1001.5 meV, 17.1 meV off)
+    gap_bound = 2 * ref["max_meV"]
+    assert twisted["gap_meV"] == pytest.approx(ref["gap_reference_meV"], abs=gap_bound)
+    assert twisted["gap_resolved"] and not twisted["domain_findings"]
     text = (out / "summary.txt").read_text()
     chern = (out / "chern.txt").read_text()
     flag = "NOT TRUSTWORTHY"
@@ -103,6 +121,73 @@ def test_outputs_carry_their_trust_information(demo):
     assert tuple(int(r[-1]) for r in rows) == tuple(twisted["chern_mod3_top1_top2"])
 
 
+class _Bands:
+    path, reference, energies = None, 0.0, np.zeros((1, 3, 4))
+
+
+class _Chern:
+    eigenvalues = {"Gamma": [1.0], "K": [1.0], "K'": [1.0]}
+    chern_mod3 = 0
+
+
+class _StubCalculator:
+    """What step 4 asks a calculator for: band edges (eV) and domain findings given."""
+
+    def __init__(self, vbm: float, cbm: float, severe: list, mild: list):
+        self.edges, self.findings, self.results = (vbm, cbm), (severe, mild), {}
+
+    def __call__(self, **_):
+        return self
+
+    def domain_findings(self, atoms):
+        return self.findings
+
+    def band_edges(self):
+        return self.edges
+
+    def band_structure(self, *_, **__):
+        return _Bands()
+
+    def chern_numbers(self, **_):
+        return _Chern()
+
+
+# (gap meV, expected band error meV, severe findings, mild findings) -> resolved, each
+# verdict known by construction: a gap is resolved only when it exceeds the band error
+# and the structure lies in the model's domain (a mild finding is a warning only)
+VERDICTS = [
+    ((50.0, 14.0, [], []), True),
+    ((50.0, 14.0, [], ["ensemble spread 2x validation"]), True),
+    ((10.0, 14.0, [], []), False),
+    ((50.0, 60.0, [], []), False),
+    ((50.0, 14.0, ["interlayer distance outside training"], []), False),
+    ((-5.0, 0.0, [], []), False),  # bands overlap: a metal has no gap to resolve
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "resolved"),
+    VERDICTS,
+    ids=["gapped", "mild-finding", "gap-below-error", "error-above-gap", "severe", "metal"],
+)
+def test_step_4_verdicts_of_constructed_cases(case, resolved, tmp_path, monkeypatch):
+    """Step 4's verdict and the words of summary.txt and chern.txt on cases whose verdict
+    is known beforehand (a stub calculator gives the gap and domain findings)."""
+    import ase_moireh.calculator
+    from ase_moireh.cli import demo as demo_module
+
+    gap, error, severe, mild = case
+    stub = _StubCalculator(-0.5e-3 * gap, 0.5e-3 * gap, severe, mild)
+    monkeypatch.setattr(ase_moireh.calculator, "MoireHCalculator", stub)
+    monkeypatch.setattr(demo_module, "_plot_bands", lambda *a, **k: None)
+    info = demo_module.twisted_part(None, tmp_path, 12, 2, 1, expected_error=error)
+    assert info["gap_meV"] == pytest.approx(gap) and info["gap_resolved"] is resolved
+    flag = "NOT TRUSTWORTHY"
+    assert (flag in (tmp_path / "chern.txt").read_text()) is not resolved
+    assert (flag in "\n".join(demo_module._twisted_lines(info))) is not resolved
+
+
+@pytest.mark.slow
 @needs_shared
 def test_bundled_reference_bands_are_the_shared_runs():
     """Step 3's DFT bands are the shared tw2179_soc run's own (its H, S, its structure)."""

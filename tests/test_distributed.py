@@ -44,6 +44,7 @@ def test_row_partition_is_contiguous_complete_and_balanced():
     assert [len(p) for p in row_partition(np.array([5, 5]), 3)].count(0) == 1
 
 
+@pytest.mark.slow
 def test_ranks_rows_add_up_to_the_whole_matrices(streamed):
     """Each rank reads only its atoms' blocks; stacked, its rows are H(k) - sigma S(k)
     and S(k) of the whole file."""
@@ -76,6 +77,7 @@ def _mpi_missing() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 def test_two_ranks_match_the_serial_solve(streamed, tmp_path):
     """``mpirun -np 2 moireh bands FILE --mpi`` gives the levels of the serial dense
@@ -98,6 +100,7 @@ def test_two_ranks_match_the_serial_solve(streamed, tmp_path):
     assert np.abs(levels - expected).max() < 1e-8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [(0.0, 0.0, 0.0), K])
 def test_upper_pencil_holds_the_whole_pencil_in_single_precision(streamed, k):
     """The triangles assembled 7 atoms at a time, applied as Hermitian matrices, are
@@ -114,6 +117,7 @@ def test_upper_pencil_holds_the_whole_pencil_in_single_precision(streamed, k):
         assert np.abs(got - expected).max() < 1e-5 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 def test_window_dos_from_the_upper_pencil_matches_the_whole_matrices(streamed):
     """Shift-invert KPM from the single-precision triangles gives the moments of the
     double-precision route (same random vectors) to 1e-4."""

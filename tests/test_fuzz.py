@@ -53,6 +53,7 @@ def test_flipped_layout_header_bits_are_always_errors(raw):
             assert outcome(bytes(data)) == "error", (pos, bit)
 
 
+@pytest.mark.slow
 def test_flipped_bytes_elsewhere_never_crash(raw):
     """Cell tables, neighbour lists, orbital counts: error or a complete clean read."""
     rng = np.random.default_rng(3)

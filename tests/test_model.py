@@ -6,41 +6,17 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
+from toy_models import tiny_model
 
 from ase_moireh.basis import atom_rotation
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.data import bundled_model_path
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_bundle
-from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
+from ase_moireh.model.network import HamiltonianModel, ModelConfig
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.overlap import bundled_overlap
 from shared_data import converted
-
-BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
-
-
-def tiny_model(
-    spinful: bool, seed: int = 0, convolution: str = "so2", wide: bool = False
-) -> HamiltonianModel:
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        convolution=convolution,
-        wide_heads=wide,
-        species=["Mo", "Te"],
-        basis=BASIS,
-        spinful=spinful,
-        multiplicity=2,
-        num_layers=1,
-        radial_hidden=8,
-        num_radial=8,
-    )
-    model = new_model(config, torch.float64)
-    with torch.no_grad():  # non-trivial scale/shift so they are part of the test
-        for ss in model.scale_shift.values():
-            ss.scale.uniform_(0.5, 2.0)
-            ss.shift.normal_()
-    return model.eval()
 
 
 def bundle_of(model: HamiltonianModel) -> ModelBundle:
@@ -80,8 +56,16 @@ def trained_model(spinful: bool) -> HamiltonianModel:
     return network
 
 
-@pytest.mark.parametrize("which", ["untrained-tp", "untrained-so2", "untrained-wide", "bundled"])
-@pytest.mark.parametrize("spinful", [False, True])
+@pytest.mark.parametrize(
+    "which",
+    [
+        pytest.param("untrained-tp", marks=pytest.mark.slow),
+        "untrained-so2",
+        "untrained-wide",
+        pytest.param("bundled", marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("improper", [False, True])
 def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     """Rotate (or rotate-reflect) the structure: every block transforms as
@@ -113,6 +97,7 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     assert worst < 1e-10  # eV
 
 
+@pytest.mark.slow
 def test_translation_and_permutation_invariance():
     model = tiny_model(spinful=True)
     atoms = twisted_bilayer(2, 1)
@@ -129,7 +114,7 @@ def test_translation_and_permutation_invariance():
     assert len(permuted) == len(base)
 
 
-@pytest.mark.parametrize("spinful", [False, True])
+@pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_predictions_are_hermitian_by_construction(spinful):
     model = tiny_model(spinful)
     atoms = twisted_bilayer(2, 1)
@@ -140,7 +125,7 @@ def test_predictions_are_hermitian_by_construction(spinful):
 
 
 @pytest.mark.parametrize("wide", [False, True])
-@pytest.mark.parametrize("spinful", [False, True])
+@pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_streamed_blocks_equal_the_forward_pass(spinful, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
@@ -182,6 +167,7 @@ def test_wide_heads_read_at_least_as_many_features_as_their_blocks_have_parts(wi
     assert (short == 0) == wide
 
 
+@pytest.mark.slow
 def test_model_file_round_trip_and_tampering(tmp_path):
     model = tiny_model(spinful=True)
     path = tmp_path / "model.pt"

@@ -10,7 +10,16 @@ from ase.units import Hartree
 
 from ase_moireh.symmetry import space_group_operations, symmetry_deviation
 from ase_moireh.tightbinding import TightBinding
-from shared_data import OPENMX_CASES, SYMMETRIC_CASES, converted, scfout_path
+from shared_data import (
+    OPENMX_CASES,
+    REPO_OPENMX,
+    SHARED_OPENMX,
+    SYMMETRIC_CASES,
+    available,
+    converted,
+    needs_shared,
+    scfout_path,
+)
 
 #: spec of the foundation issue: converted H, S reproduce OpenMX's printed eigenvalues
 EIGENVALUE_TOL_EV = 1e-3
@@ -19,7 +28,30 @@ EIGENVALUE_TOL_EV = 1e-3
 SYMMETRY_TOL_EV = 0.05
 
 
-@pytest.mark.parametrize("case", OPENMX_CASES)
+def runs_in(folder) -> set[str]:
+    return {p.parent.name for p in folder.glob("*/openmx.scfout.xz")}
+
+
+def test_the_case_list_holds_every_run_in_the_repo():
+    """OPENMX_CASES is written out (so a missing run skips by name, never vanishes):
+    every in-repo run is on it and is at hand; bl1x1_soc_s00's H, S are the package's."""
+    assert runs_in(REPO_OPENMX) | {"bl1x1_soc_s00"} <= set(OPENMX_CASES)
+    assert all(available(c) for c in runs_in(REPO_OPENMX) | {"bl1x1_soc_s00"})
+
+
+@needs_shared
+def test_the_case_list_is_the_shared_runs():
+    assert sorted(OPENMX_CASES) == sorted(runs_in(SHARED_OPENMX))
+
+
+#: dense solves at every printed k-point: SOC and twisted runs take 5-40 s each
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.slow) if ("_soc" in c or "tw" in c) else c
+        for c in OPENMX_CASES
+    ],
+)
 def test_eigenvalues_match_openmx_output(case):
     s = converted(case)
     ref = s.reference_eigenvalues

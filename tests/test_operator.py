@@ -2,34 +2,10 @@
 
 import numpy as np
 import pytest
+from toy_models import random_hermitian_operator
 
-from ase_moireh.basis import Basis
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.tightbinding import TightBinding
-
-BASIS = Basis.from_dftio({"H": "1s", "C": "1s1p"})
-
-
-def random_hermitian_operator(spinful: bool = False, seed: int = 0) -> BlockOperator:
-    """Two atoms (C: 4 orbitals, H: 1) in a 1D chain with R in {-1, 0, 1}, Hermitian."""
-    rng = np.random.default_rng(seed)
-    numbers = [6, 1]
-    n = np.array([4, 1]) * (2 if spinful else 1)
-    blocks = {}
-    for i in range(2):
-        for j in range(2):
-            for r in (-1, 0, 1):
-                if (j, i, -r) in blocks:
-                    blocks[(i, j, r)] = blocks[(j, i, -r)].conj().T
-                    continue
-                b = rng.normal(size=(n[i], n[j]))
-                if spinful:
-                    b = b + 1j * rng.normal(size=b.shape)
-                if i == j and r == 0:
-                    b = b + b.conj().T
-                blocks[(i, j, r)] = b
-    edges = np.array([[i, j, r, 0, 0] for (i, j, r) in blocks])
-    return BlockOperator.from_blocks(numbers, BASIS, edges, blocks.values(), spinful)
 
 
 def dense_bloch(op: BlockOperator, k) -> np.ndarray:

@@ -132,7 +132,13 @@ def test_bundled_radials_are_the_shared_pao_files():
 
 
 @pytest.mark.parametrize(
-    "case", ["bl1x1_nosoc_s22", "bl1x1_soc_s00", "bl1x1_soc_s20", "tw2179_nosoc"]
+    "case",
+    [
+        "bl1x1_nosoc_s22",
+        pytest.param("bl1x1_soc_s00", marks=pytest.mark.slow),
+        pytest.param("bl1x1_soc_s20", marks=pytest.mark.slow),
+        "tw2179_nosoc",
+    ],
 )
 def test_eigenvalues_with_exact_overlap_match_openmx_output(case):
     run = converted(case)

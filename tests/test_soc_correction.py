@@ -27,6 +27,7 @@ from ase_moireh.model.soc import (
 from ase_moireh.overlap import bundled_overlap, with_overlap
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.tools.train import TrainConfig, train
+from shared_data import converted, require
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 TWIN = "shift2x2_000"  # a training entry with its SOC twin (manifest: split train)
@@ -87,6 +88,7 @@ def composite(correction_cutoff: float | None = None) -> ModelBundle:
     return with_soc_correction(ModelBundle([col], bundled_overlap()), ModelBundle([corr], None))
 
 
+@pytest.mark.slow
 def test_composite_bundle_predicts_lift_plus_correction_and_round_trips(tmp_path):
     bundle = composite(correction_cutoff=6.0)
     atoms = twisted_bilayer(2, 1)
@@ -106,6 +108,7 @@ def test_composite_bundle_predicts_lift_plus_correction_and_round_trips(tmp_path
     assert np.abs(again.values - h.values).max() < 1e-12
 
 
+@pytest.mark.slow
 def test_composite_blocks_rotate_by_spinor_wigner_d():
     bundle = composite()
     atoms = twisted_bilayer(2, 1)
@@ -126,21 +129,40 @@ def test_composite_blocks_rotate_by_spinor_wigner_d():
     assert worst < 1e-10  # float64 networks: rounding only (seen: ~1e-13 eV)
 
 
-def test_correction_model_trains_on_twin_differences(twins, tmp_path):
-    soc, col = twins
-    target = correction_structure(soc, col)
-    write_dftio(with_overlap(target), tmp_path / "delta")
-    config = TrainConfig(
-        datasets=[str(tmp_path / "delta")],
-        out=str(tmp_path / "run"),
-        epochs=6,
-        model=dict(TINY),
+def train_correction(soc, col, folder: Path, **config) -> ModelBundle:
+    """A tiny correction model trained on the twins' dH_SO (one structure)."""
+    write_dftio(with_overlap(correction_structure(soc, col)), folder / "delta")
+    cfg = TrainConfig(
+        datasets=[str(folder / "delta")], out=str(folder / "run"), model=dict(TINY), **config
     )
-    correction = train(config, progress=False)
+    return train(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_correction_training_overfits_one_pair_of_twins(tmp_path):
+    """Fitting dH_SO of one pair of twins (the exact 1x1 cells: the same structure with
+    and without SOC) drives its loss far below the untrained model's, which only a
+    trainer whose steps descend the loss does."""
+    require("bl1x1_exact_soc", "bl1x1_exact_nosoc")
+    correction = train_correction(
+        converted("bl1x1_exact_soc"), converted("bl1x1_exact_nosoc"), tmp_path, epochs=20, lr=0.03
+    )
     assert correction.config.spinful
     with open(tmp_path / "run" / "log.csv") as f:
         mse = [float(row["train_mse"]) for row in csv.DictReader(f)]
-    assert len(mse) == 6 and mse[-1] < mse[0]  # it learns the twins' difference
+    # last / first, measured 2026-12-06: 0.169 after 20 epochs (0.100 after 30; from
+    # 4.2e-6 eV^2); the corpus's 2x2 twins behave alike but cost ~10x per epoch
+    assert len(mse) == 20 and mse[-1] / mse[0] < 0.25
+
+
+@pytest.mark.slow
+def test_correction_model_trains_on_twin_differences(twins, tmp_path):
+    """The composite of a collinear model and a correction trained on the corpus twins'
+    dH_SO (one epoch: test_correction_training_overfits_one_pair_of_twins checks the
+    training itself) predicts the lift plus the correction."""
+    soc, col = twins
+    correction = train_correction(soc, col, tmp_path, epochs=1)
+    assert correction.config.spinful
     collinear = ModelBundle([tiny_model(False).float()], bundled_overlap())
     bundle = with_soc_correction(collinear, correction)
     h, _, _ = predict_operators(bundle, soc.atoms)

@@ -16,9 +16,11 @@ from shared_data import converted
 needs_mkl = pytest.mark.skipif(
     mkl_library() is None, reason="PARDISO needs Intel MKL (pip install mkl, in the test extra)"
 )
+#: the 42-atom cell where a test solves it several times over (5-8 s each here)
+TWISTED_SLOW = pytest.param("tw2179_nosoc", marks=pytest.mark.slow)
 
 
-@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
+@pytest.mark.parametrize("case", ["bl1x1_soc_s22", TWISTED_SLOW])
 @pytest.mark.parametrize("k", [(0.0, 0.0, 0.0), (0.1234, 0.3071, 0.0)])
 @pytest.mark.parametrize("solver", ["superlu", pytest.param("pardiso", marks=needs_mkl)])
 def test_shift_invert_matches_dense(case, k, solver):
@@ -40,19 +42,46 @@ def test_shift_invert_matches_dense(case, k, solver):
     assert np.allclose(vectors.conj().T @ (sk @ vectors), np.eye(nev), atol=1e-8)
 
 
-@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
-@pytest.mark.parametrize("solver", ["superlu", pytest.param("pardiso", marks=needs_mkl)])
-def test_single_precision_factor_keeps_the_levels(case, solver):
-    """A single-precision factorisation (half the memory) with Rayleigh-Ritz in double:
-    the levels within 1e-6 eV of dense double precision (seen: 1e-8 or better)."""
+#: MoireHCalculator's ``precision`` docstring: with a single-precision factor "the
+#: levels stay within ~1e-8 eV" of double precision (ase_moireh/calculator.py)
+SINGLE_PRECISION_PROMISE_EV = 1e-8
+
+
+def single_precision_error(case: str, k, solver: str) -> float:
+    """Largest difference (eV) of the 12 shift-invert levels nearest E_F + 10 meV from a
+    single-precision factor against dense double precision."""
     s = converted(case)
-    k = (0.1234, 0.3071, 0.0)
     hk, sk = s.tight_binding.pair(k)
     dense = sl.eigh(hk.toarray(), sk.toarray(), eigvals_only=True)
     sigma, nev = s.fermi_level + 0.01, 12
     nearest = np.sort(dense[np.argsort(np.abs(dense - sigma))[:nev]])
     single = s.tight_binding.eigsh(k, sigma, nev, solver=solver, precision="single")
-    assert np.abs(single - nearest).max() < 1e-6
+    return float(np.abs(single - nearest).max())
+
+
+@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
+@pytest.mark.parametrize("solver", ["superlu", pytest.param("pardiso", marks=needs_mkl)])
+def test_single_precision_factor_keeps_the_levels(case, solver):
+    """A single-precision factorisation (half the memory) with Rayleigh-Ritz in double:
+    the levels within the calculator's promised 1e-8 eV of dense double precision
+    (measured 2026-12-06: 2.4e-10 to 3.9e-10 eV on these cases, both solvers)."""
+    assert single_precision_error(case, (0.1234, 0.3071, 0.0), solver) < (
+        SINGLE_PRECISION_PROMISE_EV
+    )
+
+
+@pytest.mark.slow  # ~20 s: a 1456-row SOC cell, dense and shift-invert
+@needs_mkl
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: PARDISO single precision on tw2179_soc at K misses the promised 1e-8 eV "
+    "(measured 2026-12-06: 3.4e-7 to 6.3e-7 eV over 5 runs, 4.0e-7 with ARPACK's tol at "
+    "1e-10 instead of 1e-6; SuperLU single: 6.8e-10 eV). Strict: flags the fix.",
+)
+def test_single_precision_pardiso_keeps_the_levels_of_the_twisted_soc_cell():
+    assert single_precision_error("tw2179_soc", (1 / 3, 2 / 3, 0.0), "pardiso") < (
+        SINGLE_PRECISION_PROMISE_EV
+    )
 
 
 def test_unknown_solver_is_refused():
@@ -65,7 +94,7 @@ def test_unknown_solver_is_refused():
 
 
 @needs_mkl
-@pytest.mark.parametrize("case", ["bl1x1_soc_s22", "tw2179_nosoc"])
+@pytest.mark.parametrize("case", ["bl1x1_soc_s22", TWISTED_SLOW])
 @pytest.mark.parametrize("where", ["above_vbm", "below_cbm", "in_valence", "far_above"])
 def test_band_edges_from_any_start_equal_dense(case, where):
     """One factorisation in the gap gives both edges (levels just below and just above

@@ -3,7 +3,7 @@
 import h5py
 import numpy as np
 import pytest
-from test_model import tiny_model
+from toy_models import tiny_model
 
 from ase_moireh import block_operator
 from ase_moireh.build import nanoribbon, twisted_bilayer
@@ -30,6 +30,7 @@ def same_operator(a, b) -> float:
     return float(np.abs(on_edges(b, a.edges)[0].values - a.values).max())
 
 
+@pytest.mark.slow
 def test_streamed_composite_equals_the_prediction_in_memory(ribbon, tmp_path, monkeypatch):
     """H_col (x) 1 + dH_SO and S read back from the file equal predict_operators's,
     in double precision to rounding; the stored spread is each block's largest. Small
@@ -57,6 +58,7 @@ def test_streamed_composite_equals_the_prediction_in_memory(ribbon, tmp_path, mo
     assert report.largest_spread_eV == pytest.approx(max(expected), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_one_collinear_member_leaves_the_spread_unknown(ribbon, tmp_path):
     """As in memory (combine_spread): dH_SO's spread alone is not H's spread."""
     bundle = with_soc_correction(ensemble(False, seeds=(1,)), ensemble(True))
@@ -65,6 +67,7 @@ def test_one_collinear_member_leaves_the_spread_unknown(ribbon, tmp_path):
     assert predict_operators(bundle, ribbon)[2] is None
 
 
+@pytest.mark.slow
 def test_single_precision_file_is_half_the_size_and_close(ribbon, tmp_path):
     bundle = ensemble(True)
     double = stream_prediction(bundle, ribbon, tmp_path / "d.h5", precision="double")
@@ -93,6 +96,7 @@ def test_bad_files_are_named(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.slow
 def test_predict_stream_command_and_named_errors(tmp_path):
     """``moireh predict --stream`` writes OUT/<name>.h5 readable by read_streamed; a
     structure the model cannot take fails with its file named and no output left."""

@@ -65,7 +65,10 @@ def test_spinful_rashba_exchange_model(exchange):
     assert commutator_error(atoms, tb) < 1e-8
 
 
-@pytest.mark.parametrize("case", SYMMETRIC_CASES)
+@pytest.mark.parametrize(  # the twisted cell: ~6 s here
+    "case",
+    [pytest.param(c, marks=pytest.mark.slow) if c.startswith("tw") else c for c in SYMMETRIC_CASES],
+)
 def test_c3_commutes_with_dft_hamiltonians_within_grid_noise(case):
     """The shared symmetric cells: OpenMX's real-space grid breaks C3 by up to ~25 meV
     on a few elements (data README), while a wrong representation breaks it by eV."""
@@ -116,6 +119,7 @@ def test_a_cut_degenerate_group_says_how_many_bands_to_count():
         c3_eigenvalues(tb, atoms, [0, 1])  # the Dirac point of graphene: no gap
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     mkl_library() is None,
     reason="the window of levels below the gap needs PARDISO's inertia (pip install mkl)",

@@ -51,6 +51,7 @@ def weights(bundle) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in bundle.models[0].parameters()])
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
     train(config(data, tmp_path / "a", epochs=2), progress=False)
     resumed = train(config(data, tmp_path / "a", epochs=4), progress=False)
@@ -64,6 +65,7 @@ def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_cosine_schedule_falls_to_its_floor_and_an_unknown_one_is_refused(data, tmp_path):
     train(config(data, tmp_path, epochs=4, lr=1e-3, lr_schedule="cosine"), progress=False)
     lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "log.csv"))]
@@ -74,6 +76,7 @@ def test_cosine_schedule_falls_to_its_floor_and_an_unknown_one_is_refused(data, 
         train(config(data, tmp_path / "x", epochs=1, lr_schedule="linear"), progress=False)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
     cfg = tmp_path / "train.json"
     cfg.write_text(
@@ -108,6 +111,7 @@ def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
     assert (tmp_path / "run" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_pretrained_weights_and_freezes(data, tmp_path):
     require("tw2179_nosoc")
     base = train(config(data, tmp_path / "pre", epochs=2), progress=False)
@@ -139,6 +143,7 @@ def test_finetune_starts_from_pretrained_weights_and_freezes(data, tmp_path):
         assert same == name.startswith(("layers.", "embed")), name
 
 
+@pytest.mark.slow
 def test_partition_shares_merge_and_cover(data, tmp_path):
     shares = []
     for shells in ("same", "other"):
@@ -171,6 +176,7 @@ def test_partition_shares_merge_and_cover(data, tmp_path):
         assert not np.any(other.block(e).ravel()[m_same])
 
 
+@pytest.mark.slow
 def test_ensemble_mean_and_spread(data, tmp_path):
     members = [
         train(config(data, tmp_path / f"s{k}", epochs=1, seed=k), progress=False) for k in range(2)
@@ -184,33 +190,42 @@ def test_ensemble_mean_and_spread(data, tmp_path):
     assert np.allclose(spread.values, 0.5 * np.abs(h0.values - h1.values))
 
 
-def test_soc_training_runs_and_predicts_spinors(data, tmp_path):
-    require("bl1x1_soc_s00", "bl1x1_soc_s22")
-    cfg = config(
-        data,
-        tmp_path / "soc",
-        epochs=2,
-        datasets=[str(data / "bl1x1_soc_s00"), str(data / "bl1x1_soc_s22")],
-    )
+def overfit_ratio(log: Path) -> float:
+    """last / first train_mse of a run on one structure (one Adam step an epoch)."""
+    mse = [float(r["train_mse"]) for r in csv.DictReader(open(log))]
+    return mse[-1] / mse[0]
+
+
+@pytest.mark.slow
+def test_soc_training_overfits_one_structure_and_predicts_spinors(data, tmp_path):
+    """Fitting a single SOC structure drives its loss far below the untrained model's:
+    only a trainer whose steps descend the loss does that (one that does not step, or
+    steps the wrong way, stays near 1 or above)."""
+    require("bl1x1_soc_s00")
+    cfg = config(data, tmp_path / "soc", epochs=20, lr=0.1, datasets=[str(data / "bl1x1_soc_s00")])
     bundle = train(cfg, progress=False)
     h, s, _ = predict_operators(bundle, converted("bl1x1_soc_s00").atoms)
     assert h.spinful and not s.spinful and h.hermiticity_error() < 1e-10
-    history = list(csv.DictReader(open(tmp_path / "soc" / "log.csv")))
-    assert float(history[-1]["train_mse"]) < float(history[0]["train_mse"])
+    # measured 2026-12-06: 0.192 after 20 epochs (0.099 after 30; from 0.097 eV^2)
+    assert overfit_ratio(tmp_path / "soc" / "log.csv") < 0.29
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SI64.is_dir(), reason=f"dftio peer dataset not found at {SI64}")
 def test_trains_on_the_dftio_si64_peer_dataset(tmp_path):
+    """A peer's dftio folder (one 64-atom Si cell) loads and is fitted: five steps cut its
+    loss well below the untrained model's."""
     cfg = TrainConfig(
-        datasets=[str(SI64)], out=str(tmp_path), epochs=3, lr=5e-3, model={**TINY, "cutoff": 7.5}
+        datasets=[str(SI64)], out=str(tmp_path), epochs=5, lr=0.1, model={**TINY, "cutoff": 7.5}
     )
     bundle = train(cfg, progress=False)
     report = bundle.info["train"]["parts"]["train"]
     assert set(report["mae_meV"]) == {"Si-Si"}
-    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
-    assert float(rows[-1]["train_mse"]) < float(rows[0]["train_mse"])
+    # measured 2026-12-06: 0.403 after 5 epochs (from 0.031 eV^2; 0.098 after 20)
+    assert overfit_ratio(tmp_path / "log.csv") < 0.6
 
 
+@pytest.mark.slow
 def test_named_validation_and_test_sets_replace_the_random_split(data, tmp_path):
     require(*CASES)
     cfg = config(
@@ -243,6 +258,7 @@ def test_corpus_holdout_entries_are_refused(tmp_path):
         train(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(data, tmp_path):
     """train_ensemble stores the largest spread seen on validation; a structure on which
     the members disagree far more (here: squeezed layers) draws the calculator's warning."""
@@ -275,6 +291,7 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
         atoms.calc.get_hamiltonian()
 
 
+@pytest.mark.slow
 def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
     """member_config gives member k's seed and folder: a member trained on its own (as a
     parallel process would) is resumed, not retrained, when the ensemble is run."""
@@ -329,6 +346,7 @@ def test_onsite_weight_scales_only_the_onsite_squared_errors():
         assert loss == pytest.approx((hopping + w * onsite) / count, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_dh_records_it_and_mixed_targets_are_refused(data, tmp_path):
     """dH = H - H0 datasets (corpus entry + OpenMX's zeroth step) make a model whose file
     says it predicts dH against that H0; dH beside whole-H datasets is refused."""

@@ -1,15 +1,72 @@
-"""Tight-binding models with known Chern numbers, for checking the topology routines."""
+"""Small models the tests share: tight-binding models with known Chern numbers (topology
+routines), a random Hermitian block operator (BlockOperator routines) and a tiny untrained
+MoTe2 network (model, SOC-correction, streaming and training tests). Test files import
+helpers from here, never from one another."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
 from ase import Atoms
 
 from ase_moireh.basis import Basis
 from ase_moireh.block_operator import BlockOperator
+from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.tightbinding import TightBinding
+
+#: the MoTe2 basis of the shared OpenMX runs (Mo7.0-s3p2d1, Te7.0-s3p2d2), dftio names
+MOTE2_BASIS = {"Mo": "3s2p1d", "Te": "3s2p2d"}
+#: a two-species toy basis: C with 4 orbitals (s, p), H with 1
+CHAIN_BASIS = Basis.from_dftio({"H": "1s", "C": "1s1p"})
+
+
+def tiny_model(
+    spinful: bool, seed: int = 0, convolution: str = "so2", wide: bool = False
+) -> HamiltonianModel:
+    """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
+    multiplicity 2), with random non-trivial output scale and shift."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        convolution=convolution,
+        wide_heads=wide,
+        species=["Mo", "Te"],
+        basis=MOTE2_BASIS,
+        spinful=spinful,
+        multiplicity=2,
+        num_layers=1,
+        radial_hidden=8,
+        num_radial=8,
+    )
+    model = new_model(config, torch.float64)
+    with torch.no_grad():  # non-trivial scale/shift so they are part of the test
+        for ss in model.scale_shift.values():
+            ss.scale.uniform_(0.5, 2.0)
+            ss.shift.normal_()
+    return model.eval()
+
+
+def random_hermitian_operator(spinful: bool = False, seed: int = 0) -> BlockOperator:
+    """Two atoms (C: 4 orbitals, H: 1) in a 1D chain with R in {-1, 0, 1}, Hermitian."""
+    rng = np.random.default_rng(seed)
+    numbers = [6, 1]
+    n = np.array([4, 1]) * (2 if spinful else 1)
+    blocks = {}
+    for i in range(2):
+        for j in range(2):
+            for r in (-1, 0, 1):
+                if (j, i, -r) in blocks:
+                    blocks[(i, j, r)] = blocks[(j, i, -r)].conj().T
+                    continue
+                b = rng.normal(size=(n[i], n[j]))
+                if spinful:
+                    b = b + 1j * rng.normal(size=b.shape)
+                if i == j and r == 0:
+                    b = b + b.conj().T
+                blocks[(i, j, r)] = b
+    edges = np.array([[i, j, r, 0, 0] for (i, j, r) in blocks])
+    return BlockOperator.from_blocks(numbers, CHAIN_BASIS, edges, blocks.values(), spinful)
 
 
 def haldane_model(
