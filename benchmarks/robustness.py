@@ -48,7 +48,7 @@ from ase_moireh.io.openmx import read_scfout
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.io import load_bundle
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.model.residual import add_h0, predicts_residual, require_h0
+from ase_moireh.model.residual import predicts_residual
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 from ase_moireh.tools.errors import band_errors_near_gap
@@ -101,12 +101,7 @@ def block_errors(pred: BlockOperator, ref: BlockOperator) -> dict:
 def predicted(bundle, atoms, h0: BlockOperator | None = None):
     """(H, S, spread) of the model: H itself, or H0 + dH for a residual (dH) model, whose
     H0 (here OpenMX's zeroth step of the entry) must be given."""
-    h, s, spread = predict_operators(bundle, atoms)
-    if not predicts_residual(bundle.info):
-        return h, s, spread
-    require_h0(bundle.info, h0)
-    h = add_h0(h, h0)
-    return h, bundle.overlap.operator(atoms, h.edges), spread
+    return predict_operators(bundle, atoms, h0=h0 if predicts_residual(bundle.info) else None)
 
 
 def band_figures(h: BlockOperator, s: BlockOperator, dft: ElectronicStructure) -> dict:

@@ -94,3 +94,27 @@ def test_band_errors_separate_one_constant_shift_from_the_rest():
     out = band_errors_near_gap(ref, pred, nocc=3)
     assert out["shift_meV"] == pytest.approx(1.0)
     assert out["max_after_shift_meV"] == pytest.approx(5.0)
+
+
+def test_a_dh_bundle_predicts_h0_plus_dh_and_never_dh_alone(entry_pair, tmp_path):
+    """Every prediction route goes through predict_operators or the stream: with H0 the
+    bundle's answer is H0 + its dH; without, a clear refusal and no file."""
+    from toy_models import tiny_model
+
+    from ase_moireh.model.io import ModelBundle
+    from ase_moireh.model.predict import predict_operators
+    from ase_moireh.model.stream import stream_prediction
+    from ase_moireh.overlap import bundled_overlap
+
+    run, h0 = entry_pair
+    plain = ModelBundle([tiny_model(False)], bundled_overlap(), {})
+    dh, _, _ = predict_operators(plain, run.atoms)
+    residual_bundle = ModelBundle(plain.models, plain.overlap, {"target": residual_target()})
+    h, s, _ = predict_operators(residual_bundle, run.atoms, h0=h0.hamiltonian)
+    assert _max_diff(h, add_h0(dh, h0.hamiltonian)) < 1e-12
+    assert s.nedges == h.nedges == h0.hamiltonian.nedges
+    with pytest.raises(MissingH0Error, match="needs H0"):
+        predict_operators(residual_bundle, run.atoms)
+    with pytest.raises(MissingH0Error, match="needs H0"):
+        stream_prediction(residual_bundle, run.atoms, tmp_path / "h.h5")
+    assert not list(tmp_path.iterdir())

@@ -24,6 +24,7 @@ from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
+from ase_moireh.model.residual import add_h0, predicts_residual, require_h0
 from ase_moireh.model.soc import add_correction, combine_spread
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,19 @@ def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
 
 
 def predict_operators(
-    bundle: ModelBundle, atoms: Atoms, device: str = "cpu"
+    bundle: ModelBundle, atoms: Atoms, device: str = "cpu", h0: BlockOperator | None = None
 ) -> tuple[BlockOperator, BlockOperator | None, BlockOperator | None]:
     """(H, S, spread): H is the ensemble mean (or the sum of the shares of a partitioned
     bundle), spread the members' per-element standard deviation (None for a single or
     partitioned model); S from the two-centre overlap model. A bundle with a SOC
-    correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph."""
+    correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph.
+    A residual (dH) bundle gives H0 + dH on H0's blocks and refuses to run without
+    ``h0`` (:mod:`ase_moireh.model.residual`): its dH alone is no Hamiltonian."""
+    require_h0(bundle.info, h0, "this model")
     start = time.perf_counter()
     h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
+    if predicts_residual(bundle.info):
+        h = add_h0(h, h0)
     if bundle.corrections:
         dh, dspread = _predict_members(bundle.corrections, atoms, device, False)
         h = add_correction(h, dh)  # one after the other: the old parts go at once

@@ -45,6 +45,7 @@ from ase_moireh.model.predict import (
     member_chunks,
     members_on_graph,
 )
+from ase_moireh.model.residual import require_h0
 from ase_moireh.model.soc import add_correction
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def stream_prediction(
     (written to a temporary name, renamed when complete). ``precision``: the stored
     numbers, "single" (float32, halves the file; 1e-7 relative, far below the model's
     error) or "double"."""
+    require_h0(bundle.info, None, "this model (streamed predictions add no H0 yet)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     dtypes = dict(zip((False, True), PRECISIONS[precision], strict=True))
