@@ -76,7 +76,7 @@ def test_h_and_h0_of_different_structures_are_refused(entry_pair):
     run, h0 = entry_pair
     moved = copy.copy(h0.hamiltonian)
     moved.positions = moved.positions + 0.01  # a shallow copy: the fixture keeps its own
-    with pytest.raises(ValueError, match="apart"):
+    with pytest.raises(ValueError, match="positions differ"):
         residual(run.hamiltonian, moved)
 
 

@@ -13,10 +13,14 @@ a model never gives a Hamiltonian without an H0 (:func:`require_h0`).
 
 from __future__ import annotations
 
-import numpy as np
-
 from ase_moireh.block_operator import BlockOperator
-from ase_moireh.model.soc import matched_numbers, on_edges, spinor_lift
+from ase_moireh.model.soc import (
+    check_same_structure,
+    matched_numbers,
+    on_edges,
+    spinor_lift,
+    target_structure,
+)
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ``info`` key of a model file naming what its members predict
@@ -49,19 +53,10 @@ def require_h0(info: dict, h0: BlockOperator | None, where: str = "the model") -
         )
 
 
-def _check_same(h: BlockOperator, h0: BlockOperator, where: str) -> None:
-    if not np.array_equal(h.numbers, h0.numbers) or h.basis != h0.basis:
-        raise ValueError(f"{where}: H and H0 differ in atoms or basis")
-    if h.positions is not None and h0.positions is not None:
-        moved = float(np.abs(h.positions - h0.positions).max())
-        if moved > 1e-4:
-            raise ValueError(f"{where}: H and H0 belong to structures {moved:.2g} A apart")
-
-
 def residual(h: BlockOperator, h0: BlockOperator, where: str = "H, H0") -> BlockOperator:
     """dH = H - H0 on H's blocks (H0 must hold each of them), spin-independent: for SOC
     operators the real scalar part (up-up + down-down) / 2 of the spinor difference."""
-    _check_same(h, h0, where)
+    check_same_structure(h, h0, where)
     if h.spinful != h0.spinful:
         raise ValueError(f"{where}: H and H0 differ in spin (SOC and collinear)")
     base, have = on_edges(h0, h.edges)
@@ -89,7 +84,7 @@ def scalar_part(op: BlockOperator) -> BlockOperator:
 def add_h0(dh: BlockOperator, h0: BlockOperator) -> BlockOperator:
     """H = H0 + dH on H0's blocks (H0 fixes the sparsity: two orbitals that do not
     overlap have no block); a collinear dH on a SOC H0 adds as dH (x) 1_2."""
-    _check_same(dh, h0, "dH, H0")
+    check_same_structure(dh, h0, "dH, H0")
     if dh.spinful and not h0.spinful:
         raise ValueError("a SOC dH needs a SOC H0")
     lifted = spinor_lift(dh) if h0.spinful and not dh.spinful else dh
@@ -109,14 +104,8 @@ def residual_structure(
     Hamiltonian (S, valence and basis records kept; no Fermi level: dH has no bands),
     recording which H0 it is relative to."""
     where = f"{run.source or 'run'} / {h0.source or 'H0'}"
-    return ElectronicStructure(
-        run.atoms,
-        residual(run.hamiltonian, h0.hamiltonian, where),
-        run.overlap,
-        None,
-        source=where,
-        extra={**run.extra, TARGET: RESIDUAL, "h0": h0_source},
-    )
+    dh = residual(run.hamiltonian, h0.hamiltonian, where)
+    return target_structure(run, dh, where, **{TARGET: RESIDUAL, "h0": h0_source})
 
 
 def training_target(extras: list[dict]) -> dict | None:

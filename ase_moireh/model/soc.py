@@ -61,15 +61,31 @@ def on_edges(op: BlockOperator, edges: np.ndarray) -> tuple[BlockOperator, np.nd
     return _with_values(op, edges, values, op.spinful), have
 
 
+def check_same_structure(a: BlockOperator, b: BlockOperator, where: str) -> None:
+    """Two operators of one structure: same atoms and basis, positions within
+    :data:`SAME_POSITIONS` (twins, or H and its H0)."""
+    if not np.array_equal(a.numbers, b.numbers) or a.basis != b.basis:
+        raise ValueError(f"{where}: the operators differ in atoms or basis")
+    if a.positions is not None and b.positions is not None:
+        moved = float(np.abs(a.positions - b.positions).max())
+        if moved > SAME_POSITIONS:
+            raise ValueError(f"{where}: the positions differ by up to {moved:.2g} A")
+
+
+def target_structure(
+    run: ElectronicStructure, op: BlockOperator, where: str, **extra
+) -> ElectronicStructure:
+    """A training target: ``run``'s structure with ``op`` as its Hamiltonian (S,
+    valence and basis records kept; no Fermi level: a difference has no bands)."""
+    return ElectronicStructure(
+        run.atoms, op, run.overlap, None, source=where, extra={**run.extra, **extra}
+    )
+
+
 def _check_twins(soc: BlockOperator, col: BlockOperator, where: str) -> None:
     if not soc.spinful or col.spinful:
         raise ValueError(f"{where}: need a SOC (spinful) and a collinear (spinless) Hamiltonian")
-    if not np.array_equal(soc.numbers, col.numbers) or soc.basis != col.basis:
-        raise ValueError(f"{where}: the twins differ in atoms or basis")
-    if soc.positions is not None and col.positions is not None:
-        moved = float(np.abs(soc.positions - col.positions).max())
-        if moved > SAME_POSITIONS:
-            raise ValueError(f"{where}: the twins' positions differ by up to {moved:.2g} A")
+    check_same_structure(soc, col, where)
 
 
 def soc_correction(soc: BlockOperator, col: BlockOperator, where: str = "twins") -> BlockOperator:
@@ -118,11 +134,5 @@ def correction_structure(soc: ElectronicStructure, col: ElectronicStructure) -> 
     """The training target of a correction model: the SOC run's structure with dH_SO as
     its Hamiltonian (S, valence and basis records kept)."""
     where = f"{soc.source or 'SOC run'} / {col.source or 'collinear run'}"
-    return ElectronicStructure(
-        soc.atoms,
-        soc_correction(soc.hamiltonian, col.hamiltonian, where),
-        soc.overlap,
-        None,
-        source=where,
-        extra={**soc.extra, "target": SOC_CORRECTION},
-    )
+    delta = soc_correction(soc.hamiltonian, col.hamiltonian, where)
+    return target_structure(soc, delta, where, target=SOC_CORRECTION)
