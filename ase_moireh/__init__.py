@@ -1,7 +1,7 @@
 """ase-moireh: DFT-quality Hamiltonians of twisted bilayer semiconductors for ASE.
 
 Main entry points: :class:`ase_moireh.calculator.MoireHCalculator`,
-:class:`ase_moireh.operator.BlockOperator`, :mod:`ase_moireh.build`; conventions in
+:class:`ase_moireh.block_operator.BlockOperator`, :mod:`ase_moireh.build`; conventions in
 :mod:`ase_moireh.basis`.
 """
 

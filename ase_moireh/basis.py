@@ -2,7 +2,7 @@
 
 This module is the one place that states them; everything else imports from here.
 
-Orbital order (files, :class:`~ase_moireh.operator.BlockOperator`, models):
+Orbital order (files, :class:`~ase_moireh.block_operator.BlockOperator`, models):
     shells in the order the basis string lists them (all s, then p, then d, ...);
     inside a shell, real spherical harmonics with z as the polar axis, m = -l..l:
 

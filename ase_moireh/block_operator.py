@@ -424,3 +424,37 @@ class BlockOperator:
                 cell=g["cell"][()] if "cell" in g else None,
                 positions=g["positions"][()] if "positions" in g else None,
             )
+
+
+# --------------------------------------------------------------------------- spinors
+
+
+def spinor_lift(op: BlockOperator) -> BlockOperator:
+    """H (x) 1_2 of a collinear (spinless) operator, in the spinor layout (written a
+    chunk at a time: no temporary of the whole spinor size)."""
+    if op.spinful:
+        raise ValueError("spinor_lift needs a collinear (spinless) operator")
+    values = np.zeros(4 * op.values.size, dtype=complex)
+    out = BlockOperator(
+        op.numbers, op.basis, op.edges, values, True, cell=op.cell, positions=op.positions
+    )
+    for edge, local, p, q in out.element_chunks():
+        out.values[out.offsets[edge] + local] = op.lifted_values(edge, p, q, True)
+    return out
+
+
+def matched_numbers(target: BlockOperator, source: BlockOperator):
+    """Per chunk: positions in ``target.values`` and in ``source.values`` of every number
+    of the source's blocks that the target has too (same edge, same block shape)."""
+    found = target.find(source.edges)
+    for edge, local, _, _ in source.element_chunks(np.flatnonzero(found >= 0)):
+        yield target.offsets[found[edge]] + local, source.offsets[edge] + local
+
+
+def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperator:
+    """H_col (x) 1_2 + dH_SO on the collinear operator's blocks (dH_SO is zero where it
+    has no block: it is shorter-ranged than H). Added in place, chunk by chunk."""
+    out = spinor_lift(col)
+    for target, source in matched_numbers(out, correction):
+        out.values[target] += correction.values[source]
+    return out

@@ -50,10 +50,10 @@ from ase_moireh.basis import filled_levels
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.data import bundled_model_path
 from ase_moireh.domain import ModelDomain
-from ase_moireh.factorize import mkl_library
 from ase_moireh.io.dataset import read_structure
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.overlap import resolve_overlap
+from ase_moireh.solvers.factorization import mkl_library
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
 
 log = logging.getLogger(__name__)

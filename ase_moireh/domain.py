@@ -47,9 +47,28 @@ OVERLAP_FRACTION = 0.5
 SPREAD_FACTOR = 2.0
 
 
+#: how the calculator opts out of refusals (the CLI's commands: ``--no-domain-check``)
+OPT_OUT = "domain_check=False"
+
+
 class OutOfDomainError(ValueError):
     """The structure is outside anything the model was trained on: its H is not to be
-    trusted at all (pass ``domain_check=False`` to the calculator to compute anyway)."""
+    trusted at all. The message names how to compute it anyway: ``domain_check=False``
+    for the calculator; :meth:`explained` words it for another interface."""
+
+    def __init__(self, where: str, reasons: list[str], opt_out: str = OPT_OUT):
+        self.where, self.reasons = where, list(reasons)
+        super().__init__(self.explained(opt_out))
+
+    def explained(self, opt_out: str) -> str:
+        """The refusal, naming ``opt_out`` as the way to compute anyway."""
+        return (
+            f"{self.where} is outside the model's domain: " + "; ".join(self.reasons) + ". "
+            f"Its H would be meaningless; pass {opt_out} to compute it anyway"
+        )
+
+    def __reduce__(self):  # pickled across processes with its reasons, not its message
+        return type(self), (self.where, self.reasons)
 
 
 class OutOfDomainWarning(UserWarning):
@@ -254,10 +273,7 @@ def check(
 ) -> None:
     """Raise on severe findings (``strict``) and warn on the others."""
     if severe and strict:
-        raise OutOfDomainError(
-            f"{where} is outside the model's domain: " + "; ".join(severe) + ". Its H would "
-            "be meaningless; pass domain_check=False to compute it anyway"
-        )
+        raise OutOfDomainError(where, severe)
     for reason in severe + mild:
         warnings.warn(f"{where}: {reason}", OutOfDomainWarning, stacklevel=3)
 

@@ -22,9 +22,9 @@ import scipy.sparse.linalg as spla
 from ase import Atoms
 
 from ase_moireh.block_operator import BlockOperator
-from ase_moireh.factorize import factorize, release
 from ase_moireh.memory import dense_eigh_bytes, dense_rows_fitting, ensure_fits
-from ase_moireh.solve import (
+from ase_moireh.solvers.factorization import factorize, release
+from ase_moireh.solvers.solve import (
     ARPACK_TOL,
     band_edges,
     check_nev,

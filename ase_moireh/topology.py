@@ -185,8 +185,8 @@ def c3_points(
 def levels_below(tb: TightBinding, k, sigma: float, nocc: int, n: int):
     """The ``n`` levels just below ``sigma`` at k with their eigenvectors, after an
     inertia count confirms they are levels nocc - n ... nocc - 1 (one factorisation)."""
-    from ase_moireh.factorize import counting_factor
-    from ase_moireh.solve import shift_invert_eigh
+    from ase_moireh.solvers.factorization import counting_factor
+    from ase_moireh.solvers.solve import shift_invert_eigh
 
     hk, sk = tb.pair(k)
     count, solve = counting_factor(hk - sigma * sk)

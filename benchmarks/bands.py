@@ -26,9 +26,9 @@ import torch
 
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
-from ase_moireh.factorize import PRECISIONS, SOLVERS, mkl_library
 from ase_moireh.memory import InsufficientMemory, peak_rss, reset_peak_rss
 from ase_moireh.model.predict import predict_operators
+from ase_moireh.solvers.factorization import PRECISIONS, SOLVERS, mkl_library
 from ase_moireh.tightbinding import TightBinding
 
 

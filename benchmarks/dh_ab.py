@@ -31,7 +31,7 @@ from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.residual import residual_structure
 from ase_moireh.overlap import with_overlap
 from ase_moireh.plotting import new_figure, save_figure
-from ase_moireh.tools.train import TrainConfig, train
+from ase_moireh.training.trainer import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness import entry_h0, evaluate_entry  # noqa: E402

@@ -7,10 +7,10 @@
    ``DIR/dos_N_M.h5`` in single precision (``MoireHCalculator.write_operators``), unless
    ``--file`` names such a file already.
 2. The upper triangles of H(Gamma) - sigma S(Gamma) and S(Gamma) in float32, assembled a
-   window of atoms at a time (:func:`ase_moireh.tools.pencil.upper_pencil`).
+   window of atoms at a time (:func:`ase_moireh.io.pencil.upper_pencil`).
 3. One single-precision PARDISO factorisation, refused with PARDISO's own estimate of
    the memory it needs where that exceeds what is available, then Chebyshev moments of
-   (H - sigma S)^-1 S (:func:`ase_moireh.kpm.window_dos`).
+   (H - sigma S)^-1 S (:func:`ase_moireh.solvers.kpm.window_dos`).
 
 sigma: mid-gap of the (4,3) cell with the same model, unless ``--sigma`` (eV). Every
 stage's time and the process's peak memory (VmHWM) go to results/dos_N_M.json; the DOS
@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="redraw from results only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from ase_moireh.kpm import hermitian_product, window_dos
-    from ase_moireh.tools.pencil import rows_per_atom, upper_pencil
+    from ase_moireh.io.pencil import rows_per_atom, upper_pencil
+    from ase_moireh.solvers.kpm import hermitian_product, window_dos
 
     n, m = (int(x) for x in args.cell.split(","))
     if args.replot:

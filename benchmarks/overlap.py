@@ -27,7 +27,7 @@ import numpy as np
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.model.graph import MOTE2_CUTOFF, graph_edges
 from ase_moireh.overlap import bundled_overlap
-from ase_moireh.solve import smallest_overlap_eigenvalue
+from ase_moireh.solvers.solve import smallest_overlap_eigenvalue
 from ase_moireh.tightbinding import TightBinding
 
 RESULTS = Path(__file__).parent / "results"

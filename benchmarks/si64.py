@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ase_moireh.tools.train import TrainConfig, train
+from ase_moireh.training.trainer import TrainConfig, train
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ase_moireh.build.openmx_writer import DEFAULT_SPECIES
 from ase_moireh.data import bundled_radials_path
+from ase_moireh.io.openmx_input import DEFAULT_SPECIES
 from ase_moireh.overlap import TwoCentreOverlap
 
 

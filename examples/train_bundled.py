@@ -25,9 +25,9 @@ from pathlib import Path
 import ase.io
 
 from ase_moireh.domain import domain_of
-from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle
-from ase_moireh.tools.convert import convert_files
-from ase_moireh.tools.train import TrainConfig, train, training_stages
+from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, training_stages
+from ase_moireh.training.trainer import TrainConfig, train
+from ase_moireh.workflows.convert import convert_files
 
 MODEL = {"multiplicity": 8, "convolution": "so2"}
 SCHEDULE = {"lr_patience": 60, "lr_cooldown": 40}  # the paper: patience 60-180, cooldown 40

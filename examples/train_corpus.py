@@ -8,9 +8,10 @@
     python examples/train_corpus.py install              # compose, write the package's files
     python examples/train_corpus.py collinear --target dH --work dh-work  # learn H - H0
 
-``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the zeroth-step
-Hamiltonian OpenMX wrote for the entry (``h0_openmx.h5``, ``moireh dataset h0``; entries
-without one are left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual`).
+``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the entry's native
+zeroth-step Hamiltonian (``h0.h5``, ``moireh dataset h0 --native``, :mod:`ase_moireh.h0`:
+the H0 prediction computes, so training and prediction agree; entries without one are
+left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual`).
 
 Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything;
 ``--member K`` trains member K alone, so members may run as parallel processes, and a
@@ -24,7 +25,7 @@ rerun without it merges them):
    fine-tune is validated on both kinds, so forgetting shows).
    ``refine`` (optional) continues the fine-tuned ensemble on every collinear
    training entry, twisted and non-twisted, with the near-gap band loss
-   (``--band-weight``, :mod:`ase_moireh.tools.band_loss`) beside the element MSE.
+   (``--band-weight``, :mod:`ase_moireh.training.band_loss`) beside the element MSE.
 3. ``soc``: (a) the correction ensemble learns dH_SO = H_SOC - H_col (x) 1_2 from the
    SOC/collinear twins; (b) for comparison, a direct SOC ensemble pretrained on the
    non-twisted SOC entries and fine-tuned on the twisted SOC ones.
@@ -43,14 +44,15 @@ from pathlib import Path
 
 import torch
 
-from ase_moireh.io.corpus import H0_OPENMX, load_manifest, read_entry, read_hamiltonian
+from ase_moireh.h0.hamiltonian import SOURCE as H0_SOURCE
+from ase_moireh.io.corpus import H0_NATIVE, load_manifest, read_entry, read_hamiltonian
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.graph import MOTE2_CUTOFF
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
 from ase_moireh.model.residual import RESIDUAL, residual_structure
 from ase_moireh.model.soc import correction_structure
 from ase_moireh.overlap import with_overlap
-from ase_moireh.tools.train import TrainConfig, member_config, train, train_ensemble
+from ase_moireh.training.trainer import TrainConfig, member_config, train, train_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MODELS = ROOT / "ase_moireh" / "data" / "models"
@@ -96,8 +98,8 @@ def _learned(entry: Path, work: Path) -> str:
         return str(entry)
     out = work / "dh" / entry.name
     if not out.exists():
-        h0 = read_hamiltonian(entry / H0_OPENMX)
-        write_dftio(with_overlap(residual_structure(read_entry(entry), h0)), out)
+        h0 = read_hamiltonian(entry / H0_NATIVE)
+        write_dftio(with_overlap(residual_structure(read_entry(entry), h0, H0_SOURCE)), out)
     return str(out)
 
 
@@ -110,7 +112,7 @@ def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
         and e.split == split
         and e.status == "converged"
         and (corpus / e.name / "hamiltonian.h5").exists()
-        and (TARGET["kind"] != RESIDUAL or (corpus / e.name / H0_OPENMX).exists())
+        and (TARGET["kind"] != RESIDUAL or (corpus / e.name / H0_NATIVE).exists())
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ase_moireh.build.generate import write_structure_folder
 from ase_moireh.io.openmx import read_scfout
-from ase_moireh.tools import openmx_runner
+from ase_moireh.workflows import openmx_runner
 
 DATA = Path(__file__).parent / "data"
 PACKAGED = Path(__file__).parents[1] / "ase_moireh" / "data" / "bl1x1_soc_s00.scfout.xz"

@@ -13,8 +13,8 @@ from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.soc import SOC_CORRECTION
 from ase_moireh.overlap import resolve_overlap, with_overlap
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
-from ase_moireh.tools.band_loss import BandLossError, band_probe
-from ase_moireh.tools.train import TrainConfig, train
+from ase_moireh.training.band_loss import BandLossError, band_probe
+from ase_moireh.training.trainer import TrainConfig, train
 from shared_data import converted, require
 
 TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}

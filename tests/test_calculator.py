@@ -11,16 +11,17 @@ import pytest
 import torch
 from ase.dft.bandgap import bandgap
 
-from ase_moireh import calculator, solve, topology
+from ase_moireh import calculator, topology
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.build.generate import shifted_bilayers
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import bundled_model_path
-from ase_moireh.factorize import count_below, mkl_library
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle, load_bundle
+from ase_moireh.solvers import solve
+from ase_moireh.solvers.factorization import count_below, mkl_library
 from ase_moireh.topology import c3_eigenvalues
 from shared_data import converted
 

@@ -1,6 +1,7 @@
 """moireh-convert end to end, the converter plugin group and the ASE IO format."""
 
 import gzip
+import json
 import lzma
 import struct
 import subprocess
@@ -12,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from ase_moireh.cli import moireh, moireh_convert
-from ase_moireh.io.dataset import read_dftio
+from ase_moireh.io.dataset import DFTIO_INFO_KEYS, read_dftio
 from ase_moireh_converters import available_converters
-from shared_data import OPENMX, converted, scfout_path
+from shared_data import OPENMX_CASES, SHARED_OPENMX, available, converted, require, scfout_path
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +119,46 @@ def test_console_script_exit_code_and_single_line_error(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.fixture(scope="module")
+def every_run_converted(tmp_path_factory):
+    """Every run at hand (all 17 with ../shared, else the in-repo five) through one
+    ``moireh-convert`` call on two workers: (output folder, the command's result)."""
+    sources = [str(scfout_path(case)) for case in OPENMX_CASES if available(case)]
+    out = tmp_path_factory.mktemp("converted")
+    args = ["openmx", *sources, "-o", str(out), "-j", "2", "--no-progress"]
+    return out, CliRunner().invoke(moireh_convert, args)
+
+
 @pytest.mark.slow
-def test_all_shared_runs_convert_in_parallel(tmp_path):
-    result = CliRunner().invoke(
-        moireh_convert, ["openmx", str(OPENMX), "-o", str(tmp_path), "-j", "2", "--no-progress"]
-    )
+def test_all_shared_runs_convert_in_parallel(every_run_converted):
+    out, result = every_run_converted
     assert result.exit_code == 0, result.output
-    assert len(list(tmp_path.iterdir())) == len(list(OPENMX.glob("*/openmx.scfout.xz")))
+    at_hand = sorted(case for case in OPENMX_CASES if available(case))
+    assert sorted(p.name for p in out.iterdir()) == at_hand
+    assert f"converted {len(at_hand)}, skipped 0, failed 0" in result.output
+    if SHARED_OPENMX.is_dir():  # every shared run is one of OPENMX_CASES
+        assert sorted(p.parent.name for p in SHARED_OPENMX.glob("*/openmx.scfout.xz")) == at_hand
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", OPENMX_CASES)
+def test_each_converted_run_holds_the_runs_h_and_s(case, every_run_converted):
+    """Each run's folder written by moireh-convert reads back to the reader's H and S,
+    block for block and bit for bit, with its structure and Fermi level; info.json
+    holds dftio's keys only and overlaps.h5 is there (what DeePTB asks)."""
+    require(case)
+    out, result = every_run_converted
+    assert result.exit_code == 0, result.output
+    folder = out / case
+    run, back = converted(case), read_dftio(folder)
+    for a, b in ((run.hamiltonian, back.hamiltonian), (run.overlap, back.overlap)):
+        found = b.find(a.edges)
+        assert b.nedges == a.nedges and np.all(found >= 0) and b.spinful == a.spinful
+        for e, f in enumerate(found):
+            assert np.array_equal(a.block(e), b.block(int(f)))
+    assert np.array_equal(back.atoms.numbers, run.atoms.numbers)
+    assert np.allclose(back.atoms.positions, run.atoms.positions)
+    assert np.allclose(back.atoms.cell, run.atoms.cell)
+    assert back.fermi_level == run.fermi_level
+    assert set(json.loads((folder / "info.json").read_text())) <= set(DFTIO_INFO_KEYS)
+    assert (folder / "overlaps.h5").is_file()

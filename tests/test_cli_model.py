@@ -131,3 +131,51 @@ def test_every_prediction_route_warns_on_a_monolayer(route, collinear, tmp_path,
         assert predict_by(route, monolayer(), collinear, tmp_path, monkeypatch) is None
     written = list((tmp_path / "out").iterdir())
     assert bool(written) == (route != "calculator")  # the calculator keeps H in memory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.startswith("predict")])
+def test_the_command_line_names_its_flag_and_predicts_with_it(
+    route, collinear, tmp_path, monkeypatch
+):
+    """A refusal on the command line names --no-domain-check, not the calculator's
+    keyword; with the flag the command predicts the structure, warning, and writes it."""
+    (tmp_path / "out").mkdir()
+    message = predict_by(route, collapsed_bilayer(), collinear, tmp_path, monkeypatch)
+    assert "Te-Te atoms 0.87 A" in message and "pass --no-domain-check" in message
+    assert "domain_check=False" not in message
+    opted_out = f"{route} --no-domain-check"
+    with pytest.warns(OutOfDomainWarning, match="Te-Te atoms 0.87 A"):
+        assert predict_by(opted_out, collapsed_bilayer(), collinear, tmp_path, monkeypatch) is None
+    assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_ribbon_refuses_and_opts_out_as_predict(tmp_path, monkeypatch):
+    """``moireh ribbon`` passes the same check through the calculator (a severe finding
+    made up here: every ribbon of a twisted cell is in the domain) and takes the flag."""
+    from ase_moireh.model import predict
+
+    monkeypatch.setattr(predict, "findings", lambda *args: (["made-up finding"], []))
+    args = ["ribbon", "2", "1", "--repeats", "1", "--no-soc", "--no-bands"]
+    args += ["--write", str(tmp_path / "r.h5")]
+    refused = CliRunner().invoke(moireh, args)
+    assert refused.exit_code == 1
+    assert "made-up finding" in refused.output and "--no-domain-check" in refused.output
+    assert not (tmp_path / "r.h5").exists()
+    with pytest.warns(OutOfDomainWarning, match="made-up finding"):
+        done = CliRunner().invoke(moireh, [*args, "--no-domain-check"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "r.h5").is_file()
+
+
+@pytest.mark.parametrize("command", ["predict", "bands", "chern", "ribbon"])
+def test_every_predicting_command_takes_the_flag_its_refusal_names(command):
+    from ase_moireh.cli.bands import NO_DOMAIN_CHECK, refusal
+
+    result = CliRunner().invoke(moireh, [command, "--help"])
+    assert result.exit_code == 0 and NO_DOMAIN_CHECK in result.output
+    err = OutOfDomainError("Mo14Te28 (42 atoms)", ["Te-Te atoms 0.87 A apart"])
+    assert f"pass {NO_DOMAIN_CHECK} to compute it anyway" in refusal(err)
+    assert "domain_check=False" in str(err)  # the calculator's own wording
+    assert refusal(ValueError("other")) == "other"

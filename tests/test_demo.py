@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ase_moireh.cli.demo import gap_aligned, run_demo
+from ase_moireh.cli.demo import run_demo
 from ase_moireh.data import demo_scfout_path
 from ase_moireh.io.corpus import load_manifest
 from shared_data import SHARED_OPENMX, needs_shared
@@ -217,30 +217,3 @@ def test_bundled_reference_bands_are_the_shared_runs():
     for e in (ref["extrema_energies"], ref["path_energies"]):
         gap = e[:, n].min() - e[:, n - 1].max()
         assert gap == pytest.approx(0.9844, abs=1e-3)
-
-
-def test_thinned_path_keeps_the_corners_and_about_npoints():
-    from ase.lattice import HEX2D
-
-    from ase_moireh.cli.demo import thinned_path
-
-    path = HEX2D(3.5).bandpath("GMKG", npoints=40)
-    x, corners, _ = path.get_linear_kpoint_axis()
-    take = thinned_path(path, 18)
-    assert 18 <= len(take) <= 18 + len(corners) and np.all(np.diff(take) > 0)
-    assert all(np.isclose(x[take], c).any() for c in corners)
-    assert np.array_equal(thinned_path(path, 60), np.arange(40))
-
-
-def test_gap_aligned_lines_never_cross_the_gap():
-    """Along a path the window of levels nearest the gap holds 2 valence + 2 conduction
-    levels at one k-point and 3 + 1 at the next: by index a line would jump the gap."""
-    levels = np.array([[-2.0, -1.0, 1.0, 2.0], [-3.0, -2.0, -1.0, 1.0]])
-    lines = gap_aligned(levels, 0.0)
-    for column in lines.T:
-        seen = column[~np.isnan(column)]
-        assert np.all(seen < 0) or np.all(seen > 0)
-    np.testing.assert_array_equal(lines[:, 3], [-1.0, -1.0])  # the top valence band
-    np.testing.assert_array_equal(lines[:, 4], [1.0, 1.0])  # the lowest conduction band
-    np.testing.assert_array_equal(lines[:, 1], [np.nan, -3.0])
-    assert np.isnan(lines).sum() == 8 - 4 + 8 - 4

@@ -12,11 +12,11 @@ import pytest
 
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
-from ase_moireh.kpm import hermitian_product, kpm_window_dos, window_dos
-from ase_moireh.model.stream import read_streamed
+from ase_moireh.io.pencil import local_rows, upper_pencil
+from ase_moireh.io.streamed import read_streamed
+from ase_moireh.solvers.distributed import SlepcUnavailable, import_slepc, row_partition
+from ase_moireh.solvers.kpm import hermitian_product, kpm_window_dos, window_dos
 from ase_moireh.tightbinding import TightBinding
-from ase_moireh.tools.distributed import SlepcUnavailable, import_slepc, row_partition
-from ase_moireh.tools.pencil import local_rows, upper_pencil
 
 K = (0.1234, 0.0567, 0.0)
 NEV = 12

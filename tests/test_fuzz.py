@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ase_moireh.io.openmx import ScfoutError, parse_scfout, read_scfout
-from ase_moireh.tools.convert import convert_files
+from ase_moireh.workflows.convert import convert_files
 from shared_data import scfout_path
 
 

@@ -20,11 +20,10 @@ from ase_moireh.build.generate import (
     write_structure_folder,
 )
 from ase_moireh.build.materials import get_material
-from ase_moireh.build.openmx_writer import default_kgrid, write_openmx_input
 from ase_moireh.build.twist import twisted_bilayer
 from ase_moireh.cli import moireh
-from ase_moireh.io.openmx_input import read_openmx_input
-from shared_data import OPENMX, case_dir
+from ase_moireh.io.openmx_input import default_kgrid, read_openmx_input, write_openmx_input
+from shared_data import OPENMX_CASES, case_dir
 
 #: keywords whose values must equal those of the shared runs (structure aside)
 SETTINGS = [
@@ -203,23 +202,32 @@ def test_writer_matches_shared_soc_input(tmp_path):
     assert spins == {("Mo", "7.00", "7.00"), ("Te", "8.00", "8.00")}
 
 
-def test_rewriting_every_shared_input_reproduces_it(tmp_path):
-    """read + write gives each shared input back, word for word (structure included),
-    but for the ten times tighter scf.criterion (see test_writer_matches_shared_soc_input)."""
-    inputs = sorted(OPENMX.glob("**/openmx_in.dat"))
-    assert inputs
-    for path in inputs:
-        settings = keyword_values(path)
-        ours = write_openmx_input(
-            tmp_path / path.parent.name,
-            read_openmx_input(path),
-            soc=settings["scf.SpinPolarization"] == "NC",
-            data_path=settings["DATA.PATH"],
-        )
-        theirs = path.read_text().split()
-        criterion = theirs.index("scf.criterion") + 1
-        theirs[criterion] = f"{float(theirs[criterion]) / 10:.1e}"
-        assert ours.read_text().split() == theirs, path
+@pytest.mark.parametrize("case", OPENMX_CASES)
+def test_regenerating_each_shared_input_reproduces_it(case, tmp_path):
+    """Each shared run's input, written again by our writer from the run's own records,
+    is the run's input. From its openmx_in.dat read back: word for word, structure
+    included, but for the ten times tighter scf.criterion (see
+    test_writer_matches_shared_soc_input). From its structure.extxyz and meta.json (spin,
+    k-grid): the same keywords and settings, and the same structure to 1e-6 A; the
+    default k-grid is the run's."""
+    folder = case_dir(case)
+    path, meta = folder / "openmx_in.dat", json.loads((folder / "meta.json").read_text())
+    settings = keyword_values(path)
+    assert meta["soc"] == (settings["scf.SpinPolarization"] == "NC")
+    ours = write_openmx_input(
+        tmp_path / "read", read_openmx_input(path), soc=meta["soc"], data_path=settings["DATA.PATH"]
+    )
+    theirs = path.read_text().split()
+    criterion = theirs.index("scf.criterion") + 1
+    theirs[criterion] = f"{float(theirs[criterion]) / 10:.1e}"
+    assert ours.read_text().split() == theirs
+    structure = ase.io.read(folder / "structure.extxyz")
+    assert default_kgrid(np.asarray(structure.cell)) == tuple(meta["kgrid"])
+    again = write_openmx_input(
+        tmp_path / "extxyz", structure, soc=meta["soc"], data_path=settings["DATA.PATH"]
+    )
+    assert keyword_values(again) == keyword_values(ours)
+    assert_same_structure(read_openmx_input(again), structure)
 
 
 # --------------------------------------------------------------------------- structures

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ase_moireh.kpm import (
+from ase_moireh.solvers.kpm import (
     KPMDensity,
     chebyshev_moments,
     density_from_moments,

@@ -11,12 +11,12 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
-from ase_moireh import factorize as fz
 from ase_moireh import memory
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.cli import moireh
 from ase_moireh.memory import InsufficientMemory
+from ase_moireh.solvers import factorization as fz
 
 
 def cap(monkeypatch, extra_mb: float) -> None:

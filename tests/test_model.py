@@ -234,7 +234,7 @@ def test_model_files_from_before_so2_load_as_tensor_product_models():
 
 
 def test_band_errors_near_gap_counts_only_levels_near_the_edges():
-    from ase_moireh.tools.errors import band_errors_near_gap
+    from ase_moireh.metrics import band_errors_near_gap
 
     ref = np.array([[-3.0, -0.2, 0.0, 1.0, 1.1, 4.0], [-3.1, -0.5, -0.1, 1.2, 1.5, 4.0]])
     pred = ref.copy()

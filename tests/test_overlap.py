@@ -23,7 +23,7 @@ from ase_moireh.overlap import (
     real_gaunt,
     resolve_overlap,
 )
-from ase_moireh.solve import (
+from ase_moireh.solvers.solve import (
     OverlapNotPositiveDefinite,
     shift_invert_eigh,
 )

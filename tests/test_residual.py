@@ -83,7 +83,7 @@ def test_h_and_h0_of_different_structures_are_refused(entry_pair):
 def test_band_errors_separate_one_constant_shift_from_the_rest():
     """The gauge figure: a uniform level shift (H - mu S) is all ``shift_meV`` and leaves
     nothing after it; a single moved level is left after the shift."""
-    from ase_moireh.tools.errors import band_errors_near_gap
+    from ase_moireh.metrics import band_errors_near_gap
 
     ref = np.array([[-3.0, -0.2, 0.0, 1.0, 1.1, 4.0], [-3.1, -0.5, -0.1, 1.2, 1.5, 4.0]])
     out = band_errors_near_gap(ref, ref + 0.007, nocc=3)

@@ -23,8 +23,8 @@ from ase_moireh.cli import moireh
 from ase_moireh.io.corpus import load_manifest, read_entry, save_manifest
 from ase_moireh.overlap import bundled_overlap
 from ase_moireh.tightbinding import TightBinding
-from ase_moireh.tools import openmx_runner
-from ase_moireh.tools.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
+from ase_moireh.workflows import openmx_runner
+from ase_moireh.workflows.openmx_runner import RunRecord, convert_to_corpus, parse_std, run_folders
 from shared_data import SHARED_OPENMX
 
 DATA = Path(__file__).parent / "data"

@@ -10,23 +10,17 @@ from scipy.spatial.transform import Rotation
 from toy_models import random_hermitian_operator, tiny_model
 
 from ase_moireh.basis import atom_rotation
+from ase_moireh.block_operator import add_correction, spinor_lift
 from ase_moireh.build import twisted_bilayer
 from ase_moireh.io.corpus import read_entry
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
 from ase_moireh.model.network import new_model
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.model.soc import (
-    add_correction,
-    combine_spread,
-    correction_structure,
-    on_edges,
-    soc_correction,
-    spinor_lift,
-)
+from ase_moireh.model.soc import combine_spread, correction_structure, on_edges, soc_correction
 from ase_moireh.overlap import bundled_overlap, with_overlap
 from ase_moireh.tightbinding import TightBinding
-from ase_moireh.tools.train import TrainConfig, train
+from ase_moireh.training.trainer import TrainConfig, train
 from shared_data import converted, require
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"

@@ -9,8 +9,8 @@ import scipy.linalg as sl
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ase_moireh.factorize import mkl_library
-from ase_moireh.solve import arpack, shift_invert_eigh
+from ase_moireh.solvers.factorization import mkl_library
+from ase_moireh.solvers.solve import arpack, shift_invert_eigh
 from shared_data import converted
 
 needs_mkl = pytest.mark.skipif(
@@ -87,7 +87,7 @@ def test_single_precision_pardiso_keeps_the_levels_of_the_twisted_soc_cell():
 def test_unknown_solver_is_refused():
     import scipy.sparse as sp
 
-    from ase_moireh.factorize import factorize
+    from ase_moireh.solvers.factorization import factorize
 
     with pytest.raises(ValueError, match="unknown solver"):
         factorize(sp.identity(3, format="csr"), "mumps")
@@ -100,7 +100,7 @@ def test_band_edges_from_any_start_equal_dense(case, where):
     """One factorisation in the gap gives both edges (levels just below and just above
     it), wherever the search starts: next to one edge of a wide gap, or in a band."""
     from ase_moireh.calculator import MoireHCalculator
-    from ase_moireh.solve import band_edges
+    from ase_moireh.solvers.solve import band_edges
 
     s = converted(case)
     calc = MoireHCalculator(dft=s)
@@ -136,7 +136,7 @@ def test_upper_triangle_for_pardiso_keeps_every_diagonal_entry():
     empty or lack their diagonal get an explicit zero; nothing else changes."""
     import scipy.sparse as sp
 
-    from ase_moireh.factorize import upper_triangle
+    from ase_moireh.solvers.factorization import upper_triangle
 
     a = sp.csr_matrix(
         np.array([[0, 2, 0, 1], [2, 5, 0, 0], [0, 0, 0, 0], [1, 0, 0, 3]], dtype=complex)

@@ -7,11 +7,12 @@ from toy_models import tiny_model
 
 from ase_moireh import block_operator
 from ase_moireh.build import nanoribbon, twisted_bilayer
-from ase_moireh.model import stream
+from ase_moireh.io import streamed
+from ase_moireh.io.streamed import read_streamed
 from ase_moireh.model.io import ModelBundle, with_soc_correction
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.model.soc import on_edges
-from ase_moireh.model.stream import read_streamed, stream_prediction
+from ase_moireh.model.stream import stream_prediction
 from ase_moireh.overlap import bundled_overlap
 
 
@@ -38,10 +39,10 @@ def test_streamed_composite_equals_the_prediction_in_memory(ribbon, tmp_path, mo
     bundle = with_soc_correction(ensemble(False), ModelBundle([tiny_model(True, 3)], None))
     path = tmp_path / "ribbon.h5"
     appends = []
-    add = stream._GroupWriter.add
+    add = streamed.GroupWriter.add
     with monkeypatch.context() as patch:
         patch.setattr(block_operator, "BLOCH_CHUNK", 5000)
-        patch.setattr(stream._GroupWriter, "add", lambda *a: appends.append(1) or add(*a))
+        patch.setattr(streamed.GroupWriter, "add", lambda *a: appends.append(1) or add(*a))
         report = stream_prediction(bundle, ribbon, path, precision="double")
     assert len(appends) > 10
     h, s, _ = predict_operators(bundle, ribbon)

@@ -8,7 +8,7 @@ import pytest
 from toy_models import haldane_model, rashba_exchange_model
 
 from ase_moireh.block_operator import BlockOperator
-from ase_moireh.factorize import mkl_library
+from ase_moireh.solvers.factorization import mkl_library
 from ase_moireh.tightbinding import TightBinding
 from ase_moireh.topology import (
     c3_eigenvalues,

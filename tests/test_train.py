@@ -18,7 +18,7 @@ from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import load_bundle, merge_bundles
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.tools.train import TrainConfig, load_train_config, train
+from ase_moireh.training.trainer import TrainConfig, load_train_config, train
 from shared_data import SI64, available, converted, require
 
 TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}
@@ -264,7 +264,7 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
     the members disagree far more (here: squeezed layers) draws the calculator's warning."""
     from ase_moireh.calculator import MoireHCalculator
     from ase_moireh.domain import OutOfDomainWarning
-    from ase_moireh.tools.train import train_ensemble
+    from ase_moireh.training.trainer import train_ensemble
 
     require(*CASES)
     cfg = config(
@@ -295,7 +295,7 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
 def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
     """member_config gives member k's seed and folder: a member trained on its own (as a
     parallel process would) is resumed, not retrained, when the ensemble is run."""
-    from ase_moireh.tools.train import member_config, train_ensemble
+    from ase_moireh.training.trainer import member_config, train_ensemble
 
     require(*CASES)
     cfg = config(data, tmp_path / "ens", epochs=1, datasets=[str(data / CASES[0])])
@@ -330,7 +330,7 @@ def test_running_ensemble_spread_equals_numpy_std(monkeypatch):
 def test_onsite_weight_scales_only_the_onsite_squared_errors():
     """structure_loss = (hopping squared errors + w x on-site squared errors) / count."""
     from ase_moireh.model.graph import build_graph
-    from ase_moireh.tools.train import block_errors, structure_loss
+    from ase_moireh.training.losses import block_errors, structure_loss
 
     require("bl1x1_nosoc_s22")
     case = converted("bl1x1_nosoc_s22")

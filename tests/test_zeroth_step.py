@@ -13,8 +13,8 @@ from openmx_standin import make_folder
 
 from ase_moireh.cli import moireh
 from ase_moireh.io.corpus import H0_OPENMX, load_manifest, read_hamiltonian
-from ase_moireh.tools.openmx_runner import ScfState, convert_to_corpus, keyword, run_folders
-from ase_moireh.tools.zeroth_step import _check_zeroth, zeroth_step_input, zeroth_steps
+from ase_moireh.workflows.openmx_runner import ScfState, convert_to_corpus, keyword, run_folders
+from ase_moireh.workflows.zeroth_step import _check_zeroth, zeroth_step_input, zeroth_steps
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_manifest_stays_valid_json(corpus):
 
 
 def test_with_keywords_replaces_every_value_word_of_a_line_up_to_a_comment():
-    from ase_moireh.tools.openmx_runner import with_keywords
+    from ase_moireh.workflows.openmx_runner import with_keywords
 
     text = "scf.Kgrid   5 5 1\nscf.maxIter 200  # comment\n"
     out = with_keywords(text, {"scf.Kgrid": "1 1 1", "scf.maxIter": "1", "HS.fileout": "on"})

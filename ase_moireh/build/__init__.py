@@ -1,5 +1,17 @@
-"""Structure builders: twisted bilayers, strain, nanoribbons, dataset generation."""
+"""Structure builders: twisted bilayers, strain, nanoribbons, and the structures of DFT
+datasets (sampled shifted and twisted bilayers, their OpenMX input folders)."""
 
+from ase_moireh.build.generate import (
+    generate_dataset,
+    generate_sampled,
+    interlayer_distance,
+    min_distance,
+    perturbed_twisted,
+    sampled_shifted_bilayers,
+    sampled_twisted_bilayers,
+    shifted_bilayers,
+    write_structure_folder,
+)
 from ase_moireh.build.materials import MATERIALS, Material, get_material
 from ase_moireh.build.ribbon import nanoribbon
 from ase_moireh.build.strain import (
@@ -25,13 +37,22 @@ __all__ = [
     "HeterostrainError",
     "Material",
     "commensurate_cells",
+    "generate_dataset",
+    "generate_sampled",
     "get_material",
     "heterostrain_cells",
     "heterostrained_bilayer",
     "homostrain",
+    "interlayer_distance",
+    "min_distance",
     "nanoribbon",
     "natoms_twisted",
+    "perturbed_twisted",
+    "sampled_shifted_bilayers",
+    "sampled_twisted_bilayers",
+    "shifted_bilayers",
     "twist_angle",
     "twisted_bilayer",
     "uniaxial_strain_tensor",
+    "write_structure_folder",
 ]

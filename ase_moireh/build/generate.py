@@ -22,7 +22,6 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_moireh.build.materials import MATERIALS, Material, get_material
-from ase_moireh.build.openmx_writer import default_kgrid, resolve_species, write_openmx_input
 from ase_moireh.build.twist import (
     DEFAULT_VACUUM,
     assemble_bilayer,
@@ -30,6 +29,7 @@ from ase_moireh.build.twist import (
     twisted_bilayer,
 )
 from ase_moireh.files import atomic_folder
+from ase_moireh.io.openmx_input import default_kgrid, resolve_species, write_openmx_input
 from ase_moireh.neighbours import neighbour_pairs
 from ase_moireh.plotting import new_figure, save_figure
 
@@ -460,7 +460,7 @@ def generate_sampled(
     """Sampled corpus structures (:func:`sampled_shifted_bilayers` or
     :func:`sampled_twisted_bilayers`, ``params`` go there) as OpenMX folders, collinear,
     SOC or both (twins: the same structure, ``_soc`` appended). ``meta.json`` carries the
-    fixed split (:func:`ase_moireh.corpus.assign_split`, the same for twins; ``split``
+    fixed split (:func:`ase_moireh.io.corpus.assign_split`, the same for twins; ``split``
     puts every structure into one, e.g. ``holdout`` for a check no training may see) and
     the twin's name. Every check runs before anything is written."""
     from ase_moireh.io.corpus import SPLITS, assign_split

@@ -10,6 +10,7 @@ import click
 
 from ase_moireh.cli.bands import bands_command, chern_command, ribbon_command
 from ase_moireh.cli.dataset import dataset
+from ase_moireh.cli.h0 import h0_command
 from ase_moireh.cli.model import (
     analyze_command,
     finetune_command,
@@ -17,7 +18,7 @@ from ase_moireh.cli.model import (
     train_command,
 )
 from ase_moireh.data import DEMO_TWIST
-from ase_moireh.tools.convert import WRITERS, convert_files
+from ase_moireh.workflows.convert import WRITERS, convert_files
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -118,6 +119,7 @@ moireh.add_command(convert_command)
 moireh.add_command(demo_command)
 moireh.add_command(dataset)
 for _command in (
+    h0_command,
     train_command,
     finetune_command,
     predict_command,

@@ -13,15 +13,40 @@ from ase_moireh.plotting import kpath_axis, new_figure, save_figure
 from ase_moireh.topology import phases_deg
 
 
-def _calculator(model: str | None, dft: str | None, soc: bool, pao_dir: str | None = None):
+def _calculator(
+    model: str | None,
+    dft: str | None,
+    soc: bool,
+    pao_dir: str | None = None,
+    domain_check: bool = True,
+):
     from ase_moireh.calculator import MoireHCalculator
 
-    return MoireHCalculator(model=model, soc=soc, dft=dft, pao_dir=pao_dir)
+    return MoireHCalculator(
+        model=model, soc=soc, dft=dft, pao_dir=pao_dir, domain_check=domain_check
+    )
 
 
 MODEL_FILE = click.Path(exists=True, dir_okay=False)
 MODEL_HELP = "Model file (default: the bundled MoTe2 model, SOC or collinear per --soc)."
 model_option = click.option("--model", type=MODEL_FILE, default=None, help=MODEL_HELP)
+#: the commands' opt-out of the domain check's refusals (the calculator's domain_check)
+NO_DOMAIN_CHECK = "--no-domain-check"
+domain_check_option = click.option(
+    NO_DOMAIN_CHECK,
+    "no_domain_check",
+    is_flag=True,
+    help="Predict structures far outside the model's training domain (unknown elements, "
+    "overlapping atoms, bulk-like stacks), which are refused otherwise, with a warning. "
+    "Milder findings (a monolayer, strained bonds) always just warn.",
+)
+
+
+def refusal(err: Exception) -> str:
+    """An error's message for the command line: a domain refusal names the flag."""
+    from ase_moireh.domain import OutOfDomainError
+
+    return err.explained(NO_DOMAIN_CHECK) if isinstance(err, OutOfDomainError) else str(err)
 
 
 def precision_option(default: str, text: str):
@@ -103,6 +128,7 @@ def plot_bands(
     "basis is not the bundled MoTe2 one.",
 )
 @click.option("--soc/--no-soc", default=True, show_default=True, help=SOC_HELP)
+@domain_check_option
 @click.option("--npoints", default=40, show_default=True, help="k-points along the path.")
 @click.option("--nbands", default=None, type=int, help="Levels nearest the gap (sparse).")
 @click.option("--sigma", default=0.0, show_default=True, type=float, help=SIGMA_HELP)
@@ -130,6 +156,7 @@ def bands_command(
     dft,
     pao_dir,
     soc,
+    no_domain_check,
     npoints,
     nbands,
     sigma,
@@ -151,12 +178,13 @@ def bands_command(
     try:
         for label, model_file, dataset, colour in sources:
             copy = atoms.copy()
-            copy.calc = _calculator(model_file, dataset, soc, pao_dir if dataset else None)
+            pao = pao_dir if dataset else None
+            copy.calc = _calculator(model_file, dataset, soc, pao, not no_domain_check)
             copy.calc.set(precision=precision)
             copy.calc.set(nbands=nbands, sigma=centre(copy.calc, label, sigma, absolute_sigma))
             curves.append((label, copy.calc.band_structure("GMKG", npoints), colour))
     except (ValueError, MemoryError) as err:  # named causes
-        raise click.ClickException(str(err)) from None
+        raise click.ClickException(refusal(err)) from None
     if dft:
         a, b = curves[0][1].energies, curves[1][1].energies
         click.echo(
@@ -170,7 +198,8 @@ def bands_command(
 
 def _mpi_levels(path: str, nbands, sigma: float, absolute: bool, k, out: str) -> None:
     """``bands --mpi``: every rank solves its share; rank 0 reports."""
-    from ase_moireh.tools.distributed import SlepcUnavailable, distributed_levels, world
+    from ase_moireh.io.pencil import local_rows, rows_per_atom
+    from ase_moireh.solvers.distributed import SlepcUnavailable, distributed_levels, world
 
     if not absolute or nbands is None:
         raise click.ClickException(
@@ -178,9 +207,14 @@ def _mpi_levels(path: str, nbands, sigma: float, absolute: bool, k, out: str) ->
             "gap): the mid-gap search is not distributed"
         )
     try:
-        levels = distributed_levels(path, k, sigma, nbands)
-    except (ValueError, SlepcUnavailable, RuntimeError) as err:
+        rows = rows_per_atom(path)
+        levels = distributed_levels(
+            rows, lambda atoms: local_rows(path, atoms, k, sigma), sigma, nbands
+        )
+    except (ValueError, SlepcUnavailable) as err:
         raise click.ClickException(str(err)) from None
+    except RuntimeError as err:
+        raise click.ClickException(f"{err} at k = {tuple(k)}") from None
     rank, ranks = world()
     if rank != 0:
         return
@@ -215,15 +249,16 @@ def _mpi_levels(path: str, nbands, sigma: float, absolute: bool, k, out: str) ->
     help="SOC: spin sector of the bands.",
 )
 @click.option("-o", "--out", default=None, help="Also write the table as JSON.")
-def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
+@domain_check_option
+def chern_command(structure, model, dft, soc, nbands, spin, out, no_domain_check) -> None:
     """C3 eigenvalues at Gamma, K, K' and the Chern number (mod 3) of the top bands."""
     atoms = _read(structure)
-    atoms.calc = _calculator(model, dft, soc)
+    atoms.calc = _calculator(model, dft, soc, domain_check=not no_domain_check)
     try:
         sector = {"up": 1, "down": -1, "both": None}[spin]
         result = atoms.calc.chern_numbers(nbands=nbands, spin=sector)
     except (ValueError, MemoryError) as err:  # named causes
-        raise click.ClickException(str(err)) from None
+        raise click.ClickException(refusal(err)) from None
     phases = {label: phases_deg(values) for label, values in result.eigenvalues.items()}
     rows = {label: [f"{p:+.1f} deg" for p in values] for label, values in phases.items()}
     click.echo(f"{'k':6s} C3 eigenvalue phases of the top {nbands} valence band(s)")
@@ -274,6 +309,7 @@ def chern_command(structure, model, dft, soc, nbands, spin, out) -> None:
 )
 @precision_option("single", "Numbers stored by --write.")
 @click.option("--bands/--no-bands", default=True, show_default=True, help="Solve for bands.")
+@domain_check_option
 def ribbon_command(
     n,
     m,
@@ -290,6 +326,7 @@ def ribbon_command(
     write,
     precision,
     bands,
+    no_domain_check,
 ) -> None:
     """Nanoribbon of the twisted (N, M) cell: bands near SIGMA coloured by edge and spin,
     relative to the periodic cell's mid-gap; with --write, H and S streamed to disk."""
@@ -299,7 +336,7 @@ def ribbon_command(
     ribbon = nanoribbon(cell, repeats=repeats, edge_width=edge_width)
     click.echo(f"({n},{m}) ribbon, {repeats} cells across: {len(ribbon)} atoms")
     try:
-        ribbon.calc = _calculator(model, None, soc)
+        ribbon.calc = _calculator(model, None, soc, domain_check=not no_domain_check)
         if write:
             report = ribbon.calc.write_operators(write, precision=precision)
             click.echo(
@@ -311,14 +348,14 @@ def ribbon_command(
             levels = (sigma, absolute_sigma, nbands, nk)
             _ribbon_bands(f"({n},{m})", cell, ribbon, write, levels, out, json_out)
     except (ValueError, MemoryError) as err:  # named causes
-        raise click.ClickException(str(err)) from None
+        raise click.ClickException(refusal(err)) from None
 
 
 def _ribbon_bands(
     label: str, cell, ribbon, written, levels, out: str, json_out: str | None
 ) -> None:
     """Levels along the ribbon (from the streamed file when there is one), plotted."""
-    from ase_moireh.model.stream import read_streamed
+    from ase_moireh.io.streamed import read_streamed
     from ase_moireh.ribbon_states import plot_ribbon, ribbon_bands
     from ase_moireh.tightbinding import TightBinding
 
@@ -330,7 +367,10 @@ def _ribbon_bands(
         reference_name = f"({sigma:+.3f} eV)"
         click.echo(f"levels nearest {sigma:+.4f} eV, the energy zero of the plot")
     else:
-        cell.calc = _calculator(calc.parameters["model"], None, calc.parameters["soc"])
+        params = calc.parameters
+        cell.calc = _calculator(
+            params["model"], None, params["soc"], domain_check=params["domain_check"]
+        )
         mid = gap_report(f"periodic {label} cell", cell.calc)
         target = mid + sigma
     tb = TightBinding(*read_streamed(written)) if written else calc.get_tight_binding()

@@ -284,7 +284,7 @@ def sample_command(
 
 def _folders(paths: tuple[str, ...]) -> list[Path]:
     """Dataset folders named directly or found one level below the given paths."""
-    from ase_moireh.tools.openmx_runner import INPUT
+    from ase_moireh.workflows.openmx_runner import INPUT
 
     found: list[Path] = []
     for p in map(Path, paths):
@@ -321,7 +321,7 @@ def run_command(
     folders, np_, openmx, corpus, retry_failed, no_staging, no_twin_seed, no_progress
 ) -> None:
     """Run OpenMX in FOLDERS (dataset folders, or folders holding them), resumably."""
-    from ase_moireh.tools.openmx_runner import (
+    from ase_moireh.workflows.openmx_runner import (
         convert_to_corpus,
         find_openmx,
         openmx_command,
@@ -354,10 +354,17 @@ def run_command(
 @click.argument("corpus", type=click.Path(exists=True, file_okay=False))
 @click.argument("names", nargs=-1)
 @click.option(
+    "--native",
+    is_flag=True,
+    help="Compute H0 with ase_moireh.h0 (no OpenMX) into each entry's h0.h5, from the "
+    "bundled Mo/Te files unless --data-path is given.",
+)
+@click.option(
     "--data-path",
-    required=True,
+    default=None,
     type=click.Path(exists=True, file_okay=False),
-    help="Folder holding OpenMX's PAO/ and VPS/ (the corpus inputs' DFT_DATA).",
+    help="Folder holding OpenMX's PAO/ and VPS/ (the corpus inputs' DFT_DATA); required "
+    "for OpenMX's zeroth step.",
 )
 @click.option(
     "--work",
@@ -369,16 +376,25 @@ def run_command(
 @click.option("--np", "np_", default=2, show_default=True, help="MPI processes per run.")
 @click.option("--openmx", default=None, help="OpenMX executable (default: openmx on PATH).")
 @_NO_PROGRESS
-def h0_command(corpus, names, data_path, work, np_, openmx, no_progress) -> None:
+def h0_command(corpus, names, native, data_path, work, np_, openmx, no_progress) -> None:
     """OpenMX's zeroth-step H0 (scf.maxIter 1) of CORPUS entries (all, or NAMES) into
-    each entry's h0_openmx.h5, resumably: entries that have one are skipped."""
+    each entry's h0_openmx.h5, or with --native the same H0 computed here into h0.h5;
+    resumably: entries that have one are skipped."""
     from ase_moireh.io.corpus import CorpusError
-    from ase_moireh.tools.openmx_runner import find_openmx, openmx_command
-    from ase_moireh.tools.zeroth_step import zeroth_steps
 
     try:
-        command = openmx_command(find_openmx(openmx), np_)
-        failed = zeroth_steps(corpus, work, command, data_path, names or None, not no_progress)
+        if native:
+            from ase_moireh.workflows.native_h0 import native_h0s
+
+            failed = native_h0s(corpus, names or None, data_path, not no_progress)
+        else:
+            from ase_moireh.workflows.openmx_runner import find_openmx, openmx_command
+            from ase_moireh.workflows.zeroth_step import zeroth_steps
+
+            if data_path is None:
+                raise click.UsageError("--data-path is required for OpenMX's zeroth step")
+            command = openmx_command(find_openmx(openmx), np_)
+            failed = zeroth_steps(corpus, work, command, data_path, names or None, not no_progress)
     except (FileNotFoundError, CorpusError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     for name, reason in failed:
@@ -402,7 +418,7 @@ def _run_rows(folders: list[Path]) -> list[tuple[str, str, str]]:
     """(kind, status, row) of every run folder, from its run.json and meta.json."""
     import json as _json
 
-    from ase_moireh.tools.openmx_runner import RunRecord
+    from ase_moireh.workflows.openmx_runner import RunRecord
 
     out = []
     for folder in folders:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_moireh.bands import gap_aligned, thinned_path
 from ase_moireh.data import DEMO_TWIST, demo_scfout_path
 from ase_moireh.files import atomic_file
 from ase_moireh.io.dataset import read_dftio, write_dftio
@@ -105,8 +106,8 @@ def _model_part(
     from ase_moireh.calculator import MoireHCalculator
     from ase_moireh.data import bundled_model_path
     from ase_moireh.kpoints import extrema_kpoints
+    from ase_moireh.metrics import band_errors_near_gap
     from ase_moireh.model.io import load_bundle
-    from ase_moireh.tools.errors import band_errors_near_gap
 
     log.info("step 2/4: the bundled SOC model on the held-out bilayer")
     bundle = load_bundle(bundled_model_path(soc=True))
@@ -151,7 +152,7 @@ def reference_part(bundle, outdir: Path, npoints: int = 60) -> dict:
 
     from ase_moireh.calculator import MoireHCalculator
     from ase_moireh.data import REFERENCE_BANDS
-    from ase_moireh.tools.errors import band_errors_near_gap
+    from ase_moireh.metrics import band_errors_near_gap
 
     ref = np.load(REFERENCE_BANDS)
     atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=True)
@@ -195,18 +196,9 @@ def reference_part(bundle, outdir: Path, npoints: int = 60) -> dict:
     }
 
 
-def thinned_path(path, npoints: int) -> np.ndarray:
-    """Indices of about ``npoints`` of the path's points, evenly spread, with its
-    high-symmetry corners (all of them when the path has no more than ``npoints``)."""
-    x, corners, _ = path.get_linear_kpoint_axis()
-    even = np.linspace(0, len(x) - 1, min(npoints, len(x))).round().astype(int)
-    at_corners = [int(np.argmin(np.abs(x - c))) for c in corners]
-    return np.unique(np.concatenate([even, at_corners]))
-
-
 def model_provenance(bundle, calc) -> dict:
     """What the model is and what it was trained and validated on (from its file)."""
-    from ase_moireh.tools.train import training_stages
+    from ase_moireh.model.io import training_stages
 
     stages = training_stages(bundle.info)
     domain = calc.model_domain()
@@ -278,20 +270,6 @@ def twisted_part(
     )
     info["chern_mod3_top1_top2"] = _chern_table(twisted, info, outdir / "chern.txt")
     return info
-
-
-def gap_aligned(levels: np.ndarray, midgap: float) -> np.ndarray:
-    """Levels per k-point (rows) re-indexed so that lines follow bands: the n-th level
-    below ``midgap`` counted down from it, the n-th above counted up from it (NaN where
-    a k-point has fewer). The levels nearest the gap split differently between valence
-    and conduction along a path; joined by index, lines jumped across the gap."""
-    nb = levels.shape[1]
-    out = np.full((levels.shape[0], 2 * nb), np.nan)
-    for row, e in zip(out, np.sort(levels, axis=1), strict=True):
-        below, above = e[e < midgap], e[e >= midgap]
-        row[nb - len(below) : nb] = below  # column nb - 1: the top valence level
-        row[nb : nb + len(above)] = above
-    return out
 
 
 def _spread_meV(calc) -> float | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ase_moireh.cli.bands import precision_option
+from ase_moireh.cli.bands import domain_check_option, precision_option, refusal
 from ase_moireh.data import bundled_model_path
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def _run_training(
     config_path: str, pretrained: str | None, ensemble: int, resume: bool, progress: bool
 ) -> None:
-    from ase_moireh.tools.train import load_train_config, train_ensemble
+    from ase_moireh.training.trainer import load_train_config, train_ensemble
 
     try:
         config = load_train_config(config_path)
@@ -79,13 +79,15 @@ def finetune_command(pretrained, config, ensemble, no_resume, no_progress) -> No
     "the input of bands --mpi) instead of a dftio folder.",
 )
 @precision_option("single", "Numbers stored by --stream.")
-def predict_command(structures, model_path, soc, out, stream, precision) -> None:
+@domain_check_option
+def predict_command(structures, model_path, soc, out, stream, precision, no_domain_check) -> None:
     """Predict H and S for any ASE-readable STRUCTURES; write dftio folders to OUT.
     Structures outside the model's training domain are refused or warned about as by
     the calculator (the same check)."""
     bundle, name = _load_model(model_path, soc)
+    strict = not no_domain_check
     if stream:
-        return _stream_predictions(structures, bundle, Path(out), precision)
+        return _stream_predictions(structures, bundle, Path(out), precision, strict)
     from ase_moireh.io.dataset import write_dftio
     from ase_moireh.model.predict import predict_checked
     from ase_moireh.tightbinding import ElectronicStructure
@@ -93,9 +95,9 @@ def predict_command(structures, model_path, soc, out, stream, precision) -> None
     for path in structures:
         try:
             atoms = _read_structure(path)
-            h, s, spread = predict_checked(bundle, atoms)
+            h, s, spread = predict_checked(bundle, atoms, strict=strict)
         except Exception as err:
-            raise click.ClickException(f"{path}: {err}") from None
+            raise click.ClickException(f"{path}: {refusal(err)}") from None
         structure = ElectronicStructure(atoms, h, s, source=f"predicted by {name}")
         folder = write_dftio(structure, Path(out) / Path(path).stem)
         if spread is not None:
@@ -130,7 +132,7 @@ def analyze_command(pred, ref, out) -> None:
     """MAE of PRED against REF (dftio folders) per element pair and orbital block."""
     from ase_moireh.files import atomic_file
     from ase_moireh.io.dataset import DatasetError, read_structure
-    from ase_moireh.tools.errors import error_maps, plot_error_maps, shell_pair_mae
+    from ase_moireh.metrics import error_maps, plot_error_maps, shell_pair_mae
 
     try:
         p, r = read_structure(pred), read_structure(ref)
@@ -153,7 +155,7 @@ def analyze_command(pred, ref, out) -> None:
     click.echo(f"wrote {out / 'analysis.json'} and {out / 'mae_heatmap.png'}")
 
 
-def _stream_predictions(structures, bundle, out: Path, precision: str) -> None:
+def _stream_predictions(structures, bundle, out: Path, precision: str, strict: bool) -> None:
     """``predict --stream``: each structure's H and S to OUT/<stem>.h5, behind the domain
     and spread checks of every prediction."""
     from ase_moireh.model.stream import stream_checked
@@ -162,9 +164,10 @@ def _stream_predictions(structures, bundle, out: Path, precision: str) -> None:
     for path in structures:
         target = out / f"{Path(path).stem}.h5"
         try:
-            report = stream_checked(bundle, _read_structure(path), target, precision=precision)
+            atoms = _read_structure(path)
+            report = stream_checked(bundle, atoms, target, precision=precision, strict=strict)
         except Exception as err:
-            raise click.ClickException(f"{path}: {err}") from None
+            raise click.ClickException(f"{path}: {refusal(err)}") from None
         click.echo(
             f"{path}: {report.atoms} atoms, {report.blocks} blocks, {report.file_GB} GB "
             f"in {report.seconds:.0f} s (peak memory {report.peak_rss_GB} GB) -> {target}"

@@ -1,6 +1,6 @@
 """Files shipped with the package: the bundled models, the MoTe2 radial functions of the
-exact overlap, the demo's OpenMX run and the DFT reference bands of the 21.79 deg SOC
-cell. One place knows where they are."""
+exact overlap, the OpenMX basis and pseudopotential files of H0, the demo's OpenMX run
+and the DFT reference bands of the 21.79 deg SOC cell. One place knows where they are."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ def bundled_model_path(soc: bool = True) -> Path:
 def bundled_radials_path() -> Path:
     """Radial functions of Mo7.0-s3p2d1 / Te7.0-s3p2d2 (``examples/bundle_radials.py``)."""
     return _path("pao", "mote2_pbe19.npz")
+
+
+def bundled_openmx_data_path() -> Path:
+    """An OpenMX DATA.PATH (``PAO/``, ``VPS/``, files xz-compressed) holding Mo7.0.pao,
+    Te7.0.pao, Mo_PBE19.vps and Te_PBE19.vps of DFT_DATA19, the files of the shared runs
+    and the corpus: what the zeroth-step H0 needs (``examples/bundle_openmx_data.py``)."""
+    return _path("openmx")
 
 
 def demo_scfout_path() -> Path:

@@ -32,6 +32,14 @@ With spin-orbit, L = i Lambda with Lambda real between real harmonics, so every 
 is real: D = B E a B^T and K = B E s Lambda B^T give uu = D + i Kz, ud = Ky + i Kx,
 du = -Ky + i Kx, dd = D - i Kz.
 
+The three-centre sums (this term's and V_NA's, :func:`add_projector_products`) are made a
+projector atom at a time: the overlaps of all its sites stacked as X, one product
+X M X^T (a symmetric rank-k update for a diagonal M), the blocks of the requested edges
+cut from it, upper edges only (:class:`EdgeHalves`: the operator is Hermitian, the
+lower edges are transposes), summed per block shape in double precision
+(:class:`BlockSums`); chunks of projector atoms run on worker threads (numpy and BLAS
+release the GIL). Time and memory are linear in the number of atoms.
+
 The numerics are OpenMX's to the quadrature node: transforms tabulated on k_n = n kmax/N
 (n < N) and read at the nodes kmin + n (kmax - kmin)/N by OpenMX's Hermite interpolation
 (``RF_BesselF``, ``NLRF_BesselF``), so a node just past the table counts as zero. The
@@ -42,22 +50,30 @@ the 165-eV on-site kinetic blocks; this one is 1e-10 and 5e-9 eV off.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache, partial
+from typing import TypeVar
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.interpolate import CubicSpline
 from scipy.special import sph_harm_y, spherical_jn
+from threadpoolctl import threadpool_limits
 
 from ase_moireh.basis import Basis
 from ase_moireh.block_operator import (
     BlockOperator,
+    _edge_key,
+    concatenated_ranges,
     lookup_edges,
     packed_offsets,
-    sorted_edge_keys,
+    reversed_edges,
 )
 from ase_moireh.io.vps import VPSFile, find_vps, interpolate_openmx, projector_radial, read_vps
 from ase_moireh.neighbours import neighbour_pairs
@@ -81,6 +97,16 @@ DAMPING_WIDTH = 1.0 * Bohr
 STEP = 0.005
 #: closer than this (Angstrom, d > 0) the tables sum the k quadrature directly
 EXACT_BELOW = 1.0
+#: OpenMX's shortest bond, 1e-10 Bohr: on-site integrals are taken there, along +x
+#: (``Set_OLP_Kin.c``, ``Set_Nonlocal.c``, ``Set_ProExpn_VNA.c``; ``xyz2spherical.c``).
+#: Used for V_NA's on-site sums (7e-9 eV); T and V_NL take d = 0 (5e-9 eV off OpenMX
+#: in V_NL's on-site blocks, exactly rotation covariant)
+MIN_DISTANCE = 1e-10 * Bohr
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: OpenMX's GL_Mesh: nodes of its Gauss-Legendre radial and k quadratures
+GL_MESH = 300
 
 
 # --------------------------------------------------------------------------- quadrature
@@ -101,11 +127,51 @@ def openmx_k_quadrature() -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights
 
 
-def at_nodes(table: np.ndarray, clamp: bool) -> np.ndarray:
+@cache
+def openmx_gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre (abscissae, weights) on [-1, 1], ascending, as OpenMX's
+    ``Gauss_Legendre2`` makes them: Newton steps on P_n until a step is below 1e-13, the
+    weight from the derivative before the last step (1e-12-relative off the exact rule,
+    so the same numbers, not numpy's, reproduce OpenMX's integrals)."""
+    i = np.arange(1, (n + 1) // 2 + 1)
+    z = np.cos(np.pi * (i - 0.25) / (n + 0.5))
+    pp = np.zeros_like(z)
+    todo = np.ones(len(z), dtype=bool)
+    while todo.any():
+        zt = z[todo]
+        p1, p2 = np.ones_like(zt), np.zeros_like(zt)
+        for j in range(1, n + 1):
+            p1, p2 = ((2.0 * j - 1.0) * zt * p1 - (j - 1.0) * p2) / j, p1
+        slope = n * (zt * p1 - p2) / (zt * zt - 1.0)
+        znew = zt - p1 / slope
+        z[todo], pp[todo] = znew, slope
+        todo[np.flatnonzero(todo)[np.abs(znew - zt) <= 1e-13]] = False
+    w = 2.0 / ((1.0 - z * z) * pp * pp)
+    x = np.concatenate([-z, z[::-1][n % 2 :]])
+    return x, np.concatenate([w, w[::-1][n % 2 :]])
+
+
+@cache
+def openmx_gl_k_quadrature() -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, weights) of OpenMX's Gauss-Legendre k integrals on [kmin, kmax] (GL_Mesh =
+    300 nodes, ``GL_NormK``; the neutral-atom terms, ``Set_ProExpn_VNA.c``), Angstrom^-1."""
+    x, w = openmx_gauss_legendre(GL_MESH)
+    half = 0.5 * (KMAX - KMIN)
+    return half * x + 0.5 * (KMAX + KMIN), half * w
+
+
+#: the k quadratures of OpenMX's two-centre integrals, by name
+K_QUADRATURES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "trapezoid": openmx_k_quadrature,
+    "gauss": openmx_gl_k_quadrature,
+}
+
+
+def at_nodes(table: np.ndarray, clamp: bool, quadrature: str = "trapezoid") -> np.ndarray:
     """Transforms tabulated on :func:`transform_grid` (last axis) read at the quadrature
     nodes as OpenMX reads them: ``RF_BesselF`` for PAOs (``clamp``), ``NLRF_BesselF``
     for projectors."""
-    nodes, _ = openmx_k_quadrature()
+    nodes, _ = K_QUADRATURES[quadrature]()
     return interpolate_openmx(transform_grid(), table[..., :NK], nodes, clamp=clamp)
 
 
@@ -132,6 +198,29 @@ def openmx_damping(rcut: np.ndarray | float, r: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- tables
 
 
+@cache
+def any_basis_gaunt(la: int, lb: int, L: int) -> np.ndarray:
+    """G[a, b, M] = int Y_a Y'_b Y_LM dOmega with Y_a our orbital harmonics and Y'_b those
+    of :func:`~ase_moireh.overlap.coupling_harmonics` (any l, beyond our l <= 3), exact
+    as in :func:`~ase_moireh.overlap.real_gaunt`."""
+    n = (la + lb + L) // 2 + 2
+    x, w = np.polynomial.legendre.leggauss(n)
+    phi = 2 * np.pi * np.arange(2 * n + 1) / (2 * n + 1)
+    st = np.sqrt(1 - x**2)[:, None]
+    z = np.broadcast_to(x[:, None], (n, len(phi)))
+    unit = np.stack([st * np.cos(phi), st * np.sin(phi), z], -1).reshape(-1, 3)
+    weight = np.repeat(w, len(phi)) * (2 * np.pi / len(phi))
+    g = np.einsum(
+        "p,pa,pb,pm->abm",
+        weight,
+        orbital_harmonics(la, unit),
+        coupling_harmonics(lb, unit),
+        coupling_harmonics(L, unit),
+    )
+    g[np.abs(g) < 1e-14] = 0.0
+    return g
+
+
 @dataclass(frozen=True)
 class RadialSide:
     """One side of a two-centre integral: radial functions in block order (each fills
@@ -140,43 +229,91 @@ class RadialSide:
     shells: tuple[int, ...]
     transforms: np.ndarray  # (nshell, NK + 1) at openmx_k_quadrature() nodes
     cutoff: float  # Angstrom: the integral is zero beyond the sum of both sides'
+    #: rows in our orbital harmonics (basis.py); False: any orthonormal real basis of each
+    #: shell (:func:`~ase_moireh.overlap.coupling_harmonics`), for projectors of any l
+    #: whose m are summed over
+    orbital: bool = True
 
     @property
     def norb(self) -> int:
         return sum(2 * l + 1 for l in self.shells)
 
 
-def _shell_starts(shells: tuple[int, ...]) -> list[int]:
+def shell_starts(shells: tuple[int, ...]) -> np.ndarray:
     """First row of every shell in the block."""
-    return np.cumsum([0] + [2 * l + 1 for l in shells])[:-1].tolist()
+    return np.cumsum([0] + [2 * l + 1 for l in shells])[:-1]
 
 
-@lru_cache(maxsize=8)
-def _bessel(L: int, step: float, count: int) -> np.ndarray:
+def shell_pairs(
+    a: tuple[int, ...], b: tuple[int, ...]
+) -> Iterator[tuple[int, int, list[tuple[int, int]], np.ndarray]]:
+    """(l_a, l_b, the shell pairs (p, q) of those l, p-major, their flat places in the
+    block (npairs, 2l_a+1, 2l_b+1)) for every pair of l of two sides."""
+    starts_a, starts_b = shell_starts(a), shell_starts(b)
+    ncol = int(sum(2 * l + 1 for l in b))
+    for la in sorted(set(a)):
+        for lb in sorted(set(b)):
+            pairs = [
+                (p, q) for p, lp in enumerate(a) for q, lq in enumerate(b) if (lp, lq) == (la, lb)
+            ]
+            rows = starts_a[[p for p, _ in pairs]][:, None, None] + np.arange(2 * la + 1)[:, None]
+            cols = starts_b[[q for _, q in pairs]][:, None, None] + np.arange(2 * lb + 1)
+            yield la, lb, pairs, rows * ncol + cols
+
+
+@lru_cache(maxsize=16)
+def _bessel(L: int, step: float, count: int, quadrature: str) -> np.ndarray:
     """j_L(k d) on (distance grid n step, quadrature nodes): shared by the tables
     (11 MB each at the default step)."""
-    nodes, _ = openmx_k_quadrature()
+    nodes, _ = K_QUADRATURES[quadrature]()
     return spherical_jn(L, np.outer(np.arange(count) * step, nodes))
 
 
 @dataclass(frozen=True)
 class _Group:
-    """The radial integrals of one (l_a, l_b, L): every radial pair of those l at once."""
+    """The block places of one (l_a, l_b): every radial pair of those l and every L
+    coupling them, summed in one contraction (:meth:`RadialTable.evaluate`)."""
 
     la: int
     lb: int
-    L: int
+    #: (L, columns of the pairs' radial integrals in the table of that L)
+    terms: tuple[tuple[int, slice], ...]
     positions: np.ndarray  # (npairs, 2la+1, 2lb+1) flat places in the block
-    weighted: np.ndarray  # (nk, npairs) 8 c sign w_k k^(2+2p) F_a F_b
-    spline: CubicSpline
+    #: (rows, columns, np, nq) when the pairs fill a rectangle of the block, p-major
+    #: (shells of one l consecutive, as in OpenMX's order): written without a scatter
+    rect: tuple[slice, slice, int, int] | None
 
-    def radial(self, dist: np.ndarray, exact_below: float) -> np.ndarray:
-        """(E, npairs) at distances: the spline, or the quadrature itself below
-        ``exact_below`` (except at d = 0, a node of the table)."""
+
+def _rectangle(positions: np.ndarray, ncol: int) -> tuple[slice, slice, int, int] | None:
+    """The rectangle (rows, columns, np, nq) that ``positions`` fill as np x nq shell
+    pairs, p-major, or None."""
+    npairs, ma, mb = positions.shape
+    rows, cols = np.unique(positions // ncol), np.unique(positions % ncol)
+    n_p, n_q = len(rows) // ma, len(cols) // mb
+    if n_p * n_q != npairs or np.ptp(rows) + 1 != len(rows) or np.ptp(cols) + 1 != len(cols):
+        return None
+    expected = (rows[:, None] * ncol + cols).reshape(n_p, ma, n_q, mb).transpose(0, 2, 1, 3)
+    if not np.array_equal(expected.reshape(positions.shape), positions):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1), n_p, n_q
+
+
+@dataclass(frozen=True)
+class _Radial:
+    """The radial integrals of one L, all groups' pairs side by side."""
+
+    L: int
+    weighted: np.ndarray  # (nk, ncol) 8 c sign w_k k^(2+2p) F_a F_b
+    spline: CubicSpline
+    quadrature: str
+
+    def __call__(self, dist: np.ndarray, exact_below: float) -> np.ndarray:
+        """(E, ncol) at distances: the spline, or the quadrature itself below
+        ``exact_below``."""
         out = self.spline(dist)
         near = (dist > 0) & (dist < exact_below)
         if near.any():
-            nodes, _ = openmx_k_quadrature()
+            nodes, _ = K_QUADRATURES[self.quadrature]()
             out[near] = spherical_jn(self.L, np.outer(dist[near], nodes)) @ self.weighted
         return out
 
@@ -190,7 +327,11 @@ class RadialTable:
     default step (0.005 A) the cubic splines are within 1e-7 eV of the quadrature for
     kinetic integrals and 1e-8 for projector overlaps beyond 1 A (4e-8 and 2e-9 beyond
     1.5 A; 16x worse at 0.01 A, the overlap's step, 7e-4 eV near d = 0); closer than
-    ``exact_below`` (d > 0) the quadrature is summed directly.
+    ``exact_below`` the quadrature is summed directly. ``quadrature`` names the k rule
+    (:data:`K_QUADRATURES`); the sides' transforms must be at its nodes. With
+    ``min_distance`` (OpenMX's :data:`MIN_DISTANCE`) every shorter distance counts as
+    that one, along +x at d = 0, as OpenMX takes on-site integrals: 5e-9 eV in on-site
+    blocks, at the price of rotation covariance at that level.
     """
 
     def __init__(
@@ -201,56 +342,134 @@ class RadialTable:
         scale: float = 1.0,
         step: float = STEP,
         exact_below: float = EXACT_BELOW,
+        quadrature: str = "trapezoid",
+        min_distance: float = 0.0,
     ):
-        self.shape = (a.norb, b.norb)
-        self.rmax = a.cutoff + b.cutoff
-        self.exact_below = exact_below
-        nodes, weights = openmx_k_quadrature()
-        distances = np.arange(int(np.ceil(self.rmax / step)) + 2) * step
-        starts_a, starts_b = _shell_starts(a.shells), _shell_starts(b.shells)
+        nodes, weights = K_QUADRATURES[quadrature]()
         kernel = weights * nodes ** (2 + 2 * power)
-        self.groups: list[_Group] = []
-        for la in sorted(set(a.shells)):
-            for lb in sorted(set(b.shells)):
-                pairs = [
-                    (p, q)
-                    for p, lp in enumerate(a.shells)
-                    for q, lq in enumerate(b.shells)
-                    if (lp, lq) == (la, lb)
-                ]
-                product = np.array([a.transforms[p] * b.transforms[q] for p, q in pairs]).T
-                rows = np.array([starts_a[p] for p, _ in pairs])[:, None, None]
-                cols = np.array([starts_b[q] for _, q in pairs])[:, None, None]
-                rows = rows + np.arange(2 * la + 1)[None, :, None]
-                cols = cols + np.arange(2 * lb + 1)[None, None, :]
-                positions = rows * b.norb + cols
-                for L in range(abs(la - lb), la + lb + 1, 2):
-                    sign = (-1) ** ((la - lb - L) // 2)
-                    weighted = 8.0 * scale * sign * kernel[:, None] * product
-                    values = _bessel(L, step, len(distances)) @ weighted  # (nd, npairs)
-                    spline = CubicSpline(distances, values, axis=0)
-                    self.groups.append(_Group(la, lb, L, positions, weighted, spline))
+        parts = []
+        for la, lb, pairs, positions in shell_pairs(a.shells, b.shells):
+            product = np.array([a.transforms[p] * b.transforms[q] for p, q in pairs]).T
+            for L in range(abs(la - lb), la + lb + 1, 2):
+                sign = (-1) ** ((la - lb - L) // 2)
+                weighted = 8.0 * scale * sign * kernel[:, None] * product
+                parts.append((la, lb, L, positions, weighted))
+        self._build((a.norb, b.norb), a.cutoff + b.cutoff, parts, step, exact_below, quadrature)
+        self.gaunt = real_gaunt if b.orbital else any_basis_gaunt
+        self.min_distance = min_distance
+
+    @classmethod
+    def from_parts(
+        cls,
+        shape: tuple[int, int],
+        rmax: float,
+        parts: list[tuple[int, int, int, np.ndarray, np.ndarray]],
+        step: float = STEP,
+        exact_below: float = EXACT_BELOW,
+        quadrature: str = "trapezoid",
+        min_distance: float = 0.0,
+    ) -> RadialTable:
+        """A table of radial integrals that are no product of two sides' transforms:
+        ``parts`` are (l_a, l_b, L, positions (npairs, 2l_a+1, 2l_b+1) flat in the
+        block, weighted (nk, npairs)), each block element summing
+        j_L(k d) weighted over k times the real Gaunt coefficients with Y_LM(d_hat)."""
+        table = cls.__new__(cls)
+        table._build(shape, rmax, parts, step, exact_below, quadrature)
+        table.min_distance = min_distance
+        return table
+
+    def _build(self, shape, rmax, parts, step, exact_below, quadrature) -> None:
+        self.gaunt = real_gaunt
+        self.shape = shape
+        self.rmax = rmax
+        self.exact_below = exact_below
+        count = int(np.ceil(rmax / step)) + 2
+        distances = np.arange(count) * step
+        self.radials: dict[int, _Radial] = {}
+        terms: dict[tuple[int, int], list[tuple[int, slice]]] = {}
+        places: dict[tuple[int, int], np.ndarray] = {}
+        for L in sorted({part[2] for part in parts}):
+            mine = [part for part in parts if part[2] == L]
+            weighted = np.hstack([part[4] for part in mine])
+            values = _bessel(L, step, count, quadrature) @ weighted  # (nd, ncol)
+            spline = CubicSpline(distances, values, axis=0)
+            self.radials[L] = _Radial(L, weighted, spline, quadrature)
+            first = 0
+            for la, lb, _, positions, w in mine:
+                terms.setdefault((la, lb), []).append((L, slice(first, first + w.shape[1])))
+                places[la, lb] = positions
+                first += w.shape[1]
+        self.groups: list[_Group] = [
+            _Group(la, lb, tuple(t), places[la, lb], _rectangle(places[la, lb], shape[1]))
+            for (la, lb), t in terms.items()
+        ]
+
+    def _directions(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows within rmax, their distances, their unit vectors; OpenMX's +x at d = 0,
+        distances raised to ``min_distance``)."""
+        dist = np.linalg.norm(vectors, axis=1)
+        inside = np.flatnonzero(dist <= self.rmax)
+        unit = np.tile([1.0, 0.0, 0.0], (len(inside), 1))  # OpenMX's axis at d = 0
+        far = dist[inside] >= 1e-14 * Bohr
+        unit[far] = vectors[inside[far]] / dist[inside[far], None]
+        dist = np.where(far, dist[inside], 0.0)
+        if self.min_distance:
+            dist = np.maximum(dist, self.min_distance)
+        return inside, dist, unit
 
     def evaluate(self, vectors: np.ndarray) -> np.ndarray:
         """(E, n_a, n_b) blocks at bond vectors (Angstrom, from a to b); zero beyond
-        the two cutoffs."""
+        the two cutoffs.
+
+        Every (l_a, l_b) group is one batched product over its L, radial (p, q) by
+        angular (m_a, m_b), written straight into its rectangle of the blocks: a V_NA
+        projector block (19 x 972 numbers) costs a few ns a number, not the ~20 of
+        adding the L terms one by one."""
         vectors = np.asarray(vectors, dtype=float).reshape(-1, 3)
         out = np.zeros((len(vectors), *self.shape))
-        dist = np.linalg.norm(vectors, axis=1)
-        inside = np.flatnonzero(dist <= self.rmax)
-        unit = np.tile([0.0, 0.0, 1.0], (len(inside), 1))  # any axis at d = 0
-        far = dist[inside] > 1e-10
-        unit[far] = vectors[inside[far]] / dist[inside[far], None]
-        flat = np.zeros((len(inside), self.shape[0] * self.shape[1]))
-        harmonics: dict[int, np.ndarray] = {}
+        inside, dist, unit = self._directions(vectors)
+        if not len(inside):
+            return out
+        blocks = out if len(inside) == len(out) else np.zeros((len(inside), *self.shape))
+        radial = {L: table(dist, self.exact_below) for L, table in self.radials.items()}
+        harmonics = {L: coupling_harmonics(L, unit) for L in self.radials}
         for g in self.groups:
-            if g.L not in harmonics:
-                harmonics[g.L] = coupling_harmonics(g.L, unit)
-            angular = np.einsum("em,abm->eab", harmonics[g.L], real_gaunt(g.la, g.lb, g.L))
-            radial = g.radial(np.where(far, dist[inside], 0.0), self.exact_below)
-            flat[:, g.positions] += radial[:, :, None, None] * angular[:, None]
-        out[inside] = flat.reshape(-1, *self.shape)
+            ma, mb = 2 * g.la + 1, 2 * g.lb + 1
+            rad = np.stack([radial[L][:, cols] for L, cols in g.terms], axis=-1)  # (E, t, L)
+            ang = np.stack(
+                [
+                    harmonics[L] @ self.gaunt(g.la, g.lb, L).reshape(ma * mb, 2 * L + 1).T
+                    for L, _ in g.terms
+                ],
+                axis=1,
+            ).reshape(len(inside), len(g.terms), ma, mb)
+            if g.rect is None:
+                part = np.einsum("etl,elab->etab", rad, ang, optimize=True)
+                blocks.reshape(len(inside), -1)[:, g.positions.ravel()] = part.reshape(
+                    len(inside), -1
+                )
+                continue
+            _write_group(blocks, g.rect, rad, ang)
+        if blocks is not out:
+            out[inside] = blocks
         return out
+
+
+def _write_group(
+    blocks: np.ndarray, rect: tuple[slice, slice, int, int], rad: np.ndarray, ang: np.ndarray
+) -> None:
+    """blocks[e, (p, a), (q, b)] = sum_L rad[e, (p, q), L] ang[e, L, a, b] in the group's
+    rectangle, written in place: with one L a plain product (numpy's einsum loop), with
+    more a (q x L) by (L x b) matrix product for every (e, p, a) (the rectangle's rows
+    hold (q, b) contiguously); measured the faster of the two in each case."""
+    rows, cols, n_p, n_q = rect
+    count, nterms, ma, mb = ang.shape
+    target = blocks[:, rows, cols].reshape(count, n_p, ma, n_q, mb)
+    if nterms == 1:
+        np.einsum("epql,elab->epaqb", rad.reshape(count, n_p, n_q, 1), ang, out=target)
+        return
+    left = rad.reshape(count, n_p, 1, n_q, nterms)
+    np.matmul(left, ang.transpose(0, 2, 1, 3)[:, None], out=target)
 
 
 # --------------------------------------------------------------------------- spin-orbit
@@ -465,43 +684,198 @@ class NonlocalPseudopotential:
         edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
         symbols = np.array(atoms.get_chemical_symbols())
         cutoff = np.array([self.overlap.species(s).cutoff for s in symbols])
-        sites = _projector_sites(atoms, cutoff)
         norbs = self.basis.norbs(atoms.numbers) * (2 if self.spinful else 1)
         offsets = packed_offsets(norbs, edges)
         values = np.zeros(int(offsets[-1]), dtype=complex if self.spinful else float)
-        table = sorted_edge_keys(edges, len(atoms))
-        overlaps = [self._site_overlaps(atoms, symbols, sites, c) for c in range(self.channels)]
-        for k in np.unique(sites.k):
-            span = slice(*np.searchsorted(sites.k, [k, k + 1]))
-            pairs = _site_pairs(sites, span, table)
-            if pairs is None:
-                continue
-            product = sum(
-                _sandwich(np.vstack(overlaps[c][span]), self.coupling(str(symbols[k]), c))
-                for c in range(self.channels)
-            )
-            for edge, blocks in _cut_blocks(product, pairs, overlaps[0][span], span.start):
-                _accumulate(values, offsets, edge, blocks)
-        damping = openmx_damping(
-            cutoff[edges[:, 0]] + cutoff[edges[:, 1]],
-            np.linalg.norm(bond_vectors(atoms, edges), axis=1),
+        add_projector_products(
+            values,
+            offsets,
+            atoms,
+            edges,
+            projector_sites(atoms, cutoff),
+            self.projector_overlaps,
+            self.coupling,
+            self.channels,
         )
-        values *= np.repeat(damping, np.diff(offsets))
+        damp_blocks(values, offsets, atoms, edges, cutoff)
         meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
         return BlockOperator(atoms.numbers, self.basis, edges, values, self.spinful, **meta)
 
-    def _site_overlaps(
-        self, atoms: Atoms, symbols: np.ndarray, sites: ProjectorSites, channel: int
-    ) -> list[np.ndarray]:
-        """<phi_i|beta_k,S> (n_i, P_k) of every site, in site order."""
-        vec = atoms.positions[sites.k] + sites.shift @ np.asarray(atoms.cell)
-        vec -= atoms.positions[sites.i]
-        out: list[np.ndarray] = [np.zeros(0)] * len(vec)
-        for a, k, idx in _species_groups(symbols, sites.i, sites.k):
-            blocks = self.projector_overlaps(a, k, vec[idx], channel)
-            for n, s in enumerate(idx):
-                out[s] = blocks[n]
+
+# --------------------------------------------------------------------------- Hermitian halves
+
+
+def upper_edges(edges: np.ndarray) -> np.ndarray:
+    """Is (i, j, R) the computed one of its Hermitian pair: i < j, or i = j and R >= 0
+    lexicographically (the on-site block is its own partner)."""
+    i, j, r = edges[:, 0], edges[:, 1], edges[:, 2:]
+    positive = (r[:, 0] > 0) | (
+        (r[:, 0] == 0) & ((r[:, 1] > 0) | ((r[:, 1] == 0) & (r[:, 2] >= 0)))
+    )
+    return (i < j) | ((i == j) & positive)
+
+
+@dataclass(frozen=True)
+class EdgeHalves:
+    """Requested edges folded onto one edge of every Hermitian pair (:func:`upper_edges`).
+
+    H and its terms are Hermitian, <j,-R|O|i,0> = <i,0|O|j,R>^dagger, so the sums are
+    built on the upper edges alone (half the products, gathers and scatters) and every
+    requested lower edge is the (conjugate) transpose of its partner."""
+
+    edges: np.ndarray  # (C, 5) the upper edges that are computed
+    index: np.ndarray  # (E,) computed edge of every requested edge
+    flipped: np.ndarray  # (E,) the requested edge is the reverse of its computed one
+    natoms: int
+    table: tuple[np.ndarray, np.ndarray]  # sorted keys of ``edges``
+
+    @classmethod
+    def build(cls, edges: np.ndarray, natoms: int) -> EdgeHalves:
+        edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
+        flipped = ~upper_edges(edges)
+        folded = np.where(flipped[:, None], reversed_edges(edges), edges)
+        keys = _edge_key(folded, natoms)
+        unique, first, index = np.unique(keys, return_index=True, return_inverse=True)
+        upper = folded[first]
+        return cls(upper, index, flipped, natoms, (unique, np.arange(len(unique))))
+
+    def find(self, i: np.ndarray, j: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Computed edge of every (i, j, shift) row already in upper orientation, -1 if
+        it is not requested."""
+        return lookup_edges(self.table, np.column_stack([i, j, shift]), self.natoms)
+
+
+#: numbers written into the packed values at once by :meth:`BlockSums.write`
+WRITE_CHUNK = 4_000_000
+
+
+class BlockSums:
+    """Per block shape, dense sums (components, edges of that shape, n_i, n_j) of the
+    computed (upper) edges; blocks are added a batch at a time from any thread and
+    written into the packed values of the requested edges once, at the end.
+
+    Components: one (a real block) or four, [D, Kx, Ky, Kz], the spinor block
+    [[D + i Kz, Ky + i Kx], [-Ky + i Kx, D - i Kz]] (L.sigma with L = i Lambda)."""
+
+    def __init__(self, halves: EdgeHalves, norb: np.ndarray, components: int):
+        self.halves = halves
+        self.components = components
+        self.rows = norb[halves.edges[:, 0]]
+        self.cols = norb[halves.edges[:, 1]]
+        self.local = np.zeros(len(halves.edges), dtype=np.int64)
+        self.sums: dict[tuple[int, int], np.ndarray] = {}
+        for nr, nc in set(zip(self.rows.tolist(), self.cols.tolist(), strict=True)):
+            mine = np.flatnonzero((self.rows == nr) & (self.cols == nc))
+            self.local[mine] = np.arange(len(mine))
+            self.sums[nr, nc] = np.zeros((components, len(mine), nr, nc))
+        self._lock = threading.Lock()
+
+    def add(self, edge: np.ndarray, blocks: np.ndarray) -> None:
+        """sums[edge] += blocks (components, t, n_i, n_j), repeated edges summed first
+        (one projector atom's images, or the grid blocks of one batch, reach the same
+        edge many times): a bincount per component, 2-3x faster than sorting."""
+        unique, inverse = np.unique(edge, return_inverse=True)
+        if len(unique) == len(edge):
+            unique = edge  # no repeats: blocks stay in their order
+        else:
+            ncomp, _, na, nb = blocks.shape
+            flat = (inverse[:, None] * (na * nb) + np.arange(na * nb)).ravel()
+            blocks = np.stack(
+                [
+                    np.bincount(flat, weights=part.ravel(), minlength=len(unique) * na * nb)
+                    for part in blocks
+                ]
+            ).reshape(ncomp, len(unique), na, nb)
+        target = self.sums[blocks.shape[2], blocks.shape[3]]
+        with self._lock:
+            target[:, self.local[unique]] += blocks
+
+    def write(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        """values += the blocks of every requested edge, lower edges transposed, about
+        :data:`WRITE_CHUNK` numbers at a time (the spinor blocks of a 762-atom cell are
+        0.7 GB: their temporaries are not made whole)."""
+        index, flipped = self.halves.index, self.halves.flipped
+        rows, cols = self.rows[index], self.cols[index]
+        for (nr, nc), sums in self.sums.items():
+            size = nr * nc * (4 if self.components == 4 else 1)
+            for flip in (False, True):
+                mine = np.flatnonzero((rows == nr) & (cols == nc) & (flipped == flip))
+                for first in range(0, len(mine), max(1, WRITE_CHUNK // size)):
+                    sel = mine[first : first + max(1, WRITE_CHUNK // size)]
+                    blocks = self._blocks(sums[:, self.local[index[sel]]])
+                    if flip:
+                        blocks = blocks.transpose(0, 2, 1).conj()
+                    flat = blocks.reshape(len(sel), -1)
+                    values[offsets[sel][:, None] + np.arange(flat.shape[1])] += flat
+
+    def _blocks(self, parts: np.ndarray) -> np.ndarray:
+        """The blocks (t, rows, cols) of summed components (components, t, n_i, n_j)."""
+        if self.components == 1:
+            return parts[0]
+        d, kx, ky, kz = parts
+        t, na, nb = d.shape
+        out = np.empty((t, 2 * na, 2 * nb), dtype=complex)
+        out[:, :na, :nb] = d + 1j * kz
+        out[:, :na, nb:] = ky + 1j * kx
+        out[:, na:, :nb] = -ky + 1j * kx
+        out[:, na:, nb:] = d - 1j * kz
         return out
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def default_threads() -> int:
+    """Worker threads of the three-centre and grid sums: the CPUs this process may use
+    (numpy and BLAS release the GIL; each worker's BLAS runs single-threaded)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Iterable[T], ahead: int
+) -> Iterator[U]:
+    """``pool.map`` in order with at most ``ahead`` items in flight (memory stays bounded;
+    ``Executor.map`` submits everything at once)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def run_threaded(fn: Callable[[T], object], items: Iterable[T], threads: int) -> None:
+    """fn(item) for every item on ``threads`` workers, BLAS single-threaded inside (two
+    BLAS threads per GEMM on a shared two-core machine only spin)."""
+    with threadpool_limits(1):
+        if threads <= 1:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in bounded_map(pool, fn, items, 2 * threads):
+                pass
+
+
+# --------------------------------------------------------------------------- three centres
+
+#: sites whose projector overlaps are held at once (a chunk of whole projector atoms;
+#: ~75 MB of V_NA's 972 projectors per atom)
+SITE_CHUNK = 512
+
+
+def damp_blocks(
+    values: np.ndarray, offsets: np.ndarray, atoms: Atoms, edges: np.ndarray, cutoff: np.ndarray
+) -> None:
+    """Multiply every block by OpenMX's dampingF(r_c(i) + r_c(j), |d_ij|), in place."""
+    damping = openmx_damping(
+        cutoff[edges[:, 0]] + cutoff[edges[:, 1]],
+        np.linalg.norm(bond_vectors(atoms, edges), axis=1),
+    )
+    values *= np.repeat(damping, np.diff(offsets))
 
 
 @dataclass(frozen=True)
@@ -515,7 +889,7 @@ class ProjectorSites:
     natoms: int
 
 
-def _projector_sites(atoms: Atoms, cutoff: np.ndarray) -> ProjectorSites:
+def projector_sites(atoms: Atoms, cutoff: np.ndarray) -> ProjectorSites:
     """Sites with |r_k + S - r_i| <= r_c(i) + r_c(k), PAO cutoffs (OpenMX's neighbour rule,
     ``truncation.c``; Mo's d projectors reach that far through OpenMX's transforms), the
     atom's own projectors included."""
@@ -529,59 +903,273 @@ def _projector_sites(atoms: Atoms, cutoff: np.ndarray) -> ProjectorSites:
     return ProjectorSites(i[order], k[order], shift[order], len(atoms))
 
 
-def _site_pairs(
-    sites: ProjectorSites, span: slice, table: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(p, q, edge) for the pairs of sites of one projector atom whose edge
-    (i_p, i_q, S_p - S_q) is requested; None if there is none."""
-    ids = np.arange(span.start, span.stop)
-    p, q = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
-    query = np.column_stack([sites.i[p], sites.i[q], sites.shift[p] - sites.shift[q]])
-    edge = lookup_edges(table, query, sites.natoms)
-    keep = edge >= 0
-    return (p[keep], q[keep], edge[keep]) if keep.any() else None
+def _site_chunks(k: np.ndarray, chunk: int) -> list[slice]:
+    """Slices of the (sorted) site list holding whole projector atoms, about ``chunk``
+    sites each (one atom's sites if it has more)."""
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]).tolist() + [len(k)]
+    out, first = [], 0
+    for start, stop in zip(starts[:-1], starts[1:], strict=True):
+        if stop - first > chunk and start > first:
+            out.append(slice(first, start))
+            first = start
+    return out + [slice(first, len(k))] if len(k) else out
 
 
-def _sandwich(stack: np.ndarray, coupling: np.ndarray) -> np.ndarray:
-    """B M_c B^T for the stacked projector overlaps B (rows, P) of one projector atom and
-    every component M_c (components, P, P): (components, rows, rows), real GEMMs."""
-    ncomp, p, _ = coupling.shape
-    mixed = stack @ coupling.transpose(1, 0, 2).reshape(p, ncomp * p)  # (rows, c n)
-    mixed = mixed.reshape(len(stack) * ncomp, p) @ stack.T  # (rows c, rows)
-    return mixed.reshape(len(stack), ncomp, len(stack)).transpose(1, 0, 2)
+@dataclass(frozen=True)
+class _Coupling:
+    """M_k of one projector species, channels side by side (their projectors are summed
+    alike): per component either its diagonal (a symmetric product, two SYRKs by sign)
+    or the full matrix (a GEMM)."""
+
+    diagonal: tuple[np.ndarray | None, ...]  # (P,) per component, or None
+    dense: tuple[np.ndarray | None, ...]  # (P, P) per component, or None
+
+    @classmethod
+    def build(cls, matrices: list[np.ndarray]) -> _Coupling:
+        """From ``coupling(k, c)`` of every channel: (components, P, P) or a diagonal (P,)."""
+        if matrices[0].ndim == 1:
+            return cls((np.concatenate(matrices),), (None,))
+        diagonal, dense = [], []
+        for comp in range(matrices[0].shape[0]):
+            parts = [m[comp] for m in matrices]
+            full = _block_diagonal(parts)
+            if np.count_nonzero(full - np.diag(np.diag(full))) == 0:
+                diagonal.append(np.diag(full).copy())
+                dense.append(None)
+            else:
+                diagonal.append(None)
+                dense.append(full)
+        return cls(tuple(diagonal), tuple(dense))
+
+    @property
+    def components(self) -> int:
+        return len(self.diagonal)
+
+    def products(self, parts: list[list[np.ndarray]]) -> np.ndarray:
+        """X M_c X^T for every component (components, R, R), X the stacked overlaps:
+        ``parts`` are row blocks (one per orbital species), each a list of (R_a, P) per
+        channel, the channels' projectors side by side. Dense components share one
+        product X [M_1 ... M_n] and are written in place."""
+        rows = sum(len(part[0]) for part in parts)
+        out = np.empty((self.components, rows, rows))
+        for comp, diag in enumerate(self.diagonal):
+            if diag is not None:
+                _diagonal_product(parts, diag, out[comp])
+        dense = [c for c, full in enumerate(self.dense) if full is not None]
+        if dense:
+            raw = np.vstack([np.hstack(part) for part in parts])
+            size = raw.shape[1]
+            mixed = raw @ np.hstack([self.dense[c] for c in dense])  # (R, n P)
+            for n, comp in enumerate(dense):
+                np.matmul(mixed[:, n * size : (n + 1) * size], raw.T, out=out[comp])
+        return out
 
 
-def _cut_blocks(product: np.ndarray, pairs, overlaps: list[np.ndarray], first_site: int):
-    """(edge numbers, blocks) cut out of one projector atom's product, grouped by block
-    shape; four components become spinor blocks
-    [[D + i Kz, Ky + i Kx], [-Ky + i Kx, D - i Kz]] (L.sigma with L = i Lambda)."""
-    p, q, edge = pairs
-    rows = np.array([len(b) for b in overlaps])
-    first = np.concatenate([[0], np.cumsum(rows)[:-1]])
-    shape_p, shape_q = rows[p - first_site], rows[q - first_site]
-    for na, nb in set(zip(shape_p.tolist(), shape_q.tolist(), strict=True)):
-        sel = np.flatnonzero((shape_p == na) & (shape_q == nb))
-        r = first[p[sel] - first_site][:, None] + np.arange(na)
-        c = first[q[sel] - first_site][:, None] + np.arange(nb)
-        parts = product[:, r[:, :, None], c[:, None, :]]  # (components, t, na, nb)
-        if len(parts) == 1:
-            yield edge[sel], parts[0]
+def _block_diagonal(parts: list[np.ndarray]) -> np.ndarray:
+    size = sum(len(p) for p in parts)
+    out = np.zeros((size, size))
+    start = 0
+    for p in parts:
+        out[start : start + len(p), start : start + len(p)] = p
+        start += len(p)
+    return out
+
+
+def _diagonal_product(parts: list[list[np.ndarray]], diag: np.ndarray, out: np.ndarray) -> None:
+    """out = X diag(d) X^T as symmetric rank-k updates (numpy's X @ X.T is a SYRK, half
+    a GEMM's work): X+ X+^T - X- X-^T, X+- = X sqrt(+-d) on the columns of that sign,
+    each filled from the row blocks in one scaled copy."""
+    first = True
+    for sign in (1.0, -1.0):
+        scaled = _scaled_columns(parts, sign * diag)
+        if scaled is None:
             continue
-        d, kx, ky, kz = parts
-        blocks = np.empty((len(sel), 2 * na, 2 * nb), dtype=complex)
-        blocks[:, :na, :nb] = d + 1j * kz
-        blocks[:, :na, nb:] = ky + 1j * kx
-        blocks[:, na:, :nb] = -ky + 1j * kx
-        blocks[:, na:, nb:] = d - 1j * kz
-        yield edge[sel], blocks
+        if first:
+            np.matmul(scaled, scaled.T, out=out)
+            if sign < 0:
+                np.negative(out, out=out)
+            first = False
+        else:
+            out -= scaled @ scaled.T
+    if first:
+        out[...] = 0.0
 
 
-def _accumulate(values: np.ndarray, offsets: np.ndarray, edge: np.ndarray, blocks) -> None:
-    """values[block of edge] += blocks, summing repeated edges first (in a small cell one
-    projector atom reaches a pair through several of its images)."""
-    order = np.argsort(edge, kind="stable")
-    edge, blocks = edge[order], blocks[order]
-    starts = np.flatnonzero(np.r_[True, edge[1:] != edge[:-1]])
-    summed = np.add.reduceat(blocks, starts, axis=0) if len(starts) < len(edge) else blocks
-    flat = summed.reshape(len(starts), -1)
-    values[offsets[edge[starts]][:, None] + np.arange(flat.shape[1])] += flat
+def _scaled_columns(parts: list[list[np.ndarray]], weight: np.ndarray) -> np.ndarray | None:
+    """X[:, w > 0] sqrt(w[w > 0]) stacked from the row blocks, channel by channel; None
+    if no weight is positive."""
+    width = parts[0][0].shape[1]
+    cols = np.flatnonzero(weight > 0)
+    if not len(cols):
+        return None
+    rows = sum(len(part[0]) for part in parts)
+    out = np.empty((rows, len(cols)))
+    scale = np.sqrt(weight[cols])
+    first = 0
+    for part in parts:
+        last = first + len(part[0])
+        start = 0
+        for channel, block in enumerate(part):
+            mine = cols[(cols >= channel * width) & (cols < (channel + 1) * width)]
+            local = mine - channel * width
+            view = block if len(local) == width else block[:, local]
+            target = out[first:last, start : start + len(local)]
+            np.multiply(view, scale[start : start + len(local)], out=target)
+            start += len(local)
+        first = last
+    return out
+
+
+def add_projector_products(
+    values: np.ndarray,
+    offsets: np.ndarray,
+    atoms: Atoms,
+    edges: np.ndarray,
+    sites: ProjectorSites,
+    overlaps: Callable[[str, str, np.ndarray, int], np.ndarray],
+    coupling: Callable[[str, int], np.ndarray],
+    channels: int = 1,
+    chunk: int = SITE_CHUNK,
+    threads: int | None = None,
+) -> None:
+    """values += sum_k sum_c B_ik,c M_k,c B_jk,c^T on the requested edges (the three-centre
+    sum of ``Set_Nonlocal.c`` and ``Set_ProExpn_VNA.c``), undamped.
+
+    ``overlaps(a, k, vectors, c)`` gives <phi_a|beta_k,c> (E, n_a, P_k) for projectors of
+    species k at ``vectors`` from orbitals of species a; ``coupling(k, c)`` gives M_k,c,
+    (components, P, P) (four: the spin-orbit spinor parts, see :class:`BlockSums`) or its
+    diagonal (P,). The overlaps are made a chunk of whole projector atoms at a time, so
+    memory does not grow with N; each projector atom's sites give one product
+    B M B^T (a SYRK for a diagonal M), from which the blocks of its site pairs whose
+    edge is requested, upper half only (:class:`EdgeHalves`), are cut. Chunks run on
+    ``threads`` workers (default: every CPU)."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 5)
+    symbols = np.array(atoms.get_chemical_symbols())
+    kinds = sorted(set(symbols.tolist()))
+    empty = np.zeros((0, 3))
+    projector_kinds = sorted(set(symbols[sites.k].tolist()))
+    for a in kinds:  # every radial table built here, not twice by racing workers
+        for b in projector_kinds:
+            for c in range(channels):
+                overlaps(a, b, empty, c)
+    norb_of = {a: overlaps(a, kinds[0], empty, 0).shape[1] for a in kinds}
+    couplings = {
+        b: _Coupling.build([coupling(b, c) for c in range(channels)]) for b in projector_kinds
+    }
+    components = {c.components for c in couplings.values()}
+    if len(components) > 1:
+        raise ValueError("projector species disagree on the coupling's components")
+    norb = np.array([norb_of[s] for s in symbols.tolist()])
+    halves = EdgeHalves.build(edges, len(atoms))
+    sums = BlockSums(halves, norb, components.pop() if components else 1)
+    context = _ChunkContext(
+        atoms, symbols, norb, sites, halves, sums, overlaps, couplings, channels
+    )
+    run_threaded(context.run, _site_chunks(sites.k, chunk), threads or default_threads())
+    sums.write(values, offsets)
+
+
+@dataclass(frozen=True)
+class _ChunkContext:
+    """What every chunk of projector sites needs (:meth:`run` is a thread's work)."""
+
+    atoms: Atoms
+    symbols: np.ndarray
+    norb: np.ndarray  # per atom
+    sites: ProjectorSites
+    halves: EdgeHalves
+    sums: BlockSums
+    overlaps: Callable[[str, str, np.ndarray, int], np.ndarray]
+    couplings: dict[str, _Coupling]
+    channels: int
+
+    def run(self, part: slice) -> None:
+        """Overlaps of the chunk's sites, then every projector atom's product and cuts."""
+        ids = np.arange(part.start, part.stop)
+        sites, symbols = self.sites, self.symbols
+        kind = symbols[sites.i[ids]]
+        # within each projector atom: its sites by orbital species, then site order
+        order = np.lexsort((ids, kind, sites.k[ids]))
+        ids, kind = ids[order], kind[order]
+        k = sites.k[ids]
+        size = self.norb[sites.i[ids]]
+        start = np.r_[True, k[1:] != k[:-1]]
+        row = np.cumsum(size) - size
+        row -= np.maximum.accumulate(np.where(start, row, 0))  # first row within its atom
+        stacks = self._overlaps(ids, kind)
+        pairs = self._pairs(ids, k)
+        bounds = np.flatnonzero(np.r_[start, True])
+        pair_bounds = np.searchsorted(pairs[0], bounds)
+        for n in range(len(bounds) - 1):
+            span = slice(bounds[n], bounds[n + 1])
+            cut = slice(pair_bounds[n], pair_bounds[n + 1])
+            if cut.start == cut.stop:
+                continue
+            b = str(symbols[k[span.start]])
+            x = self._stacked(stacks, ids[span], kind[span], b)
+            product = self.couplings[b].products(x)
+            p, q, edge = pairs[0][cut], pairs[1][cut], pairs[2][cut]
+            for edge_part, blocks in _cut(product, row, size, p, q, edge):
+                self.sums.add(edge_part, blocks)
+
+    def _overlaps(self, ids: np.ndarray, kind: np.ndarray) -> dict:
+        """{(a, b): (site ids, overlaps per channel (E, n_a, P_b))} of the chunk's sites
+        by orbital species a and projector species b."""
+        sites = self.sites
+        k = sites.k[ids]
+        kinds_k = self.symbols[k]
+        vec = self.atoms.positions[k] + sites.shift[ids] @ np.asarray(self.atoms.cell)
+        vec -= self.atoms.positions[sites.i[ids]]
+        out = {}
+        for a in np.unique(kind):
+            for b in np.unique(kinds_k[kind == a]):
+                sel = np.flatnonzero((kind == a) & (kinds_k == b))
+                blocks = [self.overlaps(str(a), str(b), vec[sel], c) for c in range(self.channels)]
+                out[str(a), str(b)] = (ids[sel], blocks)
+        return out
+
+    def _stacked(
+        self, stacks: dict, ids: np.ndarray, kind: np.ndarray, b: str
+    ) -> list[list[np.ndarray]]:
+        """The overlaps of one projector atom's sites as row blocks (one per orbital
+        species, sites in order), each a list of (R_a, P) views per channel."""
+        parts = []
+        for a in np.unique(kind):
+            mine, blocks = stacks[str(a), b]
+            first, last = np.searchsorted(mine, ids[kind == a][[0, -1]])
+            parts.append([blk[first : last + 1].reshape(-1, blk.shape[2]) for blk in blocks])
+        return parts
+
+    def _pairs(self, ids: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(p, q, computed edge) of every site pair of one projector atom whose edge
+        (i_p, i_q, S_p - S_q) is computed, p and q local to the chunk order, sorted by p."""
+        counts = np.diff(np.flatnonzero(np.r_[True, k[1:] != k[:-1], True]))
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        per_site = np.repeat(counts, counts)  # partners of every site
+        p = np.repeat(np.arange(len(k)), per_site)
+        q = np.repeat(first, per_site) + concatenated_ranges(np.zeros(len(k), np.int64), per_site)
+        sites = self.sites
+        i_p, i_q = sites.i[ids[p]], sites.i[ids[q]]
+        shift = sites.shift[ids[p]] - sites.shift[ids[q]]
+        upper = upper_edges(np.column_stack([i_p, i_q, shift]))
+        p, q, i_p, i_q, shift = p[upper], q[upper], i_p[upper], i_q[upper], shift[upper]
+        edge = self.halves.find(i_p, i_q, shift)
+        keep = edge >= 0
+        return p[keep], q[keep], edge[keep]
+
+
+def _cut(
+    product: np.ndarray,
+    row: np.ndarray,
+    size: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    edge: np.ndarray,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(edges, blocks (components, t, n_p, n_q)) cut out of one projector atom's product
+    by shape, each block gathered whole through a sliding-window view."""
+    rows, cols = size[p], size[q]
+    for na, nb in set(zip(rows.tolist(), cols.tolist(), strict=True)):
+        sel = np.flatnonzero((rows == na) & (cols == nb))
+        window = sliding_window_view(product, (na, nb), axis=(1, 2))
+        yield edge[sel], window[:, row[p[sel]], row[q[sel]]]

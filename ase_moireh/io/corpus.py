@@ -10,7 +10,10 @@ An entry is one converged DFT run, in a folder ``<corpus>/<name>/``::
     structure.extxyz the structure (with its generation metadata)
     openmx_in.dat    the input, DATA.PATH relative, so anyone can recompute the entry
     h0_openmx.h5     (optional) OpenMX's zeroth-step H0 of the same structure, in the
-                     format of hamiltonian.h5 (:mod:`ase_moireh.tools.zeroth_step`)
+                     format of hamiltonian.h5 (:mod:`ase_moireh.workflows.zeroth_step`)
+    h0.h5            (optional) the same H0 computed natively (:mod:`ase_moireh.h0`,
+                     :mod:`ase_moireh.workflows.native_h0`), same format: what training
+                     reads instead of recomputing it
 
 ``manifest.json`` lists every entry with how it was made and how it converged, and
 its split (train / validation / test / holdout), fixed by :func:`assign_split` when the
@@ -40,6 +43,8 @@ FORMAT = "ase-moireh corpus H 1"
 MANIFEST = "manifest.json"
 #: OpenMX's zeroth-step H0 of an entry (the H of the superposed atomic densities)
 H0_OPENMX = "h0_openmx.h5"
+#: the same H0 computed by :mod:`ase_moireh.h0` (no OpenMX), for every entry
+H0_NATIVE = "h0.h5"
 SPLITS = ("train", "validation", "test", "holdout")
 #: a stored run's SCF must end below this NormRD: the criterion of the shared reference
 #: runs (``../shared/data/openmx/README.md``), which the corpus matches

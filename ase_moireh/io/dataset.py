@@ -247,7 +247,7 @@ def read_dftio(folder: str | os.PathLike, frame: int = 0) -> ElectronicStructure
 
 
 def read_structure(folder: str | os.PathLike) -> ElectronicStructure:
-    """Any dataset folder: a corpus entry (compact H, :mod:`ase_moireh.corpus`) or a
+    """Any dataset folder: a corpus entry (compact H, :mod:`ase_moireh.io.corpus`) or a
     dftio folder."""
     if (Path(folder) / "hamiltonian.h5").is_file():
         from ase_moireh.io.corpus import CorpusError, read_entry

@@ -185,6 +185,103 @@ def interpolate_openmx(
     m = np.searchsorted(x, points, side="left")  # OpenMX's bisection: x[m-1] < p <= x[m]
     m = np.clip(m, 2, n - 2) if clamp else np.clip(m, 1, n - 1)
     m = np.where(points < x[0], 1, m)
+    return np.where(points > x[-1], 0.0, _hermite(x, values, points, m))
+
+
+def interpolate_phif(x: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """OpenMX's ``PhiF`` / ``VNAF`` (the neutral-atom potential and its projectors):
+    segments 2..n-1, the last with a mirrored outer point; below x[0] the parabola
+    a p^2 + b with the value and slope of the cubic at x[4]; zero beyond the last point."""
+    points = np.asarray(points, dtype=float)
+    n = len(x)
+    m = np.clip(np.searchsorted(x, points, side="left"), 2, n - 1)
+    out = _hermite(x, values, points, m)
+    h2, h3 = x[4] - x[3], x[5] - x[4]
+    f2, f3, f4 = values[..., 3:4], values[..., 4:5], values[..., 5:6]
+    slope = ((f4 - f3) * h2 / h3 + (f3 - f2) * h3 / h2) / (h2 + h3)
+    a = 0.5 * slope / x[4]
+    below = a * points**2 + (f3 - a * x[4] ** 2)
+    out = np.where(points < x[0], below, out)
+    return np.where(points > x[-1], 0.0, out)
+
+
+def interpolate_kumo(x: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """OpenMX's ``KumoF`` inside the table: the four-point cubic on the uniform grid x
+    (a file's ln r) of ``values`` extended by one linearly extrapolated point at each
+    end; points outside [x[0], x[-1]] are clamped to it."""
+    n = len(x)
+    ext = np.concatenate([[2 * values[0] - values[1]], values, [2 * values[-1] - values[-2]]])
+    t = (n - 1.0) * (np.clip(points, x[0], x[-1]) - x[0]) / (x[-1] - x[0])
+    i = np.minimum(np.floor(t).astype(np.int64), n - 2)
+    dt = t - i
+    y0, y1, y2, y3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
+    cubic = ((y3 - y0 - 3.0 * (y2 - y1)) * dt - y3 + 4.0 * y2 - 5.0 * y1 + 2.0 * y0) * dt
+    return 0.5 * (cubic + (y2 - y0)) * dt + y1
+
+
+def interpolate_log_radial(x: np.ndarray, values: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """A function tabulated on a uniform grid x = ln r read at ``radii`` (the unit of
+    exp(x)) as OpenMX reads its atomic densities (``AtomicDenF``, ``AtomicPCCF``):
+    :func:`interpolate_kumo` in ln r, the last value beyond the table, and below its
+    first point a r^2 + b matched in value and slope to the Hermite cubic at r[4]."""
+    radii = np.asarray(radii, dtype=float)
+    with np.errstate(divide="ignore"):
+        out = interpolate_kumo(x, values, np.log(radii))
+    below = radii < np.exp(x[0])
+    if below.any():
+        out[below] = _kumo_below(np.exp(x), values, radii[below])
+    return out
+
+
+def _kumo_below(r: np.ndarray, values: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """``AtomicDenF`` below the table: a r^2 + b with the value and slope at r[4] of the
+    Hermite cubic through the table padded by one extrapolated point in front (OpenMX's
+    mix of padded values and unpadded radii kept)."""
+    y = np.concatenate([[2 * values[0] - values[1]], values])
+    m = 4
+    rm = r[m]
+    h1, h2, h3 = r[m - 1] - r[m - 2], r[m] - r[m - 1], r[m + 1] - r[m]
+    f1, f2, f3, f4 = y[m - 2], y[m - 1], y[m], y[m + 1]
+    g1 = ((f3 - f2) * h1 / h2 + (f2 - f1) * h2 / h1) / (h1 + h2)
+    g2 = ((f4 - f3) * h2 / h3 + (f3 - f2) * h3 / h2) / (h2 + h3)
+    y1, y2 = (rm - r[m - 1]) / h2, (rm - r[m]) / h2
+    f = y2 * y2 * (3 * f2 + h2 * g1 + (2 * f2 + h2 * g1) * y2) + y1 * y1 * (
+        3 * f3 - h2 * g2 - (2 * f3 - h2 * g2) * y1
+    )
+    df = (
+        2 * y2 / h2 * (3 * f2 + h2 * g1 + (2 * f2 + h2 * g1) * y2)
+        + y2 * y2 * (2 * f2 + h2 * g1) / h2
+        + 2 * y1 / h2 * (3 * f3 - h2 * g2 - (2 * f3 - h2 * g2) * y1)
+        - y1 * y1 * (2 * f3 - h2 * g2) / h2
+    )
+    a = 0.5 * df / rm
+    return a * radii**2 + (f - a * rm * rm)
+
+
+@dataclass(frozen=True)
+class LogRadialTable:
+    """A radial function on an OpenMX logarithmic grid, uniform in x = ln(r / Angstrom),
+    read as OpenMX reads atomic and partial-core densities (:func:`interpolate_log_radial`)."""
+
+    x: np.ndarray  # (n,) ln(r / Angstrom), uniform
+    values: np.ndarray  # (n,)
+
+    def __call__(self, radii: np.ndarray) -> np.ndarray:
+        """Values at ``radii`` (Angstrom)."""
+        return interpolate_log_radial(self.x, self.values, radii)
+
+
+def core_density_table(vps: VPSFile) -> LogRadialTable | None:
+    """The partial-core density (Angstrom^-3) of a pseudopotential as a table, or None."""
+    if vps.core_density is None:
+        return None
+    return LogRadialTable(np.log(vps.r), vps.core_density)
+
+
+def _hermite(x: np.ndarray, values: np.ndarray, points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The cubic of OpenMX's segment m (x[m-1]..x[m]) at the points; the segments 1 and
+    n-1 mirror their missing outer point."""
+    n = len(x)
     lo, hi = np.clip(m - 2, 0, n - 1), np.clip(m + 1, 0, n - 1)
     h2 = x[m] - x[m - 1]
     h1 = np.where(m == 1, 0.0, x[m - 1] - x[lo])
@@ -199,10 +296,9 @@ def interpolate_openmx(
     g2 = ((f4 - f3) * h2 / h3 + (f3 - f2) * h3 / h2) / (h2 + h3)
     y1 = (points - x[m - 1]) / h2
     y2 = (points - x[m]) / h2
-    out = y2 * y2 * (3 * f2 + h2 * g1 + (2 * f2 + h2 * g1) * y2) + y1 * y1 * (
+    return y2 * y2 * (3 * f2 + h2 * g1 + (2 * f2 + h2 * g1) * y2) + y1 * y1 * (
         3 * f3 - h2 * g2 - (2 * f3 - h2 * g2) * y1
     )
-    return np.where(points > x[-1], 0.0, out)
 
 
 def projector_radial(vps: VPSFile, values: np.ndarray, l: int, radii: np.ndarray) -> np.ndarray:
@@ -211,3 +307,50 @@ def projector_radial(vps: VPSFile, values: np.ndarray, l: int, radii: np.ndarray
     radii = np.asarray(radii, dtype=float)
     out = interpolate_openmx(vps.r, values, radii, clamp=False)
     return out if l == 0 else np.where(radii < vps.r[0], 0.0, out)
+
+
+@dataclass(frozen=True)
+class ValenceDensity:
+    """The free atom's valence density, ``<valence.charge.density`` of a ``.pao`` file
+    (rows x r rho): what OpenMX's neutral-atom potential screens V_loc with and what its
+    zeroth step superposes for V_xc. Read here, beside the ``.vps``, as only the
+    pseudopotential terms use it."""
+
+    path: str
+    x: np.ndarray  # (n,) the file's x = ln(r / Bohr), shifted to ln(r / Angstrom)
+    r: np.ndarray  # (n,) Angstrom
+    density: np.ndarray  # (n,) Angstrom^-3, as in the file (OpenMX rescales it)
+
+    def scaled(self, charge: float) -> np.ndarray:
+        """The density rescaled to ``charge`` electrons as OpenMX rescales it
+        (``Read_VPS``, ``SetPara_DFT.c``): by the rectangle rule in x, 4 pi sum rho r^3 dx."""
+        total = 4 * np.pi * (self.x[1] - self.x[0]) * np.sum(self.density * np.exp(3 * self.x))
+        return self.density * (charge / total)
+
+    def table(self, charge: float) -> LogRadialTable:
+        """:meth:`scaled` as a :class:`LogRadialTable` (Angstrom^-3)."""
+        return LogRadialTable(self.x, self.scaled(charge))
+
+
+def read_valence_density(path: str | os.PathLike) -> ValenceDensity:
+    """The valence density block of a ``.pao`` file (plain, .xz or .gz)."""
+    path = Path(path)
+    try:
+        text = _text(path)
+    except FileNotFoundError:
+        raise VPSError(f"{path}: no such PAO file") from None
+    except OSError as err:
+        raise VPSError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        nmesh = int(_keyword(text, "grid.num.output", path))
+    except ValueError as err:
+        raise VPSError(f"{path}: bad keyword value ({err})") from None
+    rows = _rows(
+        _block(text, "valence.charge.density", path), nmesh, 3, "<valence.charge.density", path
+    )
+    return ValenceDensity(
+        path=str(path),
+        x=rows[:, 0] + np.log(Bohr),
+        r=rows[:, 1] * Bohr,
+        density=rows[:, 2] * Bohr**-3,
+    )

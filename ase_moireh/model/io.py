@@ -181,3 +181,12 @@ def load_bundle(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         return ModelBundle(models, overlap, info, corrections)
     except (KeyError, TypeError, ValueError, RuntimeError, OverlapError, IndexError) as err:
         raise ModelFileError(f"{path}: inconsistent model file ({err})") from None
+
+
+def training_stages(info: dict) -> dict[str, dict]:
+    """The trainer's reports held in a model file's info, by stage, in training order:
+    its own (``train``), or those a recipe nests under stage names (``pretrain``,
+    ``finetune``; ``col_pretrain``, ``col_finetune``, ``soc_correction``, ...)."""
+    if "train" in info:
+        return {"train": info["train"]}
+    return {k: v["train"] for k, v in info.items() if isinstance(v, dict) and "train" in v}

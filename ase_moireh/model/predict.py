@@ -19,13 +19,13 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
-from ase_moireh.block_operator import BlockOperator, packed_offsets
+from ase_moireh.block_operator import BlockOperator, add_correction, packed_offsets
 from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.residual import add_h0, predicts_residual, require_h0
-from ase_moireh.model.soc import add_correction, combine_spread
+from ase_moireh.model.soc import combine_spread
 
 log = logging.getLogger(__name__)
 

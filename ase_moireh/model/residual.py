@@ -13,14 +13,8 @@ a model never gives a Hamiltonian without an H0 (:func:`require_h0`).
 
 from __future__ import annotations
 
-from ase_moireh.block_operator import BlockOperator
-from ase_moireh.model.soc import (
-    check_same_structure,
-    matched_numbers,
-    on_edges,
-    spinor_lift,
-    target_structure,
-)
+from ase_moireh.block_operator import BlockOperator, matched_numbers, spinor_lift
+from ase_moireh.model.soc import check_same_structure, on_edges, target_structure
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ``info`` key of a model file naming what its members predict

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ase_moireh.block_operator import BlockOperator, concatenated_ranges, packed_offsets
+from ase_moireh.block_operator import (
+    BlockOperator,
+    concatenated_ranges,
+    matched_numbers,
+    packed_offsets,
+    spinor_lift,
+)
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ``ModelConfig.extra["role"]`` of the members of a bundle that predict dH_SO
@@ -25,25 +31,6 @@ def _with_values(op: BlockOperator, edges: np.ndarray, values: np.ndarray, spinf
     return BlockOperator(
         op.numbers, op.basis, edges, values, spinful, cell=op.cell, positions=op.positions
     )
-
-
-def spinor_lift(op: BlockOperator) -> BlockOperator:
-    """H (x) 1_2 of a collinear (spinless) operator, in the spinor layout (written a
-    chunk at a time: no temporary of the whole spinor size)."""
-    if op.spinful:
-        raise ValueError("spinor_lift needs a collinear (spinless) operator")
-    out = _with_values(op, op.edges, np.zeros(4 * op.values.size, dtype=complex), True)
-    for edge, local, p, q in out.element_chunks():
-        out.values[out.offsets[edge] + local] = op.lifted_values(edge, p, q, True)
-    return out
-
-
-def matched_numbers(target: BlockOperator, source: BlockOperator):
-    """Per chunk: positions in ``target.values`` and in ``source.values`` of every number
-    of the source's blocks that the target has too (same edge, same block shape)."""
-    found = target.find(source.edges)
-    for edge, local, _, _ in source.element_chunks(np.flatnonzero(found >= 0)):
-        yield target.offsets[found[edge]] + local, source.offsets[edge] + local
 
 
 def on_edges(op: BlockOperator, edges: np.ndarray) -> tuple[BlockOperator, np.ndarray]:
@@ -98,15 +85,6 @@ def soc_correction(soc: BlockOperator, col: BlockOperator, where: str = "twins")
             f"{where}: {int((~have).sum())} blocks of the SOC run have no collinear partner"
         )
     return _with_values(soc, soc.edges, soc.values - lifted.values, True)
-
-
-def add_correction(col: BlockOperator, correction: BlockOperator) -> BlockOperator:
-    """H_col (x) 1_2 + dH_SO on the collinear operator's blocks (dH_SO is zero where it
-    has no block: it is shorter-ranged than H). Added in place, chunk by chunk."""
-    out = spinor_lift(col)
-    for target, source in matched_numbers(out, correction):
-        out.values[target] += correction.values[source]
-    return out
 
 
 def combine_spread(

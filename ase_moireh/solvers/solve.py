@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
-from ase_moireh.factorize import count_below, counting_factor, factorize, release
+from ase_moireh.solvers.factorization import count_below, counting_factor, factorize, release
 
 #: S(k) up to this size is diagonalised densely to report its smallest eigenvalue
 DENSE_CHECK_LIMIT = 4000

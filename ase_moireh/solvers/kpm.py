@@ -27,15 +27,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from tqdm import tqdm
 
-from ase_moireh.factorize import factorize, release
-from ase_moireh.solve import arpack
-from ase_moireh.tightbinding import TightBinding
+from ase_moireh.solvers.factorization import factorize, release
+from ase_moireh.solvers.solve import arpack
+
+if TYPE_CHECKING:  # an annotation only: any object with pair, shifted and Sk will do
+    from ase_moireh.tightbinding import TightBinding
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 at a time: an MPI rank's rows (:func:`local_rows`), or for one process the upper
 triangles of both in single precision (:func:`upper_pencil`), all a factorisation and a
 product with S need, at a fraction of the memory of double-precision CSR of the whole
-matrices (the 0.88 deg cell: 439k rows, ~4e8 numbers each)."""
+matrices (the 0.88 deg cell: 439k rows, ~4e8 numbers each). Torch-free: MPI ranks
+import it without the model code."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from ase_moireh.basis import Basis, spin_factor
-from ase_moireh.model.stream import read_streamed
+from ase_moireh.io.streamed import read_streamed
 from ase_moireh.tightbinding import TightBinding
 
 

@@ -2,28 +2,27 @@
 
 Run as ``mpirun -np N moireh bands FILE.h5 --mpi ...`` on a streamed prediction
 (``moireh predict --stream`` or ``moireh ribbon --write``). Rows of H(k) - sigma S(k)
-and of S(k) are split across the ranks by whole atoms, balanced by rows; each rank reads
-from the file only the blocks of its own atoms' rows and Bloch-sums only those rows, so
-no rank ever holds the whole operator. SLEPc's Krylov-Schur then solves the generalised
+and of S(k) are split across the ranks by whole atoms, balanced by rows; each rank asks
+only for its own atoms' rows (:func:`ase_moireh.io.pencil.local_rows` reads from the file
+only their blocks and Bloch-sums only those rows), so no rank ever holds the whole
+operator. SLEPc's Krylov-Schur then solves the generalised
 Hermitian problem (A, B) = (H - sigma S, S) for the eigenvalues nearest 0 by
 shift-invert (ST sinvert at 0: MUMPS factorises A, distributed), and the levels are
 those plus sigma.
 
 petsc4py and slepc4py have no wheels on PyPI: Debian's ``python3-slepc4py-complex``
 (with ``python3-petsc4py-complex``, ``python3-mpi4py``) works in a venv made with
-Debian's Python and ``--system-site-packages`` (README, "Past one machine").
+Debian's Python and ``--system-site-packages`` (docs/large-cells.md, "Past one machine").
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from ase_moireh.tools.pencil import local_rows, rows_per_atom
 
 #: Debian's install places of the complex builds (used when PETSC_DIR/SLEPC_DIR are unset)
 DEBIAN_DIRS = {
@@ -32,8 +31,8 @@ DEBIAN_DIRS = {
 }
 INSTALL_HINT = (
     "install Debian's python3-slepc4py-complex python3-petsc4py-complex python3-mpi4py and "
-    "run in a venv of Debian's python3 made with --system-site-packages (README: Past one "
-    "machine)"
+    "run in a venv of Debian's python3 made with --system-site-packages (docs/large-cells.md: "
+    "Past one machine)"
 )
 
 
@@ -88,18 +87,23 @@ def _petsc_matrix(PETSc, comm, csr, n: int):  # noqa: N803 (the module's own nam
 
 
 def distributed_levels(
-    path: str | os.PathLike, k: Sequence[float], sigma: float, nev: int, tol: float = 1e-12
+    rows_per_atom: np.ndarray,
+    local_rows: Callable[[range], tuple],
+    sigma: float,
+    nev: int,
+    tol: float = 1e-12,
 ) -> np.ndarray:
-    """The ``nev`` levels nearest ``sigma`` (eV, ascending) at fractional k, every rank
-    of MPI's world taking part; every rank returns them."""
+    """The ``nev`` levels nearest ``sigma`` (eV, ascending) of the pencil (H - sigma S, S),
+    every rank of MPI's world taking part; every rank returns them. ``local_rows(atoms)``
+    gives the rank's rows of H - sigma S and of S (CSR, global columns) for its range of
+    atoms (:func:`row_partition` of ``rows_per_atom``)."""
     PETSc, SLEPc = import_slepc()  # noqa: N806
     comm = PETSc.COMM_WORLD
-    rows = rows_per_atom(path)
-    n = int(rows.sum())
+    n = int(np.sum(rows_per_atom))
     if not 0 < nev < n:
         raise ValueError(f"nev must lie in 1..{n - 1} (the matrix has {n} rows), got {nev}")
-    atoms = row_partition(rows, comm.getSize())[comm.getRank()]
-    a, b, _ = local_rows(path, atoms, k, sigma)
+    atoms = row_partition(rows_per_atom, comm.getSize())[comm.getRank()]
+    a, b = local_rows(atoms)[:2]
     eps = SLEPc.EPS().create(comm)
     eps.setOperators(_petsc_matrix(PETSc, comm, a, n), _petsc_matrix(PETSc, comm, b, n))
     eps.setProblemType(SLEPc.EPS.ProblemType.GHEP)
@@ -117,7 +121,7 @@ def distributed_levels(
     eps.solve()
     found = eps.getConverged()
     if found < nev:
-        raise RuntimeError(f"SLEPc converged {found} of {nev} levels at k = {tuple(k)}")
+        raise RuntimeError(f"SLEPc converged {found} of {nev} levels")
     values = np.array([eps.getEigenvalue(i).real for i in range(found)])
     nearest = values[np.argsort(np.abs(values))[:nev]]
     return np.sort(nearest) + sigma

@@ -9,7 +9,7 @@ wall time, failure reason):
   crash, is started again from scratch;
 * convergence means: OpenMX ended normally, its SCF met the input's ``scf.criterion``
   and the electron count it reports equals the neutral one (this catches the
-  non-collinear band-solver bug of OpenMX 3.9, see the README). The SCF is met when
+  non-collinear band-solver bug of OpenMX 3.9, see docs/dft-corpus.md). The SCF is met when
   NormRD < criterion, or when OpenMX stopped before ``scf.maxIter`` on its own test
   (DFT.c: change of the band energy < criterion and NormRD < 10 x criterion): the
   shared reference runs include such endings (NormRD 1.14e-8 at criterion 1e-8);
@@ -18,7 +18,7 @@ wall time, failure reason):
   from them (``scf.restart on``); OpenMX writes restart files only when an SCF loop ends;
 * a SOC run whose collinear twin (``meta.json``) has converged starts from its density
   (``scf.restart c2n``);
-* every converged run is converted into the corpus (:mod:`ase_moireh.corpus`); a failure
+* every converged run is converted into the corpus (:mod:`ase_moireh.io.corpus`); a failure
   is recorded with its reason, never silently.
 """
 
@@ -165,7 +165,7 @@ def find_openmx(openmx: str | None) -> str:
     if path is None:
         raise FileNotFoundError(
             f"no OpenMX executable {openmx or 'openmx'!r} (on PATH or given by --openmx); "
-            "see the README for building OpenMX 3.9"
+            "see docs/dft-corpus.md for building OpenMX 3.9"
         )
     return path
 

@@ -28,7 +28,7 @@ from ase_moireh.io.corpus import (
     save_manifest,
     write_hamiltonian,
 )
-from ase_moireh.tools.openmx_runner import (
+from ase_moireh.workflows.openmx_runner import (
     INPUT,
     ScfState,
     _run_stage,
