@@ -89,3 +89,36 @@ def converted(case: str):
     """The converted run (read once per test session); skips if not at hand."""
     require(case)
     return _read(case)
+
+
+# ----------------------------------------------------------- OpenMX term references of H0
+
+#: OpenMX's DATA.PATH of the shared runs (PAO/, VPS/)
+DFT_DATA = OPENMX / "DFT_DATA"
+H0_REFERENCES = ROOT / "tests" / "data" / "h0"
+
+
+def h0_reference(name: str, flag: str | None = None) -> dict:
+    """Arrays of ``tests/data/h0/NAME`` (blocks OpenMX wrote, see each test's docstring);
+    ``flag``: the init.c term flag its ``info`` must name as the build's source."""
+    import json
+
+    import numpy as np
+
+    with np.load(H0_REFERENCES / name, allow_pickle=False) as data:
+        ref = {key: data[key] for key in data.files}
+    if flag is not None:
+        assert flag in json.loads(str(ref["info"]))["source"]
+    return ref
+
+
+def reference_atoms(ref: dict, prefix: str = ""):
+    """The structure an H0 reference was computed for (``prefix`` picks one of several)."""
+    from ase import Atoms
+
+    return Atoms(
+        numbers=ref[f"{prefix}numbers"],
+        positions=ref[f"{prefix}positions"],
+        cell=ref[f"{prefix}cell"],
+        pbc=True,
+    )

@@ -9,9 +9,7 @@ edges (those of ``bl1x1_s22_vxc.npz``), geometry as OpenMX had it. Script:
 /work/h0dev/make_h0_test_data.py.
 """
 
-import json
 import lzma
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +23,15 @@ from ase_moireh.io.openmx_input import DEFAULT_SPECIES
 from ase_moireh.io.pao import PAOError
 from ase_moireh.io.vps import VPSError
 from ase_moireh.overlap import bundled_overlap
-from shared_data import OPENMX, SHARED_OPENMX, converted, needs_shared
+from shared_data import (
+    OPENMX,
+    SHARED_OPENMX,
+    converted,
+    h0_reference,
+    needs_shared,
+    reference_atoms,
+)
 
-REFERENCE = Path(__file__).parent / "data" / "h0" / "bl1x1_s22_h0.npz"
 BUNDLED = bundled_openmx_data_path()
 BASIS = {e: spec[0] for e, spec in DEFAULT_SPECIES.items()}
 PSEUDO = {e: spec[1] for e, spec in DEFAULT_SPECIES.items()}
@@ -38,19 +42,7 @@ TOL_EV = 5e-5
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    with np.load(REFERENCE, allow_pickle=False) as data:
-        ref = {name: data[name] for name in data.files}
-    assert "scf.maxIter 1" in json.loads(str(ref["info"]))["source"]
-    return ref
-
-
-def _atoms(ref: dict, prefix: str = "") -> Atoms:
-    return Atoms(
-        numbers=ref[f"{prefix}numbers"],
-        positions=ref[f"{prefix}positions"],
-        cell=ref[f"{prefix}cell"],
-        pbc=True,
-    )
+    return h0_reference("bl1x1_s22_h0.npz")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +52,7 @@ def builder() -> ZerothStepHamiltonian:
 
 @pytest.mark.slow
 def test_h0_matches_openmx_zeroth_step(reference, builder):
-    op = builder.operator(_atoms(reference), reference["edges"])
+    op = builder.operator(reference_atoms(reference), reference["edges"])
     assert not op.spinful and op.values.dtype == float
     assert np.abs(reference["h0"]).max() > 50  # on-site, eV
     assert np.abs(op.values - reference["h0"]).max() < TOL_EV
@@ -70,7 +62,7 @@ def test_h0_matches_openmx_zeroth_step(reference, builder):
 def test_spin_orbit_h0_matches_openmx_zeroth_step(reference, builder):
     """Spinor blocks; the spin-dependent parts (uu - dd, ud, du: V_NL's j-dependent
     projectors alone) to 1e-9 eV, as every other term is spin-independent."""
-    op = builder.operator(_atoms(reference, "soc_"), reference["soc_edges"], spinful=True)
+    op = builder.operator(reference_atoms(reference, "soc_"), reference["soc_edges"], spinful=True)
     assert op.spinful and np.iscomplexobj(op.values)
     assert np.abs(op.values - reference["soc_h0"]).max() < TOL_EV
     ref = op.__class__(op.numbers, op.basis, op.edges, reference["soc_h0"], True)
@@ -86,7 +78,7 @@ def test_spin_orbit_h0_matches_openmx_zeroth_step(reference, builder):
 
 @pytest.mark.slow
 def test_h0_is_the_sum_of_its_terms(reference, builder):
-    atoms, edges = _atoms(reference), reference["edges"]
+    atoms, edges = reference_atoms(reference), reference["edges"]
     for spinful in (False, True):
         whole = builder.operator(atoms, edges, spinful)
         terms = builder.terms(atoms, edges, spinful)

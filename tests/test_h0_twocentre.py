@@ -10,9 +10,6 @@ spread over distance for every species pair, the longest inside OpenMX's damping
 Recipe and script: /work/openmx_terms/NOTES.md and make_test_data.py.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -24,10 +21,9 @@ from ase_moireh.h0 import KineticEnergy, NonlocalPseudopotential, RadialTable, o
 from ase_moireh.h0.twocentre import angular_momentum, j_projections
 from ase_moireh.io.vps import VPSError, find_vps, read_vps
 from ase_moireh.overlap import TwoCentreOverlap, bundled_overlap
-from shared_data import OPENMX, needs_shared
+from shared_data import DFT_DATA, h0_reference, needs_shared, reference_atoms
 
-REFERENCE = Path(__file__).parent / "data" / "h0" / "bl1x1_s22_twocentre.npz"
-DATA = OPENMX / "DFT_DATA"
+DATA = DFT_DATA
 BASIS = {"Mo": "Mo7.0-s3p2d1", "Te": "Te7.0-s3p2d2"}
 PSEUDO = {"Mo": "Mo_PBE19", "Te": "Te_PBE19"}
 #: the issue's target for every term, eV
@@ -36,19 +32,7 @@ TOL_EV = 1e-6
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    with np.load(REFERENCE, allow_pickle=False) as data:
-        ref = {name: data[name] for name in data.files}
-    assert "F_NL_flag" in json.loads(str(ref["info"]))["source"]
-    return ref
-
-
-def _atoms(ref: dict, prefix: str = "") -> Atoms:
-    return Atoms(
-        numbers=ref[f"{prefix}numbers"],
-        positions=ref[f"{prefix}positions"],
-        cell=ref[f"{prefix}cell"],
-        pbc=True,
-    )
+    return h0_reference("bl1x1_s22_twocentre.npz", "F_NL_flag")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +87,7 @@ def test_vps_reader_names_a_truncated_file(tmp_path):
 
 
 def test_kinetic_energy_matches_openmx(reference, overlap):
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     op = KineticEnergy(overlap).operator(atoms, reference["edges"])
     assert np.abs(reference["kinetic"]).max() > 100  # the on-site d blocks, eV
     assert np.abs(op.values - reference["kinetic"]).max() < TOL_EV
@@ -111,7 +95,7 @@ def test_kinetic_energy_matches_openmx(reference, overlap):
 
 @needs_shared
 def test_nonlocal_collinear_matches_openmx(reference, overlap, vps):
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     op = NonlocalPseudopotential(overlap, vps).operator(atoms, reference["edges"])
     assert not op.spinful and np.abs(reference["nonlocal_"]).max() > 10
     assert np.abs(op.values - reference["nonlocal_"]).max() < TOL_EV
@@ -119,7 +103,7 @@ def test_nonlocal_collinear_matches_openmx(reference, overlap, vps):
 
 @needs_shared
 def test_nonlocal_spin_orbit_matches_openmx(reference, overlap, vps):
-    atoms = _atoms(reference, "soc_")
+    atoms = reference_atoms(reference, "soc_")
     op = NonlocalPseudopotential(overlap, vps, spinful=True).operator(atoms, reference["soc_edges"])
     ref = reference["soc_nonlocal"]
     assert op.spinful and np.abs(ref.imag).max() > 0.1  # spin-orbit blocks, not zeros
@@ -189,7 +173,7 @@ def test_spin_orbit_blocks_rotate_with_the_structure(overlap, vps):
 def test_openmx_k_nodes_give_openmx_overlap(reference, overlap):
     """The generalised table with p = 0 is the overlap itself: on OpenMX's own k nodes it
     matches OpenMX's S to 1e-9 (overlap.py, nodes on the transform table: 9e-8)."""
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     kinetic = KineticEnergy(overlap)
     symbols = atoms.get_chemical_symbols()
     tables, values = {}, []

@@ -10,21 +10,16 @@ OpenMX as released, which keeps <phi|V chi> in single precision (``Type_DS_VNA``
 make_vna_test_data.py.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.units import Bohr, Hartree
 
 from ase_moireh.block_operator import packed_offsets
 from ase_moireh.h0 import NeutralAtomPotential
 from ase_moireh.h0.twocentre import add_projector_products, openmx_gauss_legendre, projector_sites
-from shared_data import OPENMX
+from shared_data import DFT_DATA, h0_reference, reference_atoms
 
-REFERENCE = Path(__file__).parent / "data" / "h0" / "bl1x1_s22_vna.npz"
-DATA = OPENMX / "DFT_DATA"
+DATA = DFT_DATA
 BASIS = {"Mo": "Mo7.0-s3p2d1", "Te": "Te7.0-s3p2d2"}
 PSEUDO = {"Mo": "Mo_PBE19", "Te": "Te_PBE19"}
 #: the issue's target for every term, eV
@@ -35,10 +30,7 @@ SINGLE_PRECISION_EV = 2e-6
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    with np.load(REFERENCE, allow_pickle=False) as data:
-        ref = {name: data[name] for name in data.files}
-    assert "F_VNA_flag" in json.loads(str(ref["info"]))["source"]
-    return ref
+    return h0_reference("bl1x1_s22_vna.npz", "F_VNA_flag")
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +38,6 @@ def vna() -> NeutralAtomPotential:
     if not DATA.is_dir():
         pytest.skip(f"needs the PAO and VPS files in {DATA}")
     return NeutralAtomPotential.from_folder(DATA, BASIS, PSEUDO)
-
-
-def _atoms(ref: dict, prefix: str = "") -> Atoms:
-    return Atoms(
-        numbers=ref[f"{prefix}numbers"],
-        positions=ref[f"{prefix}positions"],
-        cell=ref[f"{prefix}cell"],
-        pbc=True,
-    )
 
 
 def _on_site(edges: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -65,7 +48,7 @@ def _on_site(edges: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def collinear(reference, vna):
-    op = vna.operator(_atoms(reference), reference["edges"])
+    op = vna.operator(reference_atoms(reference), reference["edges"])
     return op, _on_site(op.edges, np.diff(op.offsets))
 
 
@@ -90,7 +73,7 @@ def test_neutral_atom_potential_matches_released_openmx(reference, collinear):
 
 def test_spin_orbit_form_is_spin_independent(reference, vna):
     soc = NeutralAtomPotential(vna.overlap, vna.species, spinful=True)
-    op = soc.operator(_atoms(reference, "soc_"), reference["soc_edges"])
+    op = soc.operator(reference_atoms(reference, "soc_"), reference["soc_edges"])
     ref = reference["soc_vna"]
     assert op.spinful and np.iscomplexobj(op.values)
     assert np.abs(op.values - ref).max() < 1e-8
@@ -124,7 +107,7 @@ def test_neutral_atom_potential_is_short_ranged_and_screened(vna):
 
 
 def test_hermitian_and_missing_species(vna, reference):
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     n = len(atoms)
     edges = np.array([[i, j, 0, 0, 0] for i in range(n) for j in range(n)])
     assert vna.operator(atoms, edges).hermiticity_error() < 1e-10
@@ -134,7 +117,7 @@ def test_hermitian_and_missing_species(vna, reference):
 
 def test_three_centre_sum_does_not_depend_on_the_chunks(reference, vna):
     """The projector overlaps are made a chunk of projector atoms at a time."""
-    atoms, edges = _atoms(reference), reference["edges"]
+    atoms, edges = reference_atoms(reference), reference["edges"]
     symbols = atoms.get_chemical_symbols()
     cutoff = np.array([vna.overlap.species(s).cutoff for s in symbols])
     offsets = packed_offsets(vna.basis.norbs(atoms.numbers), edges)

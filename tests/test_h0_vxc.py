@@ -11,20 +11,15 @@ values; the positions set OpenMX's grid origin), grid shape and origin from
 ``openmx.std``. Recipe: /work/openmx_terms/NOTES.md and make_vxc_test_data.py.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.units import Bohr
 
 from ase_moireh.h0 import ExchangeCorrelation, OpenMXGrid
 from ase_moireh.io.vps import LogRadialTable, find_vps, read_vps
-from shared_data import OPENMX, needs_shared
+from shared_data import DFT_DATA, h0_reference, needs_shared, reference_atoms
 
-REFERENCE = Path(__file__).parent / "data" / "h0" / "bl1x1_s22_vxc.npz"
-DATA = OPENMX / "DFT_DATA"
+DATA = DFT_DATA
 BASIS = {"Mo": "Mo7.0-s3p2d1", "Te": "Te7.0-s3p2d2"}
 PSEUDO = {"Mo": "Mo_PBE19", "Te": "Te_PBE19"}
 #: measured 9.4e-6 eV (on-site, 32 eV blocks): libxc's PBE correlation uses the
@@ -36,19 +31,7 @@ TOL_EV = 5e-5
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    with np.load(REFERENCE, allow_pickle=False) as data:
-        ref = {name: data[name] for name in data.files}
-    assert "F_Vxc_flag" in json.loads(str(ref["info"]))["source"]
-    return ref
-
-
-def _atoms(ref: dict, prefix: str = "") -> Atoms:
-    return Atoms(
-        numbers=ref[f"{prefix}numbers"],
-        positions=ref[f"{prefix}positions"],
-        cell=ref[f"{prefix}cell"],
-        pbc=True,
-    )
+    return h0_reference("bl1x1_s22_vxc.npz", "F_Vxc_flag")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +45,7 @@ def collinear() -> ExchangeCorrelation:
 def test_grid_is_openmx_grid(reference, prefix):
     """Size from the 200 Ry cutoff (nearest 2^p 3^q 5^r 7^s) and the origin that puts
     the mean atom position on the grid's centre, as OpenMX printed them."""
-    grid = OpenMXGrid.for_structure(_atoms(reference, prefix), 200.0)
+    grid = OpenMXGrid.for_structure(reference_atoms(reference, prefix), 200.0)
     assert grid.shape == tuple(reference[f"{prefix}grid_shape"])
     assert np.allclose(grid.origin, reference[f"{prefix}grid_origin"], atol=1e-8)
     assert grid.point_volume == pytest.approx(0.013792822985 * Bohr**3, rel=1e-9)
@@ -82,7 +65,7 @@ def test_kumo_interpolation_hits_the_table_and_extends_flat():
 def test_atomic_density_holds_the_valence_charge(reference, collinear):
     """The superposed valence density integrates to the pseudo-ions' charge (grid sum;
     OpenMX rescales every atomic density to it) and stays within the PAO cutoffs."""
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     grid = collinear.grid(atoms)
     valence, total = collinear.density(atoms, grid)
     charge = sum(read_vps(find_vps(DATA, PSEUDO[s])).valence for s in atoms.get_chemical_symbols())
@@ -94,7 +77,7 @@ def test_atomic_density_holds_the_valence_charge(reference, collinear):
 
 @needs_shared
 def test_vxc_blocks_match_openmx(reference, collinear):
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     op = collinear.operator(atoms, reference["edges"])
     assert not op.spinful
     assert np.abs(reference["vxc"]).max() > 30  # on-site blocks, eV
@@ -106,7 +89,7 @@ def test_vxc_spinor_blocks_match_openmx(reference, collinear):
     """A non-magnetic start (up = down electrons on every atom): uu = dd = V_xc and
     ud = du = 0, as OpenMX writes them."""
     soc = ExchangeCorrelation(collinear.overlap, collinear.valence, collinear.vps, spinful=True)
-    op = soc.operator(_atoms(reference, "soc_"), reference["soc_edges"])
+    op = soc.operator(reference_atoms(reference, "soc_"), reference["soc_edges"])
     assert op.spinful and op.values.dtype == complex
     assert np.abs(op.values - reference["soc_vxc"]).max() < TOL_EV
 
@@ -117,7 +100,7 @@ def test_vxc_blocks_summed_in_double_precision(reference, collinear):
     double = ExchangeCorrelation(
         collinear.overlap, collinear.valence, collinear.vps, precision="double"
     )
-    op = double.operator(_atoms(reference), reference["edges"])
+    op = double.operator(reference_atoms(reference), reference["edges"])
     assert np.abs(op.values - reference["vxc"]).max() < 1.5e-5
     with pytest.raises(ValueError, match="precision"):
         ExchangeCorrelation(collinear.overlap, collinear.valence, collinear.vps, precision="half")
@@ -129,7 +112,7 @@ def test_missing_species_data_is_named(collinear):
 
 
 def test_spin_polarised_start_is_refused(reference, collinear):
-    atoms = _atoms(reference)
+    atoms = reference_atoms(reference)
     atoms.set_initial_magnetic_moments([1.0] + [0.0] * (len(atoms) - 1))
     with pytest.raises(ValueError, match="spin-polarised"):
         collinear.operator(atoms, reference["edges"])
