@@ -227,8 +227,9 @@ class _Species:
         self, vectors: np.ndarray, r2: np.ndarray, weight: np.ndarray, dtype: type = np.float32
     ) -> np.ndarray:
         """(I, norb, P) orbitals times ``weight`` at displacement vectors (3, I, P) from
-        the atom (A, squared lengths ``r2``), single precision as OpenMX keeps its grid
-        orbitals (``Type_Orbs_Grid``); every point of a grid block at once, zero weight
+        the atom (A, squared lengths ``r2``): single-precision numbers as OpenMX keeps its
+        grid orbitals (``Type_Orbs_Grid``), stored as ``dtype`` (a thread's scratch array,
+        valid until its next call); every point of a grid block at once, zero weight
         outside the sphere (dense, in long contiguous loops: cheaper than gathering the
         inside points); OpenMX's axis (theta = pi/2, phi = 0) at r = 0."""
         out = _scratch(f"orbitals {id(self)}", (len(r2), self.norb, r2.shape[1]), dtype)
