@@ -35,9 +35,9 @@ from shared_data import (
 BUNDLED = bundled_openmx_data_path()
 BASIS = {e: spec[0] for e, spec in DEFAULT_SPECIES.items()}
 PSEUDO = {e: spec[1] for e, spec in DEFAULT_SPECIES.items()}
-#: the issue's bar for the whole H0 is 5 meV max; measured 1.1e-5 eV (V_xc: libxc's
-#: PW92 constants against OpenMX's SIESTA port)
-TOL_EV = 5e-5
+#: the issue's bar for the whole H0 is 5 meV max; measured 1.9e-5 eV (V_xc: libxc's
+#: PW92 constants against OpenMX's SIESTA port, grid sums in single precision): ~1.5x
+TOL_EV = 3e-5
 
 
 @pytest.fixture(scope="module")

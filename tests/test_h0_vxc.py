@@ -26,7 +26,7 @@ PSEUDO = {"Mo": "Mo_PBE19", "Te": "Te_PBE19"}
 #: modified PW92 constants, OpenMX's SIESTA port the original ones (with that
 #: difference taken out, 7e-7 eV); 1.9e-5 eV with the grid blocks' sums in single
 #: precision (``ExchangeCorrelation``'s default, ``precision="double"``: 9.3e-6)
-TOL_EV = 5e-5
+TOL_EV = 3e-5  # ~1.5x the 1.9e-5 eV measured
 
 
 @pytest.fixture(scope="module")
