@@ -7,11 +7,18 @@
                                     (or soc-correction, soc-direct: one of them)
     python examples/train_corpus.py install              # compose, write the package's files
     python examples/train_corpus.py collinear --target dH --work dh-work  # learn H - H0
+    python examples/train_corpus.py collinear --target dH --long-range   # + Ewald head
 
 ``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the entry's native
 zeroth-step Hamiltonian (``h0.h5``, ``moireh dataset h0 --native``, :mod:`ase_moireh.h0`:
 the H0 prediction computes, so training and prediction agree; entries without one are
 left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual`).
+``--long-range`` gives every fresh model the long-range head (``ModelConfig.long_range``:
+latent charges, their Ewald potential phi in the periodic cell, (phi_i + phi_j)/2 S_ij
+on every block), for the per-atom shifts of the stacking-dependent interlayer dipole.
+``install`` then writes the dH model twice: collinear (H0 + dH) and SOC (H0_SOC + dH (x)
+1_2: spin-orbit from H0, no SOC stage), each recording the H0 settings every prediction
+route rebuilds it with.
 
 Stages (each resumes from its checkpoints when rerun; ``--work`` holds everything;
 ``--member K`` trains member K alone, so members may run as parallel processes, and a
@@ -49,10 +56,19 @@ from ase_moireh.io.corpus import H0_NATIVE, load_manifest, read_entry, read_hami
 from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.graph import MOTE2_CUTOFF
 from ase_moireh.model.io import ModelBundle, load_bundle, save_bundle, with_soc_correction
-from ase_moireh.model.residual import RESIDUAL, residual_structure
+from ase_moireh.model.residual import (
+    RESIDUAL,
+    h0_settings,
+    predicts_residual,
+    residual_structure,
+    residual_target,
+    with_spin,
+)
+from ase_moireh.model.residual import TARGET as RESIDUAL_TARGET
 from ase_moireh.model.soc import correction_structure
 from ase_moireh.overlap import with_overlap
 from ase_moireh.training.trainer import TrainConfig, member_config, train, train_ensemble
+from ase_moireh.workflows.native_h0 import entry_h0_builder
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MODELS = ROOT / "ase_moireh" / "data" / "models"
@@ -99,7 +115,9 @@ def _learned(entry: Path, work: Path) -> str:
     out = work / "dh" / entry.name
     if not out.exists():
         h0 = read_hamiltonian(entry / H0_NATIVE)
-        write_dftio(with_overlap(residual_structure(read_entry(entry), h0, H0_SOURCE)), out)
+        settings = h0_settings(entry_h0_builder(entry))  # what prediction rebuilds
+        target = residual_structure(read_entry(entry), h0, H0_SOURCE, settings)
+        write_dftio(with_overlap(target), out)
     return str(out)
 
 
@@ -119,6 +137,8 @@ def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
 #: weight of the near-gap band loss (``--band-weight``, set in main) for stages whose
 #: targets are whole Hamiltonians; the dH_SO correction never uses it
 BAND = {"band_weight": 0.0, "onsite_weight": 1.0}
+#: ModelConfig fields every fresh model of a stage gets (``--long-range``, set in main)
+MODEL_EXTRA: dict = {}
 
 
 def config(
@@ -130,7 +150,7 @@ def config(
         out=str(out),
         epochs=epochs,
         lr=lr,
-        model=dict(model or {}),
+        model={**(model or {}), **MODEL_EXTRA},
         band_weight=BAND["band_weight"] if bands else 0.0,
         onsite_weight=BAND["onsite_weight"],
         **SCHEDULE,
@@ -289,7 +309,7 @@ def install(args) -> None:
         if k not in ("model", "model_size", "correction_cutoff")
     }
     settings["collinear_model"] = _size(col)
-    if args.soc_model == "correction":
+    if args.soc_model == "correction" and not predicts_residual(col.info):
         settings["soc_correction_model"] = _size(
             load_bundle(args.work / "soc_correction" / "model.pt")
         )
@@ -297,7 +317,10 @@ def install(args) -> None:
     kept = {k: v for k, v in col.info.items() if k != "train"}  # valence, domain, ...
     stages = stage_info(args.work, "col_pretrain", "col_finetune", "col_refine")  # those run
     col_info = {**kept, **recipe, **stages}
-    if args.soc_model == "correction":
+    if predicts_residual(col_info):
+        col_info = _with_h0_settings(col_info, args.corpus)
+        soc_bundle = ModelBundle(col.models, col.overlap, with_spin(col_info, True))
+    elif args.soc_model == "correction":
         corr = load_bundle(args.work / "soc_correction" / "model.pt")
         soc_info = {**col_info, **stage_info(args.work, "soc_correction")}
         soc_bundle = with_soc_correction(col, corr, soc_info)
@@ -318,6 +341,18 @@ def install(args) -> None:
         if args.package:
             shutil.copy(out / name, PACKAGE_MODELS / name)
     logging.info("wrote %s%s", out, " and installed" if args.package else "")
+
+
+def _with_h0_settings(info: dict, corpus: Path) -> dict:
+    """A dH model's target record with the native H0's settings (files, cutoff), which
+    work folders written before models recorded them lack: the corpus entries' own."""
+    if info[RESIDUAL_TARGET].get("settings"):
+        return info
+    first = next(
+        e for e in load_manifest(corpus).values() if (corpus / e.name / H0_NATIVE).exists()
+    )
+    settings = h0_settings(entry_h0_builder(corpus / first.name))
+    return {**info, RESIDUAL_TARGET: residual_target(H0_SOURCE, settings)}
 
 
 def _size(bundle: ModelBundle) -> dict:
@@ -386,6 +421,11 @@ def main() -> None:
         default="H",
         help="learn H, or dH = H - H0 (OpenMX's zeroth step; entries that have it)",
     )
+    parser.add_argument(
+        "--long-range",
+        action="store_true",
+        help="the Ewald long-range head on every fresh model (ModelConfig.long_range)",
+    )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -395,6 +435,8 @@ def main() -> None:
     TARGET["kind"] = args.target
     BAND["band_weight"] = args.band_weight
     BAND["onsite_weight"] = args.onsite_weight
+    if args.long_range:
+        MODEL_EXTRA["long_range"] = True
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -15,11 +15,14 @@ from ase_moireh.io.openmx import read_scfout
 from ase_moireh.model.residual import (
     MissingH0Error,
     add_h0,
+    h0_settings,
+    native_h0,
     require_h0,
     residual,
     residual_structure,
     residual_target,
     scalar_part,
+    with_spin,
 )
 
 ENTRY = Path(__file__).parents[1] / "data" / "corpus" / "shift2x2_009"
@@ -113,8 +116,69 @@ def test_a_dh_bundle_predicts_h0_plus_dh_and_never_dh_alone(entry_pair, tmp_path
     h, s, _ = predict_operators(residual_bundle, run.atoms, h0=h0.hamiltonian)
     assert _max_diff(h, add_h0(dh, h0.hamiltonian)) < 1e-12
     assert s.nedges == h.nedges == h0.hamiltonian.nedges
-    with pytest.raises(MissingH0Error, match="needs H0"):
+    # trained against OpenMX's zeroth step, an H0 the package does not rebuild
+    with pytest.raises(MissingH0Error, match="pass that H0"):
         predict_operators(residual_bundle, run.atoms)
-    with pytest.raises(MissingH0Error, match="needs H0"):
+    with pytest.raises(MissingH0Error, match="pass that H0"):
         stream_prediction(residual_bundle, run.atoms, tmp_path / "h.h5")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def native_bundle():
+    """A tiny untrained dH model recorded as trained against the bundled native H0."""
+    from toy_models import tiny_model
+
+    from ase_moireh.h0.hamiltonian import SOURCE, resolve_h0
+    from ase_moireh.model.io import ModelBundle
+    from ase_moireh.overlap import bundled_overlap
+
+    overlap = bundled_overlap()
+    settings = h0_settings(resolve_h0(overlap.basis))
+    info = {"target": residual_target(SOURCE, settings), "valence": {"Mo": 14.0, "Te": 16.0}}
+    return ModelBundle([tiny_model(False)], overlap, info)
+
+
+@pytest.mark.slow
+def test_every_route_rebuilds_the_native_h0_a_dh_model_was_trained_against(
+    native_bundle, entry_pair, tmp_path
+):
+    """In memory and streamed, collinear and SOC: H = native H0 + the members' dH, the
+    same numbers by either route; H0 itself is the corpus's stored native H0."""
+    from ase_moireh.io.corpus import H0_NATIVE
+    from ase_moireh.io.streamed import read_streamed
+    from ase_moireh.model.io import ModelBundle
+    from ase_moireh.model.predict import predict_operators
+    from ase_moireh.model.stream import stream_prediction
+
+    run, _ = entry_pair
+    stored = read_hamiltonian(ENTRY / H0_NATIVE).hamiltonian
+    plain = ModelBundle(native_bundle.models, native_bundle.overlap, {})
+    dh, _, _ = predict_operators(plain, run.atoms)
+    h, s, _ = predict_operators(native_bundle, run.atoms)
+    assert not native_bundle.spinful and not h.spinful
+    # h0.h5 is stored in float32 (4e-6 eV steps at its largest, 64 eV, elements) and
+    # V_xc's grid sums run in single precision (1.9e-5 eV against OpenMX, h0.md)
+    assert _max_diff(h, add_h0(dh, stored)) < 3e-5
+    streamed, s_streamed = read_streamed(
+        stream_prediction(native_bundle, run.atoms, tmp_path / "h.h5", precision="double").path
+    )
+    assert streamed.nedges == h.nedges and _max_diff(streamed, h) < 1e-10
+    assert _max_diff(s_streamed, s) < 1e-12
+    soc = ModelBundle(native_bundle.models, native_bundle.overlap,
+                      with_spin(native_bundle.info, True))  # fmt: skip
+    h_soc, _, _ = predict_operators(soc, run.atoms)
+    assert soc.spinful and h_soc.spinful
+    h0_soc = native_h0(soc.info, run.atoms, soc.config.basis_obj)
+    assert _max_diff(residual(h_soc, h0_soc), dh) < 1e-10  # spin-orbit is H0's alone
+
+
+def test_a_dh_model_refuses_other_h0_files_than_it_was_trained_with(native_bundle, entry_pair):
+    from ase_moireh.model.io import ModelBundle
+    from ase_moireh.model.predict import predict_operators
+
+    info = copy.deepcopy(native_bundle.info)
+    info["target"]["settings"]["digests"]["Te_PBE19.vps"] = "0" * 64
+    with pytest.raises(MissingH0Error, match="other Te_PBE19.vps"):
+        predict_operators(ModelBundle(native_bundle.models, native_bundle.overlap, info),
+                          entry_pair[0].atoms)  # fmt: skip

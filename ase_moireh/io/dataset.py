@@ -41,7 +41,7 @@ from ase_moireh.files import atomic_folder
 from ase_moireh.tightbinding import ElectronicStructure
 
 #: ElectronicStructure.extra entries that travel in :data:`METADATA_FILE`
-INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence", "target", "h0")
+INFO_EXTRAS = ("n_electrons", "openmx_basis", "valence", "target", "h0", "h0_settings")
 #: our metadata, beside dftio's files (old folders kept it in info.json)
 METADATA_FILE = "moireh.json"
 #: every key info.json may hold. dftio's own writer (deepmodeling/dftio, io/parse.py)

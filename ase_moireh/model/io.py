@@ -17,6 +17,7 @@ import torch
 
 from ase_moireh.files import atomic_file
 from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
+from ase_moireh.model.residual import residual_spinful
 from ase_moireh.model.soc import SOC_CORRECTION
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap
 
@@ -59,8 +60,9 @@ class ModelBundle:
 
     @property
     def spinful(self) -> bool:
-        """Whether the bundle predicts SOC Hamiltonians (directly or as a correction)."""
-        return self.config.spinful or bool(self.corrections)
+        """Whether the bundle predicts SOC Hamiltonians (directly, as a correction, or
+        as dH on a SOC H0)."""
+        return self.config.spinful or bool(self.corrections) or residual_spinful(self.info)
 
     @property
     def partitioned(self) -> bool:

@@ -24,7 +24,7 @@ from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
-from ase_moireh.model.residual import add_h0, predicts_residual, require_h0
+from ase_moireh.model.residual import add_h0, native_h0, predicts_residual
 from ase_moireh.model.soc import combine_spread
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ def predict_operators(
     bundle), spread the members' per-element standard deviation (None for a single or
     partitioned model); S from the two-centre overlap model. A bundle with a SOC
     correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph.
-    A residual (dH) bundle gives H0 + dH on H0's blocks and refuses to run without
-    ``h0`` (:mod:`ase_moireh.model.residual`): its dH alone is no Hamiltonian."""
-    require_h0(bundle.info, h0, "this model")
+    A residual (dH) bundle gives H0 + dH on H0's blocks: ``h0`` when given, else the
+    H0 the model was trained against, rebuilt natively (:func:`residual_h0`)."""
     start = time.perf_counter()
+    if predicts_residual(bundle.info) and h0 is None:
+        h0 = residual_h0(bundle, atoms)
     h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
     if predicts_residual(bundle.info):
         h = add_h0(h, h0)
@@ -159,6 +160,16 @@ def predict_operators(
         time.perf_counter() - start,
     )
     return h, s, spread
+
+
+def residual_h0(bundle: ModelBundle, atoms: Atoms) -> BlockOperator:
+    """The native H0 of ``atoms`` that a residual bundle adds its dH to (in the
+    bundle's spin layout); a bundle trained against another H0 is refused, naming it
+    (:func:`ase_moireh.model.residual.native_h0`)."""
+    start = time.perf_counter()
+    h0 = native_h0(bundle.info, atoms, bundle.config.basis_obj, where="this model")
+    log.info("native H0 of %d atoms in %.1f s", len(atoms), time.perf_counter() - start)
+    return h0
 
 
 # ---------------------------------------------------------------------------- domain

@@ -7,12 +7,25 @@ learns dH = H - H0, spin-independent: in a non-magnetic structure the spin-depen
 parts of H equal H0's, so a SOC Hamiltonian is H0_SOC + dH (x) 1_2.
 
 A model file says what it predicts in ``info["target"]``: absent (or ``{"kind": "H"}``)
-for whole Hamiltonians, ``{"kind": "dH", "h0": <which H0>}`` for residual models; such
-a model never gives a Hamiltonian without an H0 (:func:`require_h0`).
+for whole Hamiltonians, ``{"kind": "dH", "h0": <which H0>, ...}`` for residual models;
+such a model never gives a Hamiltonian without an H0 (:func:`require_h0`). A model
+trained against the native H0 (:mod:`ase_moireh.h0`) also records the H0's settings
+(basis strings, pseudopotentials, grid cutoff, digests of the files: :func:`h0_settings`)
+and whether its Hamiltonians carry spin-orbit coupling, so that every prediction route
+rebuilds the same H0 itself (:func:`native_h0`).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import lzma
+from pathlib import Path
+
+from ase import Atoms
+
+from ase_moireh.basis import Basis, parse_openmx_basis
 from ase_moireh.block_operator import BlockOperator, matched_numbers, spinor_lift
 from ase_moireh.model.soc import check_same_structure, on_edges, target_structure
 from ase_moireh.tightbinding import ElectronicStructure
@@ -23,19 +36,108 @@ TARGET = "target"
 RESIDUAL = "dH"
 #: H0 computed by OpenMX's first SCF step (``moireh dataset h0``)
 H0_OPENMX = "openmx zeroth step (scf.maxIter 1)"
+#: ``ElectronicStructure.extra`` key of a dH target's H0 settings (:func:`h0_settings`)
+H0_SETTINGS = "h0_settings"
 
 
 class MissingH0Error(ValueError):
     """A residual (dH) model was asked for a Hamiltonian without an H0."""
 
 
-def residual_target(h0_source: str = H0_OPENMX) -> dict:
-    """The ``info[TARGET]`` record of a residual model trained against ``h0_source``."""
-    return {"kind": RESIDUAL, "h0": h0_source}
+def residual_target(
+    h0_source: str = H0_OPENMX, settings: dict | None = None, spinful: bool = False
+) -> dict:
+    """The ``info[TARGET]`` record of a residual model trained against ``h0_source``
+    (with ``settings``, :func:`h0_settings`, an H0 any route can rebuild); ``spinful``:
+    its Hamiltonians are H0_SOC + dH (x) 1_2."""
+    record = {"kind": RESIDUAL, "h0": h0_source, "spinful": bool(spinful)}
+    return record | ({"settings": dict(settings)} if settings else {})
 
 
 def predicts_residual(info: dict) -> bool:
     return (info.get(TARGET) or {}).get("kind") == RESIDUAL
+
+
+def residual_spinful(info: dict) -> bool:
+    """Whether a residual model's Hamiltonians carry spin-orbit coupling (from H0)."""
+    return predicts_residual(info) and bool(info[TARGET].get("spinful"))
+
+
+def with_spin(info: dict, spinful: bool) -> dict:
+    """``info`` of the same residual model predicting SOC (H0_SOC + dH (x) 1_2) or
+    collinear Hamiltonians: the members are the same, only the H0 differs."""
+    if not predicts_residual(info):
+        raise ValueError("only a dH model takes its spin from H0")
+    return {**info, TARGET: {**info[TARGET], "spinful": bool(spinful)}}
+
+
+# --------------------------------------------------------------------------- native H0
+
+
+def h0_settings(builder) -> dict:
+    """What a model trained against ``builder``'s H0 (a
+    :class:`~ase_moireh.h0.hamiltonian.ZerothStepHamiltonian`) records to rebuild it:
+    basis strings, pseudopotential names, grid cutoff (Ry) and the SHA-256 of each file's
+    content (compressed or not), so that other files under the same names are noticed."""
+    return {
+        "basis": dict(builder.openmx_basis),
+        "pseudopotentials": dict(builder.pseudopotentials),
+        "energy_cutoff": float(builder.energy_cutoff),
+        "digests": _digests(builder.folder, builder.openmx_basis, builder.pseudopotentials),
+    }
+
+
+def _digests(folder, basis: dict[str, str], pseudopotentials: dict[str, str]) -> dict[str, str]:
+    from ase_moireh.io.pao import find_pao
+    from ase_moireh.io.vps import find_vps
+
+    paths = [find_pao(folder, parse_openmx_basis(b)[0]) for b in basis.values()]
+    paths += [find_vps(folder, name) for name in pseudopotentials.values()]
+    return {_plain_name(p): hashlib.sha256(_content(p)).hexdigest() for p in sorted(set(paths))}
+
+
+def _plain_name(path: Path) -> str:
+    return path.name.removesuffix(".xz").removesuffix(".gz")
+
+
+def _content(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(raw)
+    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+
+
+def native_h0(
+    info: dict, atoms: Atoms, basis: Basis, data_path=None, where: str = "the model"
+) -> BlockOperator:
+    """The H0 a residual model was trained against, rebuilt natively for ``atoms`` on
+    OpenMX's blocks, in the model's spin layout. Refused, naming what is missing, when
+    the model's H0 is not the native one (OpenMX's zeroth step: pass ``h0``) or when the
+    files found differ from those it was trained with."""
+    from ase_moireh.h0.hamiltonian import SOURCE, resolve_h0
+
+    target = info.get(TARGET) or {}
+    settings = target.get("settings")
+    if target.get("h0") != SOURCE or not settings:
+        raise MissingH0Error(
+            f"{where} predicts dH = H - H0 ({target.get('h0', 'unknown H0')}), an H0 that "
+            "ase-moireh does not rebuild: pass that H0 for the same structure"
+        )
+    builder = resolve_h0(
+        basis,
+        settings["basis"],
+        data_path,
+        settings["pseudopotentials"],
+        settings["energy_cutoff"],
+    )
+    found = h0_settings(builder)["digests"]
+    changed = sorted(k for k, v in settings.get("digests", {}).items() if found.get(k) != v)
+    if changed:
+        raise MissingH0Error(
+            f"{where} was trained with other {', '.join(changed)} than those in "
+            f"{builder.folder}: its H0 cannot be rebuilt from them"
+        )
+    return builder.operator(atoms, None, residual_spinful(info))
 
 
 def require_h0(info: dict, h0: BlockOperator | None, where: str = "the model") -> None:
@@ -92,25 +194,38 @@ def add_h0(dh: BlockOperator, h0: BlockOperator) -> BlockOperator:
 
 
 def residual_structure(
-    run: ElectronicStructure, h0: ElectronicStructure, h0_source: str = H0_OPENMX
+    run: ElectronicStructure,
+    h0: ElectronicStructure,
+    h0_source: str = H0_OPENMX,
+    settings: dict | None = None,
 ) -> ElectronicStructure:
     """The training target of a residual model: the run's structure with dH as its
     Hamiltonian (S, valence and basis records kept; no Fermi level: dH has no bands),
-    recording which H0 it is relative to."""
+    recording which H0 it is relative to (and its ``settings``, :func:`h0_settings`)."""
     where = f"{run.source or 'run'} / {h0.source or 'H0'}"
     dh = residual(run.hamiltonian, h0.hamiltonian, where)
-    return target_structure(run, dh, where, **{TARGET: RESIDUAL, "h0": h0_source})
+    extra = {TARGET: RESIDUAL, "h0": h0_source} | ({H0_SETTINGS: settings} if settings else {})
+    return target_structure(run, dh, where, **extra)
 
 
 def training_target(extras: list[dict]) -> dict | None:
     """What a model trained on datasets with these records predicts: ``info[TARGET]``
-    of a residual model when every dataset holds dH against one H0, None for whole
-    Hamiltonians; a mix is refused (the members would learn two different things)."""
-    kinds = {(e.get(TARGET) == RESIDUAL, e.get("h0")) for e in extras}
-    if len(kinds) > 1 and any(residual for residual, _ in kinds):
+    of a residual model when every dataset holds dH against one H0 (of one set of
+    settings), None for whole Hamiltonians; a mix is refused (the members would learn
+    two different things). Residual models start collinear (:func:`with_spin`)."""
+    kinds = {(e.get(TARGET) == RESIDUAL, e.get("h0"), _key(e.get(H0_SETTINGS))) for e in extras}
+    if len(kinds) > 1 and any(residual for residual, *_ in kinds):
         raise ValueError(
             "the datasets mix dH = H - H0 targets (of one H0) with other targets: "
             f"{sorted(map(str, kinds))}"
         )
-    (residual, h0_source), *_ = kinds or {(False, None)}
-    return residual_target(h0_source or H0_OPENMX) if residual else None
+    (residual, h0_source, _), *_ = kinds or {(False, None, None)}
+    if not residual:
+        return None
+    settings = next((e.get(H0_SETTINGS) for e in extras if e.get(H0_SETTINGS)), None)
+    return residual_target(h0_source or H0_OPENMX, settings)
+
+
+def _key(settings: dict | None) -> str | None:
+    """A hashable form of H0 settings (datasets agree when their settings do)."""
+    return None if not settings else json.dumps(settings, sort_keys=True)

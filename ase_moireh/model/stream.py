@@ -4,7 +4,9 @@ A 127k-atom SOC ribbon has ~7 M blocks: H(R) in memory would take ~140 GB (compl
 spinors). Here every member of the ensemble walks the same chunks of blocks
 (:meth:`HamiltonianModel.stream_blocks`) in lockstep; each chunk's ensemble mean, the
 largest spread of each block and the exact S of the same blocks are appended to an HDF5
-file and dropped. What stays in memory is the graph, the node features and one chunk.
+file and dropped. What stays in memory is the graph, the node features and one chunk;
+for a residual (dH) model also its native H0, whole (about 1 MB per atom collinear,
+2.5 MB with SOC: streaming such a model is bounded by that, near 10^4 atoms here).
 
 The file's layout and its reader: :mod:`ase_moireh.io.streamed` (torch-free).
 """
@@ -24,6 +26,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_moireh.basis import spin_factor
+from ase_moireh.block_operator import BlockOperator
 from ase_moireh.files import atomic_file
 from ase_moireh.io.streamed import (
     STREAM_TAG,
@@ -40,8 +43,10 @@ from ase_moireh.model.predict import (
     edge_rows,
     member_chunks,
     members_on_graph,
+    residual_h0,
 )
-from ase_moireh.model.residual import require_h0
+from ase_moireh.model.residual import add_h0, predicts_residual
+from ase_moireh.model.soc import on_edges
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +91,30 @@ def ensemble_chunks(models, data, edges: np.ndarray, partitioned: bool) -> Itera
 
 
 def _stream_group(
-    f: h5py.File, name: str, models, atoms: Atoms, device: str, dtypes, partitioned=False
+    f: h5py.File,
+    name: str,
+    models,
+    atoms: Atoms,
+    device: str,
+    dtypes,
+    partitioned=False,
+    h0: BlockOperator | None = None,
 ):
-    """Stream one ensemble's H into group ``name``; yields each chunk's edges (for S)."""
+    """Stream one ensemble's H into group ``name`` (with ``h0``: H0 + the ensemble's dH,
+    on the blocks H0 has); yields each chunk's edges (for S)."""
     config = models[0].config
     models, data = members_on_graph(models, atoms, device)
     edges = edge_rows(data)
-    header = empty_operator(atoms, config.basis_obj, config.spinful)
+    spinful = config.spinful if h0 is None else h0.spinful
+    header = empty_operator(atoms, config.basis_obj, spinful)
     spread = not partitioned and len(models) > 1
-    writer = GroupWriter(f.create_group(name), header, dtypes[config.spinful], spread)
+    writer = GroupWriter(f.create_group(name), header, dtypes[spinful], spread)
     bar = tqdm(total=len(edges), desc=f"{name} ({len(atoms)} atoms)", unit="block", disable=None)
-    largest = 0.0
+    largest, written = 0.0, 0
     for rows, mean, block_spread in ensemble_chunks(models, data, edges, partitioned):
+        if h0 is not None:
+            rows, mean, block_spread = _plus_h0(h0, rows, mean, block_spread, header)
+        written += len(rows)
         writer.add(rows, mean, block_spread)
         if block_spread is not None and len(block_spread):
             largest = max(largest, float(block_spread.max()))
@@ -105,6 +122,18 @@ def _stream_group(
         yield rows
     bar.close()
     f[name].attrs["largest_spread"] = largest
+    if h0 is not None and written != h0.nedges:
+        log.warning("%d of H0's %d blocks had no dH (beyond the model's cutoff): left out",
+                    h0.nedges - written, h0.nedges)  # fmt: skip
+
+
+def _plus_h0(h0: BlockOperator, rows, mean, spread, header: BlockOperator):
+    """(rows, H0 + dH blocks, spread) of a chunk's rows that H0 has (the others lie
+    beyond both orbitals' reach, where H is zero); a collinear dH lifts onto a SOC H0."""
+    base, have = on_edges(h0, rows)
+    dh = BlockOperator(header.numbers, header.basis, rows, mean.ravel(), False)
+    values = add_h0(dh, base).values.reshape(len(rows), -1)  # one block shape per chunk
+    return rows[have], values[have], None if spread is None else spread[have]
 
 
 def stream_prediction(
@@ -118,18 +147,18 @@ def stream_prediction(
     (written to a temporary name, renamed when complete). ``precision``: the stored
     numbers, "single" (float32, halves the file; 1e-7 relative, far below the model's
     error) or "double"."""
-    require_h0(bundle.info, None, "this model (streamed predictions add no H0 yet)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     dtypes = dict(zip((False, True), PRECISIONS[precision], strict=True))
     start = time.perf_counter()
+    h0 = residual_h0(bundle, atoms) if predicts_residual(bundle.info) else None
     with atomic_file(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = STREAM_TAG
-            f.attrs["soc"] = bundle.config.spinful or bool(bundle.corrections)
+            f.attrs["soc"] = bundle.spinful
             s_values = _overlap_writer(f, bundle, atoms, dtypes[False])
             for rows in _stream_group(
-                f, "hamiltonian", bundle.models, atoms, device, dtypes, bundle.partitioned
+                f, "hamiltonian", bundle.models, atoms, device, dtypes, bundle.partitioned, h0
             ):
                 if s_values is not None:
                     s_values(rows)

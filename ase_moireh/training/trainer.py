@@ -491,12 +491,15 @@ def train_ensemble(
 
 
 def validation_spread(bundle: ModelBundle, paths: list[Path]) -> float:
-    """Largest per-element ensemble spread (eV) of H over the given structures."""
-    from ase_moireh.model.predict import predict_operators
+    """Largest per-element ensemble spread (eV) of H over the given structures (the
+    members' own predictions: a residual model's spread of dH is that of H0 + dH)."""
+    from ase_moireh.model.predict import members_on_graph, predict_hamiltonian
 
     largest = 0.0
     for path in paths:
-        _, _, spread = predict_operators(bundle, read_structure(path).atoms)
+        atoms = read_structure(path).atoms
+        models, data = members_on_graph(bundle.models, atoms, "cpu")
+        _, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
         if spread is not None and spread.nedges:
             largest = max(largest, float(np.abs(spread.values).max()))
     return largest

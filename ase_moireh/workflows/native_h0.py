@@ -30,15 +30,21 @@ log = logging.getLogger(__name__)
 INPUT = "openmx_in.dat"
 
 
-def native_h0(entry: Path, data_path: str | os.PathLike | None = None) -> float:
-    """H0 of one entry into ``entry/h0.h5`` (atomic write); returns seconds. Files from
-    ``data_path`` (an OpenMX DATA.PATH) or the bundled ones."""
+def entry_h0_builder(entry: Path, data_path: str | os.PathLike | None = None):
+    """The H0 builder of a corpus entry: the species and grid cutoff of its OpenMX input,
+    files from ``data_path`` (an OpenMX DATA.PATH) or the bundled ones."""
     from ase_moireh.data import bundled_openmx_data_path
 
+    basis, pseudo, cutoff = input_species(entry / INPUT)
+    return h0_builder(data_path or bundled_openmx_data_path(), basis, pseudo, cutoff)
+
+
+def native_h0(entry: Path, data_path: str | os.PathLike | None = None) -> float:
+    """H0 of one entry into ``entry/h0.h5`` (atomic write); returns seconds
+    (:func:`entry_h0_builder`)."""
     start = time.perf_counter()
     run = read_entry(entry)
-    basis, pseudo, cutoff = input_species(entry / INPUT)
-    builder = h0_builder(data_path or bundled_openmx_data_path(), basis, pseudo, cutoff)
+    builder = entry_h0_builder(entry, data_path)
     h = run.hamiltonian
     h0 = builder.structure(run.atoms, spinful=h.spinful)
     found = h0.hamiltonian.find(h.edges)
