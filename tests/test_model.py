@@ -62,6 +62,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
         pytest.param("untrained-tp", marks=pytest.mark.slow),
         "untrained-so2",
         "untrained-wide",
+        "untrained-long-range",
         pytest.param("bundled", marks=pytest.mark.slow),
     ],
 )
@@ -70,12 +71,14 @@ def trained_model(spinful: bool) -> HamiltonianModel:
 def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     """Rotate (or rotate-reflect) the structure: every block transforms as
     M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for
-    untrained models with either convolution and for the bundled trained model, in
-    float64."""
+    untrained models with either convolution, with the long-range head (Ewald potential
+    of latent charges times the exact S) and for the bundled trained model, in float64."""
     if which == "bundled":
         model = trained_model(spinful)
     elif which == "untrained-wide":
         model = tiny_model(spinful, wide=True)
+    elif which == "untrained-long-range":
+        model = tiny_model(spinful, long_range=True)
     else:
         model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
@@ -93,7 +96,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         np.abs(after[key] - rot[sym[key[0]]] @ block @ rot[sym[key[1]]].conj().T).max()
         for key, block in before.items()
     )
-    # float64 to rounding, both convolutions (seen: 3e-14 to 1.6e-13 eV)
+    # float64 to rounding, both convolutions (seen: 3e-14 to 1.6e-13 eV; long range:
+    # 1e-13, the k-vector set and the overlap splines being rotation-invariant)
     assert worst < 1e-10  # eV
 
 
@@ -124,13 +128,65 @@ def test_predictions_are_hermitian_by_construction(spinful):
     assert h.spinful == spinful
 
 
+def test_long_range_predictions_are_translation_invariant():
+    """The Ewald potential depends on differences of positions only: moving every atom
+    changes no block (the exact S, a function of bond vectors, neither)."""
+    model = tiny_model(spinful=False, long_range=True)
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=2)
+    base, _ = predicted_blocks(model, atoms)
+    shifted = atoms.copy()
+    shifted.positions += [0.3, -1.1, 0.4]  # no wrap: lattice vectors of edges unchanged
+    moved, _ = predicted_blocks(model, shifted)
+    plain, _ = predicted_blocks(tiny_model(spinful=False), atoms)
+    assert max(np.abs(moved[k] - v).max() for k, v in base.items()) < 1e-9
+    assert max(np.abs(plain[k] - v).max() for k, v in base.items()) > 1e-2  # the head acts
+
+
+def test_long_range_overlap_from_the_graph_equals_the_computed_one():
+    """Training graphs carry the exact S of every edge, prediction computes it with the
+    model's attached overlap: the same blocks either way. Without either, the model
+    refuses; so does a bundle without radial functions."""
+    model = tiny_model(spinful=False, long_range=True)
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=3)
+    bare = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF)
+    carried = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, overlap=bundled_overlap())
+    with torch.no_grad():
+        a, b = model(bare), model(carried)
+    assert all(torch.allclose(a[k][1], b[k][1], rtol=0, atol=1e-12) for k in a)
+    model.attach_overlap(None)
+    with pytest.raises(RuntimeError, match="needs the exact overlap"):
+        model(bare)
+    with pytest.raises(ValueError, match="long-range model needs the exact overlap"):
+        ModelBundle([model], None)
+
+
+def test_model_configs_from_before_long_range_load_without_the_head(tmp_path):
+    """A config written before ``long_range`` existed means no head: same parameters,
+    same predictions; a saved long-range model loads with its head and its S."""
+    config = tiny_model(spinful=False).config
+    fields = json.loads(config.to_json())
+    del fields["long_range"], fields["long_range_local"]
+    old = ModelConfig.from_json(json.dumps(fields))
+    assert not old.long_range and HamiltonianModel(old).potential_head is None
+    model = tiny_model(spinful=False, long_range=True)
+    save_bundle(bundle_of(model), tmp_path / "lr.pt")
+    loaded = load_bundle(tmp_path / "lr.pt", dtype=torch.float64).models[0]
+    assert loaded.overlap_source is not None
+    atoms = twisted_bilayer(2, 1)
+    a, _ = predicted_blocks(model, atoms)
+    b, _ = predicted_blocks(loaded, atoms)
+    assert max(np.abs(a[k] - v).max() for k, v in b.items()) < 1e-12
+
+
 @pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_streamed_blocks_equal_the_forward_pass(spinful, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
-    same numbers as the training forward pass."""
-    model = tiny_model(spinful, wide=wide)
+    same numbers as the training forward pass (with the long-range head when ``wide``)."""
+    model = tiny_model(spinful, wide=wide, long_range=wide)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
     data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64)

@@ -369,3 +369,28 @@ def test_a_model_trained_on_dh_records_it_and_mixed_targets_are_refused(data, tm
     with pytest.raises(ValueError, match="mix dH"):
         train(mixed, progress=False)
     assert not (tmp_path / "mixed" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_long_range_model_trains_resumes_and_predicts_what_it_trained(data, tmp_path):
+    """With ``long_range``: training graphs carry the exact S, the saved bundle computes
+    it at prediction; the head's factor is trained, the run resumes from its checkpoint,
+    and prediction gives the blocks of the training forward pass."""
+    from ase_moireh.model.graph import build_graph
+
+    model = {**TINY, "long_range": True}
+    train(config(data, tmp_path / "lr", epochs=2, model=model), progress=False)
+    bundle = train(config(data, tmp_path / "lr", epochs=3, model=model), progress=False)
+    network = bundle.models[0]
+    assert network.config.long_range and float(network.potential_head.scale) != 0.0
+    assert len(list(csv.DictReader(open(tmp_path / "lr" / "log.csv")))) == 3
+    atoms = converted(CASES[0]).atoms
+    h, _, _ = predict_operators(bundle, atoms)
+    graph = build_graph(atoms, ["Mo", "Te"], network.config.cutoff, None, torch.float64)
+    graph_with_s = build_graph(atoms, ["Mo", "Te"], network.config.cutoff, overlap=bundle.overlap)
+    with torch.no_grad():
+        trained = network.double()(graph_with_s)
+    assert graph.edge_index.shape == graph_with_s.edge_index.shape
+    for edges, blocks in trained.values():
+        for e, block in zip(edges.tolist(), blocks.numpy(), strict=True):
+            assert np.allclose(h.block(e).ravel(), block, atol=1e-5)  # float32 model file

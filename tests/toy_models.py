@@ -23,10 +23,16 @@ CHAIN_BASIS = Basis.from_dftio({"H": "1s", "C": "1s1p"})
 
 
 def tiny_model(
-    spinful: bool, seed: int = 0, convolution: str = "so2", wide: bool = False
+    spinful: bool,
+    seed: int = 0,
+    convolution: str = "so2",
+    wide: bool = False,
+    long_range: bool = False,
 ) -> HamiltonianModel:
     """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
-    multiplicity 2), with random non-trivial output scale and shift."""
+    multiplicity 2), with random non-trivial output scale and shift; with ``long_range``
+    the potential head with a non-zero Ewald factor and local scalar, and the bundled
+    exact overlap attached."""
     torch.manual_seed(seed)
     config = ModelConfig(
         convolution=convolution,
@@ -38,12 +44,20 @@ def tiny_model(
         num_layers=1,
         radial_hidden=8,
         num_radial=8,
+        long_range=long_range,
     )
     model = new_model(config, torch.float64)
     with torch.no_grad():  # non-trivial scale/shift so they are part of the test
         for ss in model.scale_shift.values():
             ss.scale.uniform_(0.5, 2.0)
             ss.shift.normal_()
+        if long_range:  # both start at zero: make the head's terms part of the test
+            model.potential_head.scale.fill_(0.3)
+            model.potential_head.local.weight.normal_()
+    if long_range:
+        from ase_moireh.overlap import bundled_overlap
+
+        model.attach_overlap(bundled_overlap())
     return model.eval()
 
 

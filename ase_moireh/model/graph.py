@@ -7,14 +7,25 @@ against the shared runs in the tests. Neighbour search is ASE's O(N) binned list
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from ase import Atoms
 from torch_geometric.data import Data
 
-from ase_moireh.block_operator import BlockOperator, lookup_edges, reversed_edges, sorted_edge_keys
+from ase_moireh.block_operator import (
+    BlockOperator,
+    lookup_edges,
+    packed_offsets,
+    reversed_edges,
+    sorted_edge_keys,
+)
 from ase_moireh.model.blocks import block_to_flat
 from ase_moireh.neighbours import neighbour_pairs
+
+if TYPE_CHECKING:
+    from ase_moireh.overlap import TwoCentreOverlap
 
 #: 2 x 7.0 Bohr, the PAO radius of Mo7.0 and Te7.0, in Angstrom
 MOTE2_CUTOFF = 14.0 * 0.529177210903
@@ -28,6 +39,8 @@ class HamiltonianGraph(Data):
             return self.edge_index.shape[1]
         if key == "y_start":
             return 0 if self.y is None else self.y.numel()
+        if key == "s_start":
+            return self.s_values.numel()
         return super().__inc__(key, value, *args, **kwargs)
 
 
@@ -47,8 +60,11 @@ def build_graph(
     cutoff: float,
     target: BlockOperator | None = None,
     dtype: torch.dtype = torch.float64,
+    overlap: TwoCentreOverlap | None = None,
 ) -> HamiltonianGraph:
-    """Graph of one structure; with ``target`` the flat blocks of every edge it holds."""
+    """Graph of one structure; with ``target`` the flat blocks of every edge it holds,
+    with ``overlap`` the exact S of every edge (what a long-range model reads; without
+    it the model computes S itself, as at prediction)."""
     symbols = atoms.get_chemical_symbols()
     unknown = sorted(set(symbols) - set(species))
     if unknown:
@@ -64,6 +80,7 @@ def build_graph(
         species=torch.as_tensor(z, dtype=torch.long),
         pos=torch.as_tensor(atoms.positions, dtype=dtype),
         cell=torch.as_tensor(np.asarray(atoms.cell)[None], dtype=dtype),
+        pbc=torch.as_tensor(np.asarray(atoms.pbc, dtype=bool)[None]),
         edge_index=torch.as_tensor(edges[:, :2].T.copy(), dtype=torch.long),
         edge_shift=torch.as_tensor(edges[:, 2:], dtype=dtype),
         edge_rev=torch.as_tensor(rev, dtype=torch.long),
@@ -71,7 +88,20 @@ def build_graph(
     )
     if target is not None:
         _attach_target(data, edges, target, dtype)
+    if overlap is not None:
+        attach_overlap(data, atoms, edges, overlap)
     return data
+
+
+def attach_overlap(
+    data: HamiltonianGraph, atoms: Atoms, edges: np.ndarray, overlap: TwoCentreOverlap
+) -> None:
+    """S of every edge, packed in edge order (``s_values``, each edge's start in
+    ``s_start``): spinless blocks, as :meth:`TwoCentreOverlap.packed_values` gives them."""
+    offsets = packed_offsets(overlap.basis.norbs(atoms.numbers), edges)
+    values = overlap.packed_values(atoms, edges)
+    data.s_values = torch.as_tensor(values, dtype=data.pos.dtype)
+    data.s_start = torch.as_tensor(offsets[:-1], dtype=torch.long)
 
 
 def _attach_target(

@@ -44,6 +44,7 @@ class ModelBundle:
     corrections: list[HamiltonianModel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._attach_overlap()
         if self.corrections:
             if self.models[0].config.spinful:
                 raise ValueError("a SOC correction goes on top of a collinear model")
@@ -52,6 +53,15 @@ class ModelBundle:
                 raise ValueError("the SOC correction needs spinful members of the same basis")
             for m in self.corrections:
                 m.config.extra = {**m.config.extra, "role": SOC_CORRECTION}
+
+    def _attach_overlap(self) -> None:
+        """Long-range members add (phi_i + phi_j) / 2 * S_ij: they compute S with the
+        bundle's exact overlap, the one their training graphs carried."""
+        for model in [*self.models, *self.corrections]:
+            if model.config.long_range:
+                if self.overlap is None:
+                    raise ValueError("a long-range model needs the exact overlap of its basis")
+                model.attach_overlap(self.overlap)
 
     @property
     def config(self) -> ModelConfig:

@@ -6,12 +6,20 @@ layer norm, residuals) -> edge update -> per element pair (and per species
 for on-site blocks) a linear map to the block's irreps, a scale/shift from training
 statistics, and the constant Wigner-Eckart matrix of :mod:`.blocks`. Predictions are
 made Hermitian by construction: B_ij(R) <- (B_ij(R) + B_ji(-R)^dagger) / 2.
+
+With ``long_range`` (opt-in), every block also gets (phi_i + phi_j) / 2 * S_ij, phi the
+per-atom potential of :class:`~ase_moireh.model.electrostatics.PotentialHead` (latent
+charges in the structure's periodic cell, by Ewald summation) and S the exact overlap:
+a potential shift felt by all of an atom's orbitals, which local message passing cannot
+make when it comes from a cell-wide field. Scalar phi and equivariant S keep the blocks
+equivariant; S is Hermitian, so they stay Hermitian.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +30,7 @@ from torch import nn
 
 from ase_moireh.basis import E3NN_FRAME, Basis, spin_factor
 from ase_moireh.model.blocks import block_basis
+from ase_moireh.model.electrostatics import PotentialHead
 from ase_moireh.model.graph import MOTE2_CUTOFF, edge_vectors
 from ase_moireh.model.layers import (
     EdgeUpdate,
@@ -31,6 +40,9 @@ from ase_moireh.model.layers import (
     ScaleShift,
 )
 from ase_moireh.model.so2 import edge_frame_rotations
+
+if TYPE_CHECKING:
+    from ase_moireh.overlap import TwoCentreOverlap
 
 
 @dataclass
@@ -52,6 +64,12 @@ class ModelConfig:
     #: width: a linear head from 8 hidden 2e features cannot give the 20 independent 2e
     #: parts of a Te-Te block (see :func:`head_irreps`)
     wide_heads: bool = False
+    #: add (phi_i + phi_j) / 2 * S_ij to every block, phi the Ewald potential of latent
+    #: charges in the structure's periodic cell (:mod:`.electrostatics`): the cell-wide
+    #: field of a sliding-ferroelectric bilayer's dipole and its periodic images
+    long_range: bool = False
+    #: with ``long_range``: phi also gets a local learned scalar per atom
+    long_range_local: bool = True
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -222,6 +240,19 @@ class HamiltonianModel(nn.Module):
             }
         )
         self.scale_shift = nn.ModuleDict({k: ScaleShift(out_irreps[k]) for k in self.block_keys})
+        self.potential_head = None
+        if config.long_range:
+            self.potential_head = PotentialHead(
+                self.irreps_hidden, config.cutoff, config.long_range_local
+            )
+        #: the exact overlap a long-range model computes S with when a graph carries none
+        self.overlap_source: TwoCentreOverlap | None = None
+
+    def attach_overlap(self, overlap: TwoCentreOverlap | None) -> None:
+        """The exact overlap of the model's basis (a long-range model's S_ij)."""
+        if overlap is not None and not overlap.covers(self.config.basis_obj):
+            raise ValueError("the overlap's radial functions do not match the model's basis")
+        self.overlap_source = overlap
 
     def _add_block(self, key: str, irreps, mat: np.ndarray, ni: int, nj: int) -> None:
         self.block_keys.append(key)
@@ -311,14 +342,16 @@ class HamiltonianModel(nn.Module):
             x = layer.update(x, agg)
         return x
 
-    def irreps_output(self, data, groups: dict | None = None) -> dict[str, torch.Tensor]:
+    def irreps_output(
+        self, data, groups: dict | None = None, parts: _HeadInputs | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per block key: (edges of that key, irreps vectors after scale/shift).
 
         Hopping blocks are multiplied by the smooth cutoff envelope: PAO matrix elements
         vanish beyond the sum of the orbital radii, and without it the per-pair shift
         (dominated by short bonds) would put spurious meV onto every long-range block.
         """
-        parts = _HeadInputs(data, *self.features(data))
+        parts = parts or _HeadInputs(data, *self.features(data))
         out = {}
         for key, edges in (groups or self.edge_groups(data)).items():
             if len(edges):
@@ -349,8 +382,10 @@ class HamiltonianModel(nn.Module):
     def forward(self, data) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per block key: (edge numbers, flat Hermitian blocks (E_key, D_key))."""
         groups = self.edge_groups(data)
-        irreps = self.irreps_output(data, groups)
+        parts = _HeadInputs(data, *self.features(data))
+        irreps = self.irreps_output(data, groups, parts)
         raw = {key: self.to_blocks(key, y) for key, y in irreps.items()}
+        phi = self.potential(data, parts.x)
         # position of every edge inside its key's prediction
         device = data.edge_index.device
         where = torch.full((data.edge_index.shape[1],), -1, dtype=torch.long, device=device)
@@ -361,8 +396,45 @@ class HamiltonianModel(nn.Module):
             if len(edges) == 0:
                 continue
             reverse = raw[self._reverse_key(key)][where[data.edge_rev[edges]]]
-            result[key] = (edges, self._hermitian(key, raw[key], reverse))
+            blocks = self._hermitian(key, raw[key], reverse)
+            result[key] = (edges, self._with_potential(key, edges, data, blocks, phi))
         return result
+
+    # ------------------------------------------------------------ long range
+    def potential(self, data, x: torch.Tensor, chunk: int = EDGE_CHUNK) -> torch.Tensor | None:
+        """phi (N,) of the long-range head from node features ``x`` (None without it)."""
+        if self.potential_head is None:
+            return None
+        return self.potential_head(data, x, self.hopping_edges(data), chunk)
+
+    def _with_potential(self, key: str, edges, data, blocks, phi) -> torch.Tensor:
+        """``blocks`` + (phi_i + phi_j) / 2 * S_ij on the given edges of one key."""
+        if phi is None:
+            return blocks
+        i, j = data.edge_index[:, edges]
+        return blocks + 0.5 * (phi[i] + phi[j])[:, None] * self.overlap_blocks(key, edges, data)
+
+    def overlap_blocks(self, key: str, edges: torch.Tensor, data) -> torch.Tensor:
+        """Flat S blocks (E, D) of the edges of one key, in the model's block layout
+        (SOC: S (x) 1_2): from the graph when it carries S, else computed exactly with
+        :attr:`overlap_source` (the same two-centre integrals)."""
+        a, b = (key, key) if key in self.config.species else key.split("-")
+        basis = self.config.basis_obj
+        ni, nj = basis[a].norb, basis[b].norb
+        if getattr(data, "s_values", None) is not None:
+            index = data.s_start[edges][:, None] + torch.arange(ni * nj, device=edges.device)
+            s = data.s_values[index].reshape(-1, ni, nj).to(self.frame.dtype)
+        elif self.overlap_source is None:
+            raise RuntimeError(
+                "a long-range model needs the exact overlap S: attach one "
+                "(HamiltonianModel.attach_overlap) or build the graph with it"
+            )
+        else:
+            vec = edge_vectors(data, edges).detach().cpu().double().numpy()
+            s = torch.as_tensor(
+                self.overlap_source.blocks(a, b, vec), dtype=self.frame.dtype, device=edges.device
+            )
+        return _layout(s, self.config.spinful)
 
     @torch.no_grad()
     def stream_blocks(self, data, chunk: int | None = None, edge_chunk: int = EDGE_CHUNK):
@@ -375,6 +447,7 @@ class HamiltonianModel(nn.Module):
         from ase_moireh.block_operator import chunk_slices
 
         x = self.node_features_in_chunks(data, self.hopping_edges(data), edge_chunk)
+        phi = self.potential(data, x, edge_chunk)
         for key, edges in self.edge_groups(data).items():
             if len(edges) == 0:
                 continue
@@ -385,7 +458,8 @@ class HamiltonianModel(nn.Module):
                 blocks = self.to_blocks(key, self._streamed_irreps(key, own, data, x))
                 rev = data.edge_rev[own]
                 back = self.to_blocks(reverse_key, self._streamed_irreps(reverse_key, rev, data, x))
-                yield key, own, self._hermitian(key, blocks, back)
+                hermitian = self._hermitian(key, blocks, back)
+                yield key, own, self._with_potential(key, own, data, hermitian, phi)
 
     def _streamed_irreps(self, key: str, edges: torch.Tensor, data, x) -> torch.Tensor:
         i, j = data.edge_index
@@ -397,6 +471,19 @@ class HamiltonianModel(nn.Module):
     def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
         y = self.scale_shift[key](self.heads[key](features))
         return y if envelope is None else y * envelope[:, None]
+
+
+def _layout(s: torch.Tensor, spinful: bool) -> torch.Tensor:
+    """(E, ni, nj) spinless blocks -> the flat layout of :mod:`.blocks`: row-major, or
+    for SOC the real part of S (x) 1_2 (spin blocks [[S, 0], [0, S]]), then zeros."""
+    if not spinful:
+        return s.reshape(len(s), -1)
+    n, ni, nj = s.shape
+    spinor = s.new_zeros(n, 2 * ni, 2 * nj)
+    spinor[:, :ni, :nj] = s
+    spinor[:, ni:, nj:] = s
+    flat = spinor.reshape(n, -1)
+    return torch.cat([flat, torch.zeros_like(flat)], dim=1)
 
 
 def new_model(config: ModelConfig, dtype: torch.dtype = torch.float32) -> HamiltonianModel:

@@ -229,9 +229,18 @@ def load_structures(paths: list[Path]) -> list[ElectronicStructure]:
     return [read_structure(p) for p in tqdm(paths, desc="load", unit="structure", leave=False)]
 
 
-def _make_graphs(model_config: ModelConfig, structures, dtype):
+def _make_graphs(model_config: ModelConfig, structures, dtype, overlap=None):
+    """Graphs with targets; a long-range model's also carry the exact S of every edge,
+    the S its bundle computes at prediction (:attr:`HamiltonianModel.overlap_source`)."""
+    if model_config.long_range and overlap is None:
+        raise ValueError(
+            "long_range needs the exact overlap S (PAO radial functions: pao_dir) of the basis"
+        )
+    s_source = overlap if model_config.long_range else None
     return [
-        build_graph(s.atoms, model_config.species, model_config.cutoff, s.hamiltonian, dtype)
+        build_graph(
+            s.atoms, model_config.species, model_config.cutoff, s.hamiltonian, dtype, s_source
+        )
         for s in structures
     ]
 
@@ -268,7 +277,10 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
         Partition.from_dict(config.partition)  # validate early
         model_config.extra = {**model_config.extra, "partition": config.partition}
     model = new_model(model_config, dtype).to(config.device)
-    graphs = [g.to(config.device) for g in _make_graphs(model_config, structures, dtype)]
+    graphs = _make_graphs(model_config, structures, dtype, overlap)
+    graphs = [g.to(config.device) for g in graphs]
+    if model_config.long_range:
+        model.attach_overlap(overlap)
     if base is not None:
         model.load_state_dict(base.models[member % len(base.models)].state_dict())
     else:
@@ -582,7 +594,8 @@ def _save_checkpoint(path, model, optimizer, scheduler, state: RunState, best) -
 
 def _load_checkpoint(path, model, optimizer, scheduler):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt["config"] != model.config.to_json():
+    # parsed, not as text: a checkpoint from before a new config field still matches
+    if ModelConfig.from_json(ckpt["config"]) != model.config:
         raise ValueError(f"{path}: checkpoint of a different model; remove it to start anew")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
