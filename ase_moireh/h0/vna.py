@@ -58,7 +58,7 @@ from ase_moireh.h0.twocentre import (
     RadialTable,
     add_projector_products,
     at_nodes,
-    damp_blocks,
+    damping_factors,
     openmx_gauss_legendre,
     openmx_gl_k_quadrature,
     projector_sites,
@@ -404,9 +404,15 @@ class NeutralAtomPotential:
         values = np.zeros(int(offsets[-1]))
         sites = projector_sites(atoms, cutoff)
         add_projector_products(
-            values, offsets, atoms, edges, sites, self.projector_overlaps, self.coupling
+            values,
+            offsets,
+            atoms,
+            edges,
+            sites,
+            self.projector_overlaps,
+            self.coupling,
+            damping=damping_factors(atoms, edges, cutoff),
         )
-        damp_blocks(values, offsets, atoms, edges, cutoff)
         self._set_on_site(values, offsets, atoms, edges, sites)
         meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
         op = BlockOperator(atoms.numbers, self.basis, edges, values, **meta)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -59,6 +58,7 @@ from ase_moireh.h0.twocentre import (
     EdgeHalves,
     default_threads,
     run_threaded,
+    scratch,
     upper_edges,
 )
 from ase_moireh.io.pao import find_pao
@@ -98,8 +98,6 @@ ORBITAL_CHUNK = 48
 #: (the blocks in double): 1.5x faster, 1.9e-5 eV off OpenMX's blocks at most on the test
 #: cell, against 9.3e-6 summed in double (the rest is libxc's PW92 constants)
 PRECISIONS = {"single": np.float32, "double": np.float64}
-#: per-thread scratch arrays (:func:`_scratch`)
-_SCRATCH = threading.local()
 #: the harmonics' normalisation sqrt((2l + 1) / 4 pi) (:func:`orbital_harmonics`)
 _NORM = [np.sqrt((2 * l + 1) / (4 * np.pi)) for l in range(4)]
 
@@ -232,7 +230,7 @@ class _Species:
         valid until its next call); every point of a grid block at once, zero weight
         outside the sphere (dense, in long contiguous loops: cheaper than gathering the
         inside points); OpenMX's axis (theta = pi/2, phi = 0) at r = 0."""
-        out = _scratch(f"orbitals {id(self)}", (len(r2), self.norb, r2.shape[1]), dtype)
+        out = scratch(f"orbitals {id(self)}", (len(r2), self.norb, r2.shape[1]), dtype)
         for first in range(0, len(r2), ORBITAL_CHUNK):
             part = slice(first, first + ORBITAL_CHUNK)
             self._orbital_chunk(vectors[:, part], r2[part], weight[part], out[part])
@@ -297,17 +295,6 @@ def _harmonics(l: int, unit: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-    """An uninitialised array reused by this thread: a fresh array of tens of MB costs a
-    page fault per 4 kB (half the time of the block products, measured)."""
-    size = int(np.prod(shape))
-    buffer = getattr(_SCRATCH, name, None)
-    if buffer is None or buffer.size < size or buffer.dtype != dtype:
-        buffer = np.empty(size, dtype=dtype)
-        setattr(_SCRATCH, name, buffer)
-    return buffer[:size].reshape(shape)
-
-
 def _radial_nodes(cutoff: float) -> np.ndarray:
     """r = k :data:`RADIAL_STEP` (A), k = 0 .. two nodes past ``cutoff``."""
     return np.arange(int(cutoff / RADIAL_STEP) + 3) * RADIAL_STEP
@@ -317,18 +304,24 @@ def _radial_nodes(cutoff: float) -> np.ndarray:
 
 
 def xc_potential(
-    grid: OpenMXGrid, valence: np.ndarray, total: np.ndarray, functional: str = PBE
+    grid: OpenMXGrid,
+    valence: np.ndarray,
+    total: np.ndarray,
+    functional: str = PBE,
+    threads: int = 1,
 ) -> np.ndarray:
     """V_xc (eV) on the grid from the valence and total (valence + core) densities
     (Bohr^-3, grid-shaped), as ``Set_XC_Grid.c`` builds it: central differences along
     the grid axes for grad n and for div(df/d grad n), periodic, V = 0 where the valence
-    density is below :data:`DENSITY_FLOOR`. Slabs of :data:`SLAB` planes at a time."""
+    density is below :data:`DENSITY_FLOOR`. Slabs of :data:`SLAB` planes at a time, on
+    ``threads`` workers (numpy and libxc, through ctypes, release the GIL)."""
     from pyscf.dft import libxc  # heavy import, only here
 
     inverse = np.linalg.inv(grid.steps / Bohr)  # OpenMX's igtv (columns: grid axes)
     n1 = grid.shape[0]
     out = np.zeros(grid.shape)
-    for start in range(0, n1, SLAB):
+
+    def slab(start: int) -> None:
         stop = min(start + SLAB, n1)
         planes = np.arange(start - 2, stop + 2) % n1
         n = total[planes]
@@ -343,6 +336,8 @@ def xc_potential(
         local[inner] = vrho
         potential = local[1:-1] - _divergence(flux, inverse)[1:-1]
         out[start:stop] = np.where(live[2:-2], potential, 0.0) * Hartree
+
+    run_threaded(slab, range(0, n1, SLAB), threads)
     return out
 
 
@@ -476,7 +471,7 @@ class ExchangeCorrelation:
         """V_xc (eV) of the superposed atomic densities on OpenMX's grid."""
         grid = grid or self.grid(atoms)
         valence, total = self.density(atoms, grid)
-        return xc_potential(grid, valence, total, self.functional)
+        return xc_potential(grid, valence, total, self.functional, self.threads)
 
     # ------------------------------------------------------------------ operator
     def operator(self, atoms: Atoms, edges: np.ndarray) -> BlockOperator:
@@ -517,11 +512,11 @@ class ExchangeCorrelation:
                 shapes.setdefault(blocks.shape[1:], []).append((edge, blocks))
             for cuts in shapes.values():  # one sum per shape and batch: edges repeat a lot
                 blocks = np.concatenate([b for _, b in cuts]) * -grid.point_volume
-                sums.add(np.concatenate([e for e, _ in cuts]), blocks[None])
+                sums.add(np.concatenate([e for e, _ in cuts]), blocks[:, None])
 
         run_threaded(work, plan.batches(BATCH), self.threads)
         values = np.zeros(int(offsets[-1]))
-        sums.write(values, offsets)
+        sums.write(values, offsets, threads=self.threads)
         return values
 
 
@@ -780,7 +775,7 @@ class _Products:
         and the parts above it (a GEMM); the rest is undefined."""
         nblock = len(self.width)
         size = int(self.width.max())
-        out = _scratch("matrices", (nblock, size, size), self.dtype)
+        out = scratch("matrices", (nblock, size, size), self.dtype)
         for b in range(nblock):
             parts = [rows[bounds[b] : bounds[b + 1]] for rows, bounds in self.rows]
             starts = np.cumsum([0] + [len(p) for p in parts])
