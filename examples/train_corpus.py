@@ -302,11 +302,12 @@ def stage_info(work: Path, *stages: str) -> dict:
 def install(args) -> None:
     col_stage = "col_refine" if (args.work / "col_refine" / "model.pt").exists() else "col_finetune"
     col = load_bundle(args.work / col_stage / "model.pt")
-    # the sizes the files really have, not this command's (unused) --model / cutoff
+    # the settings the collinear stage ran with (this command's own --epochs, --members
+    # ... are unused), and the sizes the files really have
     settings = {
         k: v
-        for k, v in _settings(args).items()
-        if k not in ("model", "model_size", "correction_cutoff")
+        for k, v in _stage_settings(args, "collinear").items()
+        if k not in ("model", "model_size", "correction_cutoff", "stage", "package")
     }
     settings["collinear_model"] = _size(col)
     if args.soc_model == "correction" and not predicts_residual(col.info):
@@ -353,6 +354,12 @@ def _with_h0_settings(info: dict, corpus: Path) -> dict:
     )
     settings = h0_settings(entry_h0_builder(corpus / first.name))
     return {**info, RESIDUAL_TARGET: residual_target(H0_SOURCE, settings)}
+
+
+def _stage_settings(args, stage: str) -> dict:
+    """What ``stage`` ran with (its ``<stage>.settings.json``), else this command's."""
+    path = args.work / f"{stage}.settings.json"
+    return json.loads(path.read_text()) if path.exists() else _settings(args)
 
 
 def _size(bundle: ModelBundle) -> dict:
