@@ -60,8 +60,10 @@ from ase_moireh.model.residual import (
     RESIDUAL,
     h0_settings,
     predicts_residual,
+    residual,
     residual_structure,
     residual_target,
+    soc_level_shift,
     with_spin,
 )
 from ase_moireh.model.residual import TARGET as RESIDUAL_TARGET
@@ -320,7 +322,10 @@ def install(args) -> None:
     col_info = {**kept, **recipe, **stages}
     if predicts_residual(col_info):
         col_info = _with_h0_settings(col_info, args.corpus)
-        soc_bundle = ModelBundle(col.models, col.overlap, with_spin(col_info, True))
+        mu, each = soc_level_shift(list(training_twins(args.corpus)))
+        logging.info("SOC level shift %.2f meV (training twins: %s)", 1e3 * mu,
+                     ", ".join(f"{1e3 * m:.2f}" for m in each))  # fmt: skip
+        soc_bundle = ModelBundle(col.models, col.overlap, with_spin(col_info, True, mu))
     elif args.soc_model == "correction":
         corr = load_bundle(args.work / "soc_correction" / "model.pt")
         soc_info = {**col_info, **stage_info(args.work, "soc_correction")}
@@ -342,6 +347,25 @@ def install(args) -> None:
         if args.package:
             shutil.copy(out / name, PACKAGE_MODELS / name)
     logging.info("wrote %s%s", out, " and installed" if args.package else "")
+
+
+def training_twins(corpus: Path):
+    """(dH_col, dH_SOC, S) of every SOC training entry and its collinear twin, dH against
+    the native H0: what :func:`soc_level_shift` fits."""
+    manifest = load_manifest(corpus)
+    for entry in manifest.values():
+        twin = entry.twin
+        if not (entry.soc and entry.split == "train" and twin):
+            continue
+        pair = [corpus / entry.name, corpus / twin]
+        if not all((p / H0_NATIVE).exists() for p in pair):
+            continue
+        soc, col = (with_overlap(read_entry(p)) for p in pair)
+        d_soc, d_col = (
+            residual(run.hamiltonian, read_hamiltonian(p / H0_NATIVE).hamiltonian)
+            for run, p in zip((soc, col), pair, strict=True)
+        )
+        yield d_col, d_soc, col.overlap
 
 
 def _with_h0_settings(info: dict, corpus: Path) -> dict:

@@ -15,6 +15,7 @@ from ase_moireh.io.openmx import read_scfout
 from ase_moireh.model.residual import (
     MissingH0Error,
     add_h0,
+    add_level_shift,
     h0_settings,
     native_h0,
     require_h0,
@@ -22,6 +23,7 @@ from ase_moireh.model.residual import (
     residual_structure,
     residual_target,
     scalar_part,
+    soc_level_shift,
     with_spin,
 )
 
@@ -165,12 +167,19 @@ def test_every_route_rebuilds_the_native_h0_a_dh_model_was_trained_against(
     )
     assert streamed.nedges == h.nedges and _max_diff(streamed, h) < 1e-10
     assert _max_diff(s_streamed, s) < 1e-12
+    mu = 0.0084  # eV, as fitted on the corpus's twins
     soc = ModelBundle(native_bundle.models, native_bundle.overlap,
-                      with_spin(native_bundle.info, True))  # fmt: skip
-    h_soc, _, _ = predict_operators(soc, run.atoms)
+                      with_spin(native_bundle.info, True, mu))  # fmt: skip
+    h_soc, s_soc, _ = predict_operators(soc, run.atoms)
     assert soc.spinful and h_soc.spinful
     h0_soc = native_h0(soc.info, run.atoms, soc.config.basis_obj)
-    assert _max_diff(residual(h_soc, h0_soc), dh) < 1e-10  # spin-orbit is H0's alone
+    shifted = copy.deepcopy(dh)
+    add_level_shift(shifted, s_soc, mu)
+    assert _max_diff(residual(h_soc, h0_soc), shifted) < 1e-10  # spin-orbit is H0's alone
+    streamed, _ = read_streamed(
+        stream_prediction(soc, run.atoms, tmp_path / "soc.h5", precision="double").path
+    )
+    assert _max_diff(streamed, h_soc) < 1e-10
 
 
 def test_a_dh_model_refuses_other_h0_files_than_it_was_trained_with(native_bundle, entry_pair):
@@ -182,3 +191,17 @@ def test_a_dh_model_refuses_other_h0_files_than_it_was_trained_with(native_bundl
     with pytest.raises(MissingH0Error, match="other Te_PBE19.vps"):
         predict_operators(ModelBundle(native_bundle.models, native_bundle.overlap, info),
                           entry_pair[0].atoms)  # fmt: skip
+
+
+def test_the_soc_level_shift_fit_recovers_a_known_shift(entry_pair):
+    """scalar dH_SOC = dH_col + mu S (x) 1_2 gives back mu; the spinor form is read
+    through its scalar part."""
+    from ase_moireh.block_operator import spinor_lift
+    from ase_moireh.overlap import with_overlap
+
+    run = with_overlap(entry_pair[0])
+    dh_col = residual(run.hamiltonian, entry_pair[1].hamiltonian)
+    soc = copy.deepcopy(dh_col)
+    add_level_shift(soc, run.overlap, 0.0084)
+    mu, each = soc_level_shift([(dh_col, spinor_lift(soc), run.overlap)] * 2)
+    assert mu == pytest.approx(0.0084, rel=1e-10) and each == pytest.approx([0.0084] * 2)

@@ -24,7 +24,13 @@ from ase_moireh.domain import ModelDomain, check, findings, spread_finding
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
-from ase_moireh.model.residual import add_h0, native_h0, predicts_residual
+from ase_moireh.model.residual import (
+    add_h0,
+    add_level_shift,
+    level_shift,
+    native_h0,
+    predicts_residual,
+)
 from ase_moireh.model.soc import combine_spread
 
 log = logging.getLogger(__name__)
@@ -137,12 +143,15 @@ def predict_operators(
     partitioned model); S from the two-centre overlap model. A bundle with a SOC
     correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph.
     A residual (dH) bundle gives H0 + dH on H0's blocks: ``h0`` when given, else the
-    H0 the model was trained against, rebuilt natively (:func:`residual_h0`)."""
+    H0 the model was trained against, rebuilt natively (:func:`residual_h0`); a SOC one
+    H0_SOC + (dH + mu S) (x) 1_2 (:func:`ase_moireh.model.residual.soc_level_shift`)."""
     start = time.perf_counter()
     if predicts_residual(bundle.info) and h0 is None:
         h0 = residual_h0(bundle, atoms)
     h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
     if predicts_residual(bundle.info):
+        if level_shift(bundle.info):
+            add_level_shift(h, bundle.overlap.operator(atoms, h.edges), level_shift(bundle.info))
         h = add_h0(h, h0)
     if bundle.corrections:
         dh, dspread = _predict_members(bundle.corrections, atoms, device, False)

@@ -45,7 +45,7 @@ from ase_moireh.model.predict import (
     members_on_graph,
     residual_h0,
 )
-from ase_moireh.model.residual import add_h0, predicts_residual
+from ase_moireh.model.residual import add_h0, level_shift, predicts_residual
 from ase_moireh.model.soc import on_edges
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,11 @@ def _stream_group(
     dtypes,
     partitioned=False,
     h0: BlockOperator | None = None,
+    shift: tuple | None = None,
 ):
     """Stream one ensemble's H into group ``name`` (with ``h0``: H0 + the ensemble's dH,
-    on the blocks H0 has); yields each chunk's edges (for S)."""
+    on the blocks H0 has, with ``shift`` (:func:`_plus_h0`) dH + mu S); yields each
+    chunk's edges (for S)."""
     config = models[0].config
     models, data = members_on_graph(models, atoms, device)
     edges = edge_rows(data)
@@ -113,7 +115,7 @@ def _stream_group(
     largest, written = 0.0, 0
     for rows, mean, block_spread in ensemble_chunks(models, data, edges, partitioned):
         if h0 is not None:
-            rows, mean, block_spread = _plus_h0(h0, rows, mean, block_spread, header)
+            rows, mean, block_spread = _plus_h0(h0, rows, mean, block_spread, header, shift)
         written += len(rows)
         writer.add(rows, mean, block_spread)
         if block_spread is not None and len(block_spread):
@@ -127,11 +129,15 @@ def _stream_group(
                     h0.nedges - written, h0.nedges)  # fmt: skip
 
 
-def _plus_h0(h0: BlockOperator, rows, mean, spread, header: BlockOperator):
+def _plus_h0(h0: BlockOperator, rows, mean, spread, header: BlockOperator, shift=None):
     """(rows, H0 + dH blocks, spread) of a chunk's rows that H0 has (the others lie
-    beyond both orbitals' reach, where H is zero); a collinear dH lifts onto a SOC H0."""
+    beyond both orbitals' reach, where H is zero); a collinear dH lifts onto a SOC H0.
+    ``shift``: (mu, exact overlap, atoms) of a SOC model's level shift, dH + mu S."""
     base, have = on_edges(h0, rows)
     dh = BlockOperator(header.numbers, header.basis, rows, mean.ravel(), False)
+    if shift is not None:
+        mu, overlap, atoms = shift
+        dh.values += mu * overlap.packed_values(atoms, rows)
     values = add_h0(dh, base).values.reshape(len(rows), -1)  # one block shape per chunk
     return rows[have], values[have], None if spread is None else spread[have]
 
@@ -157,9 +163,12 @@ def stream_prediction(
             f.attrs["format"] = STREAM_TAG
             f.attrs["soc"] = bundle.spinful
             s_values = _overlap_writer(f, bundle, atoms, dtypes[False])
+            mu = level_shift(bundle.info)
+            shift = (mu, bundle.overlap, atoms) if mu else None
             for rows in _stream_group(
-                f, "hamiltonian", bundle.models, atoms, device, dtypes, bundle.partitioned, h0
-            ):
+                f, "hamiltonian", bundle.models, atoms, device, dtypes, bundle.partitioned, h0,
+                shift,
+            ):  # fmt: skip
                 if s_values is not None:
                     s_values(rows)
             if s_values is not None:
