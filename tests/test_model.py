@@ -101,15 +101,21 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     assert worst < 1e-10  # eV
 
 
-@pytest.mark.slow
-def test_translation_and_permutation_invariance():
-    model = tiny_model(spinful=True)
+def translated_blocks(model):
+    """(blocks of a rattled (2,1) cell, blocks of the same cell moved as a whole, the cell)."""
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=2)
     base, _ = predicted_blocks(model, atoms)
     shifted = atoms.copy()
     shifted.positions += [0.3, -1.1, 0.4]  # no wrap: lattice vectors of edges unchanged
     moved, _ = predicted_blocks(model, shifted)
+    return base, moved, atoms
+
+
+@pytest.mark.slow
+def test_translation_and_permutation_invariance():
+    model = tiny_model(spinful=True)
+    base, moved, atoms = translated_blocks(model)
     assert max(np.abs(moved[k] - v).max() for k, v in base.items()) < 1e-9
     perm = np.random.default_rng(3).permutation(len(atoms))
     permuted, _ = predicted_blocks(model, atoms[perm])
@@ -131,13 +137,7 @@ def test_predictions_are_hermitian_by_construction(spinful):
 def test_long_range_predictions_are_translation_invariant():
     """The Ewald potential depends on differences of positions only: moving every atom
     changes no block (the exact S, a function of bond vectors, neither)."""
-    model = tiny_model(spinful=False, long_range=True)
-    atoms = twisted_bilayer(2, 1)
-    atoms.rattle(0.05, seed=2)
-    base, _ = predicted_blocks(model, atoms)
-    shifted = atoms.copy()
-    shifted.positions += [0.3, -1.1, 0.4]  # no wrap: lattice vectors of edges unchanged
-    moved, _ = predicted_blocks(model, shifted)
+    base, moved, atoms = translated_blocks(tiny_model(spinful=False, long_range=True))
     plain, _ = predicted_blocks(tiny_model(spinful=False), atoms)
     assert max(np.abs(moved[k] - v).max() for k, v in base.items()) < 1e-9
     assert max(np.abs(plain[k] - v).max() for k, v in base.items()) > 1e-2  # the head acts
