@@ -98,3 +98,42 @@ def symmetry_deviation(
         total += float(diff.sum())
         count += diff.size
     return worst, total / max(count, 1)
+
+
+def proper_operations(atoms: Atoms, symprec: float = 1e-3) -> list[SpaceGroupOperation]:
+    """The rotations (det +1) among the space-group operations of ``atoms``: those act
+    on spinors by the spin-1/2 rotation alone (no choice of how inversion acts on spin)."""
+    try:
+        ops = space_group_operations(atoms, symprec)
+    except ValueError:
+        return []
+    return [op for op in ops if np.linalg.det(op.W) > 0]
+
+
+def symmetrized(
+    operator: BlockOperator, atoms: Atoms, ops: list[SpaceGroupOperation]
+) -> BlockOperator:
+    """The group average (1/|G|) sum_g M_g O M_g^dagger of ``operator`` over ``ops`` (a
+    group: the operations of a structure). Why: an operator integrated on a real-space
+    grid (V_xc of H0) breaks the structure's symmetry by the grid's egg-box error; C3
+    eigenvalues and Chern numbers need it exact. Every block's image must be a block."""
+    if len(ops) <= 1:
+        return operator
+    out = np.zeros_like(operator.values)
+    for op in ops:
+        rot = {s: atom_rotation(spec, op.Q, operator.spinful) for s, spec in operator.basis.items()}
+        mats = [rot[chemical_symbols[z]] for z in operator.numbers]
+        target = operator.find(image_edges(atoms, operator.edges, op))
+        if (target < 0).any():
+            raise ValueError("the operator's blocks are not closed under the structure's symmetry")
+        for e, f in enumerate(target):
+            i, j = operator.edges[e, :2]
+            block = mats[i] @ operator.block(e) @ mats[j].conj().T
+            start = operator.offsets[f]
+            out[start : start + block.size] += (
+                block.ravel() if operator.spinful else block.real.ravel()
+            )
+    return BlockOperator(
+        operator.numbers, operator.basis, operator.edges, out / len(ops), operator.spinful,
+        cell=operator.cell, positions=operator.positions,
+    )  # fmt: skip

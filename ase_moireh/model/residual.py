@@ -153,8 +153,12 @@ def native_h0(
     """The H0 a residual model was trained against, rebuilt natively for ``atoms`` on
     OpenMX's blocks, in the model's spin layout. Refused, naming what is missing, when
     the model's H0 is not the native one (OpenMX's zeroth step: pass ``h0``) or when the
-    files found differ from those it was trained with."""
+    files found differ from those it was trained with. Averaged over the structure's
+    rotations (:func:`~ase_moireh.symmetry.symmetrized`): V_xc's grid breaks them by up
+    to ~20 meV, and a symmetric structure's H must keep them exactly (C3 eigenvalues).
+    A structure without symmetry gets OpenMX's H0 as it is."""
     from ase_moireh.h0.hamiltonian import SOURCE, resolve_h0
+    from ase_moireh.symmetry import proper_operations, symmetrized
 
     target = info.get(TARGET) or {}
     settings = target.get("settings")
@@ -177,7 +181,8 @@ def native_h0(
             f"{where} was trained with other {', '.join(changed)} than those in "
             f"{builder.folder}: its H0 cannot be rebuilt from them"
         )
-    return builder.operator(atoms, None, residual_spinful(info))
+    h0 = builder.operator(atoms, None, residual_spinful(info))
+    return symmetrized(h0, atoms, proper_operations(atoms))
 
 
 def require_h0(info: dict, h0: BlockOperator | None, where: str = "the model") -> None:
