@@ -139,14 +139,29 @@ def test_the_command_line_names_its_flag_and_predicts_with_it(
     route, collinear, tmp_path, monkeypatch
 ):
     """A refusal on the command line names --no-domain-check, not the calculator's
-    keyword; with the flag the command predicts the structure, warning, and writes it."""
+    keyword; with the flag the command predicts the structure, warning, and writes it.
+    The collapsed bilayer then meets the next guard: the bundled dH model's H0 refuses
+    atoms 0.87 A apart, naming the file, and writes nothing."""
+    from ase_moireh.model import predict
+
     (tmp_path / "out").mkdir()
     message = predict_by(route, collapsed_bilayer(), collinear, tmp_path, monkeypatch)
     assert "Te-Te atoms 0.87 A" in message and "pass --no-domain-check" in message
     assert "domain_check=False" not in message
     opted_out = f"{route} --no-domain-check"
     with pytest.warns(OutOfDomainWarning, match="Te-Te atoms 0.87 A"):
-        assert predict_by(opted_out, collapsed_bilayer(), collinear, tmp_path, monkeypatch) is None
+        message = predict_by(opted_out, collapsed_bilayer(), collinear, tmp_path, monkeypatch)
+    assert "cell.extxyz: overlapping atoms" in message and "0.866 A apart" in message
+    assert not list((tmp_path / "out").iterdir())
+    # a structure H0 can be built for, refused on made-up grounds: the flag predicts it
+    monkeypatch.setattr(predict, "findings", lambda *args: (["made-up finding"], []))
+    assert "made-up finding" in predict_by(
+        route, twisted_bilayer(2, 1), collinear, tmp_path, monkeypatch
+    )
+    with pytest.warns(OutOfDomainWarning, match="made-up finding"):
+        assert (
+            predict_by(opted_out, twisted_bilayer(2, 1), collinear, tmp_path, monkeypatch) is None
+        )
     assert len(list((tmp_path / "out").iterdir())) == 1
 
 
