@@ -116,22 +116,28 @@ def symmetrized(
     """The group average (1/|G|) sum_g M_g O M_g^dagger of ``operator`` over ``ops`` (a
     group: the operations of a structure). Why: an operator integrated on a real-space
     grid (V_xc of H0) breaks the structure's symmetry by the grid's egg-box error; C3
-    eigenvalues and Chern numbers need it exact. Every block's image must be a block."""
+    eigenvalues and Chern numbers need it exact. Every block's image must be a block.
+    The blocks of one species pair are rotated together (one batched product per
+    operation and pair)."""
     if len(ops) <= 1:
         return operator
     out = np.zeros_like(operator.values)
+    symbols = np.array([chemical_symbols[z] for z in operator.numbers])
+    pairs = symbols[operator.edges[:, 0]], symbols[operator.edges[:, 1]]
     for op in ops:
         rot = {s: atom_rotation(spec, op.Q, operator.spinful) for s, spec in operator.basis.items()}
-        mats = [rot[chemical_symbols[z]] for z in operator.numbers]
         target = operator.find(image_edges(atoms, operator.edges, op))
         if (target < 0).any():
             raise ValueError("the operator's blocks are not closed under the structure's symmetry")
-        for e, f in enumerate(target):
-            i, j = operator.edges[e, :2]
-            block = mats[i] @ operator.block(e) @ mats[j].conj().T
-            start = operator.offsets[f]
-            out[start : start + block.size] += (
-                block.ravel() if operator.spinful else block.real.ravel()
+        for a, b in set(zip(*pairs, strict=True)):
+            edges = np.flatnonzero((pairs[0] == a) & (pairs[1] == b))
+            shape = operator.shapes[edges[0]]
+            span = np.arange(shape[0] * shape[1])
+            blocks = operator.values[operator.offsets[edges][:, None] + span].reshape(-1, *shape)
+            turned = (rot[a] @ blocks @ rot[b].conj().T).reshape(len(edges), -1)
+            # real orbitals: M is real for spinless operators
+            out[operator.offsets[target[edges]][:, None] + span] += (
+                turned if operator.spinful else turned.real
             )
     return BlockOperator(
         operator.numbers, operator.basis, operator.edges, out / len(ops), operator.spinful,

@@ -149,9 +149,11 @@ def predict_operators(
     if predicts_residual(bundle.info) and h0 is None:
         h0 = residual_h0(bundle, atoms)
     h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
-    if predicts_residual(bundle.info):
-        if level_shift(bundle.info):
-            add_level_shift(h, bundle.overlap.operator(atoms, h.edges), level_shift(bundle.info))
+    s = None
+    if predicts_residual(bundle.info):  # H0's blocks are H's: S on them serves both
+        if bundle.overlap is not None:
+            s = bundle.overlap.operator(atoms, h0.edges)
+            add_level_shift(h, s, level_shift(bundle.info))
         h = add_h0(h, h0)
     if bundle.corrections:
         dh, dspread = _predict_members(bundle.corrections, atoms, device, False)
@@ -159,7 +161,8 @@ def predict_operators(
         del dh
         spread = combine_spread(spread, dspread)
         del dspread
-    s = bundle.overlap.operator(atoms, h.edges) if bundle.overlap is not None else None
+    if s is None and bundle.overlap is not None:
+        s = bundle.overlap.operator(atoms, h.edges)
     log.info(
         "predicted H%s of %d atoms (%d blocks, %d model(s)) in %.1f s",
         " and exact S" if s is not None else "",
