@@ -205,3 +205,13 @@ def test_the_soc_level_shift_fit_recovers_a_known_shift(entry_pair):
     add_level_shift(soc, run.overlap, 0.0084)
     mu, each = soc_level_shift([(dh_col, spinor_lift(soc), run.overlap)] * 2)
     assert mu == pytest.approx(0.0084, rel=1e-10) and each == pytest.approx([0.0084] * 2)
+
+
+def test_a_dh_model_says_when_its_h0_will_not_fit(native_bundle, entry_pair, monkeypatch):
+    """A cell whose H0 exceeds the memory left is refused before any work, by name."""
+    from ase_moireh.memory import InsufficientMemory
+    from ase_moireh.model.predict import predict_operators
+
+    monkeypatch.setenv("MOIREH_MEMORY_LIMIT", "1MB")  # less than the process holds
+    with pytest.raises(InsufficientMemory, match="native H0 of Mo8Te16 .24 atoms. needs"):
+        predict_operators(native_bundle, entry_pair[0].atoms)

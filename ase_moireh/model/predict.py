@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ase_moireh.basis import spin_factor
 from ase_moireh.block_operator import BlockOperator, add_correction, packed_offsets
 from ase_moireh.domain import ModelDomain, check, findings, spread_finding
+from ase_moireh.memory import ensure_fits
 from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: numbers per slice of the running ensemble statistics (bounds their temporaries)
 WELFORD_CHUNK = 1 << 21
+#: peak memory of the native H0 per atom, collinear / SOC: 0.9 / 2.0 MB measured on
+#: twisted cells up to 2,382 atoms (benchmarks/results/h0_timing.md), with 10 % margin
+H0_BYTES_PER_ATOM = {False: 1_000_000, True: 2_200_000}
 
 
 def member_chunks(model, data) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -178,6 +182,9 @@ def residual_h0(bundle: ModelBundle, atoms: Atoms) -> BlockOperator:
     """The native H0 of ``atoms`` that a residual bundle adds its dH to (in the
     bundle's spin layout); a bundle trained against another H0 is refused, naming it
     (:func:`ase_moireh.model.residual.native_h0`)."""
+    need = len(atoms) * H0_BYTES_PER_ATOM[bundle.spinful]
+    hint = "a dH model holds its native H0 whole, streamed predictions too"
+    ensure_fits(need, f"the native H0 of {describe(atoms)}", hint)
     start = time.perf_counter()
     h0 = native_h0(bundle.info, atoms, bundle.config.basis_obj, where="this model")
     log.info("native H0 of %d atoms in %.1f s", len(atoms), time.perf_counter() - start)
