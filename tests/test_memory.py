@@ -16,6 +16,7 @@ from ase_moireh.build import twisted_bilayer
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.cli import moireh
 from ase_moireh.memory import InsufficientMemory
+from ase_moireh.model import predict
 from ase_moireh.solvers import factorization as fz
 
 
@@ -126,13 +127,24 @@ def test_pardiso_refuses_after_its_analysis_and_frees_it(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_says_it_instead_of_a_traceback(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("h0_fits", "refusal"),
+    [
+        (False, "Error: the native H0 of Mo14Te28 (42 atoms) needs about"),
+        (True, "Error: dense diagonalisation of 728 rows needs about"),
+    ],
+)
+def test_cli_says_it_instead_of_a_traceback(tmp_path, monkeypatch, h0_fits, refusal):
+    """Both guards of ``moireh bands`` under a 10 MB margin: the bundled dH model's
+    native H0 (checked first), then, with H0's estimate set to nothing, the dense solve."""
     structure = tmp_path / "cell.extxyz"
     twisted_bilayer(2, 1).write(structure)
+    if h0_fits:
+        monkeypatch.setattr(predict, "H0_BYTES_PER_ATOM", {False: 0, True: 0})
     cap(monkeypatch, 10)
     result = CliRunner().invoke(moireh, ["bands", str(structure), "--no-soc", "--npoints", "4"])
     assert result.exit_code == 1
-    assert "Error: dense diagonalisation of 728 rows needs about" in result.output
+    assert refusal in result.output
     assert "Traceback" not in result.output
 
 
