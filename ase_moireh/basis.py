@@ -43,6 +43,13 @@ M_NAMES: dict[int, tuple[str, ...]] = {
 #: OpenMX p: (x, y, z); d: (z2, x2-y2, xy, xz, yz). f and higher are not supported.
 OPENMX_TO_INTERNAL: dict[int, tuple[int, ...]] = {0: (0,), 1: (1, 2, 0), 2: (2, 4, 0, 3, 1)}
 
+#: semicore shells of the project's PAO bases (Mo7.0-s3p2d1, Te7.0-s3p2d2): the first
+#: radial function of these l holds a shell the pseudopotential keeps in its valence but
+#: far below the gap (Mo_PBE19, 14 electrons: 4s2 4p6 4d5 5s1; Te_PBE19, 16: 4d10 5s2 5p4).
+#: DFT on-site energies: Mo s1 -65 eV, Mo p1 -40 eV, Te d1 -41 eV; their errors leave the
+#: levels near the gap unchanged (benchmarks/results/error_anatomy.md)
+SEMICORE_SHELLS: dict[str, tuple[str, ...]] = {"Mo": ("s1", "p1"), "Te": ("d1",)}
+
 #: Cartesian frame change to e3nn 0.6: Y_ours(r) = Y_e3nn(E3NN_FRAME @ r).
 E3NN_FRAME = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 
@@ -90,6 +97,16 @@ class SpeciesBasis:
             seen[l] = seen.get(l, 0) + 1
             labels.append(f"{L_LETTERS[l]}{seen[l]}")
         return labels
+
+    def semicore_orbitals(self) -> np.ndarray:
+        """Per spatial orbital: does it belong to a :data:`SEMICORE_SHELLS` shell?"""
+        semicore = SEMICORE_SHELLS.get(self.symbol, ())
+        return np.concatenate(
+            [
+                np.full(sl.stop - sl.start, label in semicore)
+                for label, sl in zip(self.shell_labels(), self.shell_slices(), strict=True)
+            ]
+        )
 
     def orbital_labels(self) -> list[str]:
         """One label per spatial orbital in our order, e.g. 's1', 'p1y', 'd1z2'."""

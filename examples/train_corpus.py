@@ -138,7 +138,7 @@ def _converted(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
 
 #: weight of the near-gap band loss (``--band-weight``, set in main) for stages whose
 #: targets are whole Hamiltonians; the dH_SO correction never uses it
-BAND = {"band_weight": 0.0, "onsite_weight": 1.0}
+BAND = {"band_weight": 0.0, "onsite_weight": 1.0, "semicore_weight": 1.0}
 #: ModelConfig fields every fresh model of a stage gets (``--long-range``, set in main)
 MODEL_EXTRA: dict = {}
 
@@ -155,6 +155,7 @@ def config(
         model={**(model or {}), **MODEL_EXTRA},
         band_weight=BAND["band_weight"] if bands else 0.0,
         onsite_weight=BAND["onsite_weight"],
+        semicore_weight=BAND["semicore_weight"],
         **SCHEDULE,
     )
 
@@ -447,6 +448,13 @@ def main() -> None:
         help="weight of on-site blocks in the element MSE (TrainConfig.onsite_weight)",
     )
     parser.add_argument(
+        "--semicore-weight",
+        type=float,
+        default=1.0,
+        help="weight of elements with a semicore orbital in the element MSE "
+        "(TrainConfig.semicore_weight)",
+    )
+    parser.add_argument(
         "--target",
         choices=["H", RESIDUAL],
         default="H",
@@ -466,6 +474,7 @@ def main() -> None:
     TARGET["kind"] = args.target
     BAND["band_weight"] = args.band_weight
     BAND["onsite_weight"] = args.onsite_weight
+    BAND["semicore_weight"] = args.semicore_weight
     if args.long_range:
         MODEL_EXTRA["long_range"] = True
     if args.threads:

@@ -346,6 +346,33 @@ def test_onsite_weight_scales_only_the_onsite_squared_errors():
         assert loss == pytest.approx((hopping + w * onsite) / count, rel=1e-10)
 
 
+def test_semicore_weight_scales_only_elements_of_semicore_orbitals():
+    """structure_loss = (valence squared errors + w x semicore ones) / count, where an
+    element is semicore when either orbital is (Mo s1, p1; Te d1)."""
+    from ase_moireh.model.graph import build_graph
+    from ase_moireh.training.losses import block_diffs, semicore_weights, structure_loss
+
+    require("bl1x1_nosoc_s22")
+    case = converted("bl1x1_nosoc_s22")
+    model = tiny_model(False)
+    g = build_graph(case.atoms, model.config.species, model.config.cutoff, case.hamiltonian)
+    basis = model.config.basis_obj
+    assert basis["Mo"].semicore_orbitals().tolist() == [1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert basis["Te"].semicore_orbitals().sum() == 5  # the d1 shell
+    deep = semicore_weights(model, 0.0)
+    semicore = valence = count = 0.0
+    for key, (_, diff) in block_diffs(model, g).items():
+        sq = diff.detach().pow(2)
+        semicore += float(sq[:, deep[key] == 0].sum())
+        valence += float(sq[:, deep[key] == 1].sum())
+        count += sq.numel()
+    assert semicore > 0 and valence > 0
+    assert semicore_weights(model, 1.0) == dict.fromkeys(model.block_keys)
+    for w in (1.0, 0.1):
+        loss = float(structure_loss(model, g, semicore_weight=w))
+        assert loss == pytest.approx((valence + w * semicore) / count, rel=1e-10)
+
+
 @pytest.mark.slow
 def test_a_model_trained_on_dh_records_it_and_mixed_targets_are_refused(data, tmp_path):
     """dH = H - H0 datasets (corpus entry + OpenMX's zeroth step) make a model whose file

@@ -40,6 +40,25 @@ def element_masks(model: HamiltonianModel) -> dict[str, torch.Tensor | None]:
     return out
 
 
+def semicore_weights(model: HamiltonianModel, weight: float) -> dict[str, torch.Tensor | None]:
+    """Per block key, the weight of every flat element's squared error: ``weight`` where
+    either orbital is semicore (:data:`ase_moireh.basis.SEMICORE_SHELLS`), 1 elsewhere;
+    None everywhere at weight 1. Semicore errors are the largest on-site errors yet leave
+    the bands near the gap unchanged: at 1 they dominate the element MSE."""
+    if weight == 1.0:
+        return dict.fromkeys(model.block_keys)
+    basis, spinful = model.config.basis_obj, model.config.spinful
+    device = next(model.parameters()).device
+    out = {}
+    for key in model.block_keys:
+        a, b = key.split("-") if "-" in key else (key, key)
+        deep = basis[a].semicore_orbitals()[:, None] | basis[b].semicore_orbitals()[None, :]
+        w = np.where(deep, weight, 1.0)
+        flat = np.concatenate([w.ravel(), w.ravel()]) if spinful else w.ravel()
+        out[key] = torch.as_tensor(flat, device=device)
+    return out
+
+
 def block_diffs(model: HamiltonianModel, g) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per block key: (positions in ``g.y``, prediction - target) of its edges with targets."""
     out = {}
@@ -52,16 +71,21 @@ def block_diffs(model: HamiltonianModel, g) -> dict[str, tuple[torch.Tensor, tor
     return out
 
 
-def block_errors(model: HamiltonianModel, g, diffs=None) -> dict[str, tuple[float, float, int]]:
-    """Per block key: (sum of squared errors, sum of absolute errors, element count),
-    over the elements of the model's partition share."""
+def block_errors(
+    model: HamiltonianModel, g, diffs=None, weights=None
+) -> dict[str, tuple[float, float, int]]:
+    """Per block key: (sum of squared errors, x ``weights`` when given, sum of absolute
+    errors, element count), over the elements of the model's partition share."""
     out = {}
     masks = element_masks(model)
     for key, (_, diff) in (block_diffs(model, g) if diffs is None else diffs).items():
         if masks[key] is None:
             continue
         diff = diff[:, masks[key]]
-        out[key] = (diff.pow(2).sum(), diff.abs().sum().item(), diff.numel())
+        sq = diff.pow(2)
+        if weights is not None and weights.get(key) is not None:
+            sq = sq * weights[key][masks[key]]
+        out[key] = (sq.sum(), diff.abs().sum().item(), diff.numel())
     return out
 
 
@@ -78,11 +102,13 @@ def structure_loss(
     probe: BandProbe | None = None,
     band_weight: float = 0.0,
     onsite_weight: float = 1.0,
+    semicore_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Element MSE (eV^2), on-site blocks' squared errors x ``onsite_weight``, plus
+    """Element MSE (eV^2), on-site blocks' squared errors x ``onsite_weight``, elements
+    of semicore orbitals x ``semicore_weight`` (:func:`semicore_weights`), plus
     ``band_weight`` x the band loss when a probe is given."""
     diffs = block_diffs(model, g)
-    errors = block_errors(model, g, diffs)
+    errors = block_errors(model, g, diffs, semicore_weights(model, semicore_weight))
     species = set(model.config.species)  # on-site keys are element names
     total = sum(
         sq * (onsite_weight if key in species else 1.0) for key, (sq, _, _) in errors.items()

@@ -86,6 +86,11 @@ class TrainConfig:
     #: diagonal error on a training cell against a 4 meV overall MAE), yet they set
     #: the levels near the gap
     onsite_weight: float = 1.0
+    #: weight of the squared errors of elements with a semicore orbital
+    #: (:data:`ase_moireh.basis.SEMICORE_SHELLS`): their on-site errors are the largest
+    #: (215 meV, Mo 4s) but leave the bands near the gap unchanged, while the valence
+    #: shells' on-site energies set them (benchmarks/results/error_anatomy.md)
+    semicore_weight: float = 1.0
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -443,7 +448,14 @@ def _train_epoch(model, optimizer, graphs, epoch: int, config: TrainConfig, prob
     total = 0.0
     for k in order:
         optimizer.zero_grad()
-        loss = structure_loss(model, graphs[k], probes[k], config.band_weight, config.onsite_weight)
+        loss = structure_loss(
+            model,
+            graphs[k],
+            probes[k],
+            config.band_weight,
+            config.onsite_weight,
+            config.semicore_weight,
+        )
         loss.backward()
         optimizer.step()
         total += loss.item()
