@@ -1,6 +1,7 @@
 """Relaxation mechanics on a cheap potential (Lennard-Jones): convergence in eV/A, resume
 from the trajectory, clear refusals; the local interlayer distance of a bilayer."""
 
+import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
@@ -74,3 +75,90 @@ def test_a_corrugated_top_layer_is_measured_point_by_point():
     bump = np.linspace(-0.3, 0.3, int(top_metal.sum()))
     atoms.positions[top_metal, 2] += bump
     assert np.allclose(local_interlayer_distance(atoms), 7.0 + bump, atol=1e-9)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def lj_potential(monkeypatch):
+    """A registered potential named 'lj' (no optional package needed)."""
+    from ase_moireh.build import potentials
+
+    spec = potentials.Potential("Lennard-Jones test", (), lambda: (lj(), frozenset({"Mo", "Te"})))
+    monkeypatch.setitem(potentials.POTENTIALS, "lj", spec)
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from ase_moireh.cli import moireh
+
+    return CliRunner().invoke(moireh, ["relax", *map(str, args), "--no-progress"])
+
+
+def test_cli_relaxes_resumes_and_writes_only_a_converged_structure(tmp_path, lj_potential):
+    structure, out = tmp_path / "cell.extxyz", tmp_path / "relaxed.extxyz"
+    cluster().write(structure)
+    stopped = _run(structure, "-o", out, "--potential", "lj", "--fmax", "0.005", "--steps", "2")
+    assert stopped.exit_code == 1
+    assert "not converged after 2 steps" in stopped.output and "Traceback" not in stopped.output
+    assert not out.exists() and (tmp_path / "relaxed.traj").exists()
+    done = _run(structure, "-o", out, "--potential", "lj", "--fmax", "0.005")
+    assert done.exit_code == 0, done.output
+    relaxed = ase.io.read(out)
+    assert np.linalg.norm(lj().get_forces(relaxed), axis=1).max() < 0.005
+    assert relaxed.info["relaxation"]["steps"] > 2
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--potential", "nope"], "unknown potential 'nope'"),
+        (["--potential", "lj", "-o", "{tmp}/out.what"], "cannot tell a structure format"),
+    ],
+)
+def test_cli_refusals_are_one_line(tmp_path, lj_potential, args, problem):
+    structure = tmp_path / "cell.extxyz"
+    cluster().write(structure)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = [] if "-o" in args else ["-o", tmp_path / "out.extxyz"]
+    result = _run(structure, *out, *args)
+    assert result.exit_code == 1 and problem in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_names_an_element_the_potential_lacks(tmp_path, lj_potential):
+    structure = tmp_path / "ws2.extxyz"
+    Atoms("WS2", positions=[[0, 0, 0], [1.6, 0, 1.5], [1.6, 0, -1.5]], cell=[10] * 3).write(
+        structure
+    )
+    result = _run(structure, "-o", tmp_path / "out.extxyz", "--potential", "lj")
+    assert result.exit_code == 1 and "has no parameters for S, W" in result.output
+
+
+def test_a_missing_optional_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from ase_moireh.build.potentials import load_potential
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"needs the package\(s\) sevenn, dftd3: pip install"):
+        load_potential("7net-0+d3")
+
+
+@pytest.mark.slow
+def test_the_default_potential_relaxes_a_twisted_cell():
+    """7net-0 + D3(BJ) on the rigid (2, 1) cell: runs, keeps the layers bound."""
+    pytest.importorskip("sevenn", reason="pip install -e '.[relax]'")
+    pytest.importorskip("dftd3", reason="pip install -e '.[relax]'")
+    from ase_moireh.build.potentials import load_potential
+
+    calculator, elements = load_potential()
+    atoms = twisted_bilayer(2, 1)
+    check_elements(atoms, elements, "7net-0+d3")
+    out = relax(atoms, calculator, fmax=0.05, steps=40, progress=False)
+    assert out.info["relaxation"]["converged"]
+    local = local_interlayer_distance(out)
+    # bound: bulk 2H-MoTe2 has c/2 = 6.99 A (Knop & MacDonald, Can. J. Chem. 1961)
+    assert 6.5 < local.min() <= local.max() < 7.5

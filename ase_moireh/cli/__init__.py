@@ -17,6 +17,7 @@ from ase_moireh.cli.model import (
     predict_command,
     train_command,
 )
+from ase_moireh.cli.relax import relax_command
 from ase_moireh.data import DEMO_TWIST
 from ase_moireh.workflows.convert import WRITERS, convert_files
 
@@ -127,6 +128,7 @@ for _command in (
     bands_command,
     chern_command,
     ribbon_command,
+    relax_command,
 ):
     moireh.add_command(_command)
 
