@@ -115,26 +115,31 @@ def attach_h0(data: HamiltonianGraph, h0: BlockOperator, edges: np.ndarray | Non
     ``h0_start``): spinless flat blocks (:func:`block_to_flat`), the layout of a
     collinear target. A SOC H0 gives its spin-independent part Re (H0_uu + H0_dd) / 2
     (the dH network is collinear); an edge H0 lacks gets a zero block."""
-    if h0.spinful:
-        from ase_moireh.model.residual import scalar_part
-
-        h0 = scalar_part(h0)
     if edges is None:
         shifts = data.edge_shift.cpu().numpy().round().astype(np.int64)
         edges = np.column_stack([data.edge_index.cpu().numpy().T, shifts])
     numbers = h0.numbers
     if len(numbers) != data.num_nodes:
         raise ValueError(f"H0 has {len(numbers)} atoms, the graph {data.num_nodes}")
-    offsets = packed_offsets(h0.basis.norbs(numbers), edges)
+    norbs = h0.basis.norbs(numbers)
+    offsets = packed_offsets(norbs, edges)
     found = h0.find(edges)
     values = np.zeros(offsets[-1])
     have = np.flatnonzero(found >= 0)
     sizes = np.diff(offsets)[have]
-    # a spinless block is stored row-major: its flat block is its packed values
-    start = h0.offsets[found[have]]
     dest = np.repeat(offsets[have], sizes) + _ranges(sizes)
-    source = np.repeat(start, sizes) + _ranges(sizes)
-    values[dest] = h0.values[source].real
+    # blocks are stored row-major: element (p, q) of an (n_i, n_j) block sits at
+    # p n_j + q, of a spinor block's up-up part at p 2 n_j + q, down-down n_i + p, n_j + q
+    start = np.repeat(h0.offsets[found[have]], sizes)
+    if not h0.spinful:
+        values[dest] = h0.values[start + _ranges(sizes)].real
+    else:
+        ni = np.repeat(norbs[edges[have, 0]], sizes)
+        nj = np.repeat(norbs[edges[have, 1]], sizes)
+        p, q = np.divmod(_ranges(sizes), nj)
+        up = start + p * 2 * nj + q
+        down = start + (p + ni) * 2 * nj + q + nj
+        values[dest] = 0.5 * (h0.values[up] + h0.values[down]).real
     data.h0_values = torch.as_tensor(values, dtype=data.pos.dtype)
     data.h0_start = torch.as_tensor(offsets[:-1], dtype=torch.long)
 

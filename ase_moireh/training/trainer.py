@@ -535,8 +535,10 @@ def validation_spread(bundle: ModelBundle, paths: list[Path]) -> float:
 
     largest = 0.0
     for path in paths:
-        atoms = read_structure(path).atoms
-        models, data = members_on_graph(bundle.models, atoms, "cpu")
+        structure = read_structure(path)
+        atoms = structure.atoms
+        h0 = training_h0(path, structure) if bundle.config.h0_features else None
+        models, data = members_on_graph(bundle.models, atoms, "cpu", h0)
         _, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
         if spread is not None and spread.nedges:
             largest = max(largest, float(np.abs(spread.values).max()))
