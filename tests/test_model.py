@@ -238,15 +238,18 @@ def test_model_configs_from_before_long_range_load_without_the_head(tmp_path):
 
 
 @pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_streamed_blocks_equal_the_forward_pass(spinful, wide):
+def test_streamed_blocks_equal_the_forward_pass(spinful, h0, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
-    same numbers as the training forward pass (with the long-range head when ``wide``)."""
-    model = tiny_model(spinful, wide=wide, long_range=wide)
+    same numbers as the training forward pass (with the long-range head when ``wide``,
+    reading H0 when ``h0``)."""
+    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
-    data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64)
+    h0_op = toy_h0(atoms) if h0 else None
+    data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64, h0=h0_op)
     with torch.no_grad():
         whole = model(data)
     seen = dict.fromkeys(whole, 0)
@@ -360,3 +363,24 @@ def test_band_errors_near_gap_counts_only_levels_near_the_edges():
     assert out["max_meV"] == pytest.approx(4.0)
     assert out["gap_reference_meV"] == pytest.approx(1000.0)
     assert out["gap_error_meV"] == pytest.approx(-4.0)
+
+
+def test_batched_graphs_each_carry_their_own_h0():
+    """Graphs batched together keep each one's H0 (``h0_start`` shifted by the values
+    before it): the batch predicts what each graph alone does."""
+    from torch_geometric.data import Batch
+
+    model = tiny_model(spinful=False, h0_features=True)
+    graphs = []
+    for seed in (1, 2):
+        atoms = twisted_bilayer(2, 1)
+        atoms.rattle(0.05, seed=seed)
+        graphs.append(build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, h0=toy_h0(atoms, seed)))
+    batch = Batch.from_data_list(graphs)
+    assert int(batch.h0_start[graphs[0].num_edges]) == graphs[0].h0_values.numel()
+    with torch.no_grad():
+        alone = [model(g) for g in graphs]
+        together = model(batch)
+    for key, (_, blocks) in together.items():
+        expected = torch.cat([a[key][1] for a in alone])
+        assert torch.allclose(blocks, expected, rtol=0, atol=1e-12)
