@@ -8,6 +8,7 @@
     python examples/train_corpus.py install              # compose, write the package's files
     python examples/train_corpus.py collinear --target dH --work dh-work  # learn H - H0
     python examples/train_corpus.py collinear --target dH --long-range   # + Ewald head
+    python examples/train_corpus.py collinear --target dH --h0-features  # network reads H0
 
 ``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the entry's native
 zeroth-step Hamiltonian (``h0.h5``, ``moireh dataset h0 --native``, :mod:`ase_moireh.h0`:
@@ -16,6 +17,9 @@ left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual
 ``--long-range`` gives every fresh model the long-range head (``ModelConfig.long_range``:
 latent charges, their Ewald potential phi in the periodic cell, (phi_i + phi_j)/2 S_ij
 on every block), for the per-atom shifts of the stacking-dependent interlayer dipole.
+``--h0-features`` lets every fresh model read the zeroth-step H0 of each block as
+input features (``ModelConfig.h0_features``, NextHAM's idea): the entry's ``h0.h5``,
+copied beside its dH folder, the one its target subtracts.
 ``install`` then writes the dH model twice: collinear (H0 + dH) and SOC (H0_SOC + dH (x)
 1_2: spin-orbit from H0, no SOC stage), each recording the H0 settings every prediction
 route rebuilds it with.
@@ -120,6 +124,8 @@ def _learned(entry: Path, work: Path) -> str:
         settings = h0_settings(entry_h0_builder(entry))  # what prediction rebuilds
         target = residual_structure(read_entry(entry), h0, H0_SOURCE, settings)
         write_dftio(with_overlap(target), out)
+    if MODEL_EXTRA.get("h0_features") and not (out / H0_NATIVE).exists():
+        shutil.copy(entry / H0_NATIVE, out / H0_NATIVE)  # what the network reads
     return str(out)
 
 
@@ -465,6 +471,11 @@ def main() -> None:
         action="store_true",
         help="the Ewald long-range head on every fresh model (ModelConfig.long_range)",
     )
+    parser.add_argument(
+        "--h0-features",
+        action="store_true",
+        help="every fresh model reads each block's H0 as input (ModelConfig.h0_features)",
+    )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -477,6 +488,8 @@ def main() -> None:
     BAND["semicore_weight"] = args.semicore_weight
     if args.long_range:
         MODEL_EXTRA["long_range"] = True
+    if args.h0_features:
+        MODEL_EXTRA["h0_features"] = True
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-from toy_models import tiny_model
+from toy_models import rotated_operator, tiny_model, toy_h0
 
 from ase_moireh.basis import atom_rotation
 from ase_moireh.build import twisted_bilayer
@@ -23,17 +23,17 @@ def bundle_of(model: HamiltonianModel) -> ModelBundle:
     return ModelBundle([model], bundled_overlap())
 
 
-def predicted_blocks(model, atoms):
-    """{(i, j, R): block} predicted for ``atoms``."""
-    data = build_graph(atoms, model.config.species, model.config.cutoff)
-    h, _, _ = predict_operators_no_overlap(model, atoms)
+def predicted_blocks(model, atoms, h0=None):
+    """{(i, j, R): block} predicted for ``atoms`` (the graph carrying ``h0``)."""
+    data = build_graph(atoms, model.config.species, model.config.cutoff, h0=h0)
+    h, _, _ = predict_operators_no_overlap(model, atoms, h0)
     return {tuple(e): h.block(k) for k, e in enumerate(h.edges)}, data
 
 
-def predict_operators_no_overlap(model, atoms):
+def predict_operators_no_overlap(model, atoms, h0=None):
     from ase_moireh.model.predict import predict_hamiltonian
 
-    data = build_graph(atoms, model.config.species, model.config.cutoff)
+    data = build_graph(atoms, model.config.species, model.config.cutoff, h0=h0)
     h, _ = predict_hamiltonian([model], atoms, data)
     return h, 0, 0
 
@@ -67,6 +67,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
         "untrained-so2",
         "untrained-wide",
         "untrained-long-range",
+        "untrained-h0-features",
         pytest.param("bundled", marks=pytest.mark.slow),
     ],
 )
@@ -76,13 +77,16 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     """Rotate (or rotate-reflect) the structure: every block transforms as
     M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for
     untrained models with either convolution, with the long-range head (Ewald potential
-    of latent charges times the exact S) and for the bundled trained model, in float64."""
+    of latent charges times the exact S), reading H0 (``h0_features``: the H0 rotated
+    along) and for the bundled trained model, in float64."""
     if which == "bundled":
         model = trained_model(spinful)
     elif which == "untrained-wide":
         model = tiny_model(spinful, wide=True)
     elif which == "untrained-long-range":
         model = tiny_model(spinful, long_range=True)
+    elif which == "untrained-h0-features":
+        model = tiny_model(spinful, h0_features=True)
     else:
         model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
@@ -91,8 +95,12 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     moved = atoms.copy()
     moved.set_cell(np.asarray(atoms.cell) @ q.T, scale_atoms=False)
     moved.positions = atoms.positions @ q.T
-    before, _ = predicted_blocks(model, atoms)
-    after, _ = predicted_blocks(model, moved)
+    h0 = h0_moved = None
+    if model.config.h0_features:  # H0 rotates with the structure, as any H does
+        h0 = toy_h0(atoms)
+        h0_moved = rotated_operator(h0, moved, q)
+    before, _ = predicted_blocks(model, atoms, h0)
+    after, _ = predicted_blocks(model, moved, h0_moved)
     basis = model.config.basis_obj
     sym = atoms.get_chemical_symbols()
     rot = {s: atom_rotation(basis[s], q, spinful) for s in set(sym)}
@@ -128,14 +136,59 @@ def test_translation_and_permutation_invariance():
     assert len(permuted) == len(base)
 
 
+@pytest.mark.parametrize("h0_features", [False, True])
 @pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_predictions_are_hermitian_by_construction(spinful):
-    model = tiny_model(spinful)
+def test_predictions_are_hermitian_by_construction(spinful, h0_features):
+    model = tiny_model(spinful, h0_features=h0_features)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=4)
-    h, _, _ = predict_operators_no_overlap(model, atoms)
+    h, _, _ = predict_operators_no_overlap(model, atoms, toy_h0(atoms) if h0_features else None)
     assert h.hermiticity_error() < 1e-12
     assert h.spinful == spinful
+
+
+def test_h0_features_change_the_prediction_with_h0_and_are_required():
+    """A model reading H0 predicts other blocks for another H0 of the same structure
+    (on-site and hopping parts each act); a SOC H0 gives the same features as its
+    spin-independent part; without H0 on the graph it refuses."""
+    from ase_moireh.block_operator import spinor_lift
+
+    model = tiny_model(spinful=False, h0_features=True)
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=5)
+    h0 = toy_h0(atoms, seed=0)
+    base, _ = predicted_blocks(model, atoms, h0)
+    onsite = (h0.edges[:, 0] == h0.edges[:, 1]) & ~h0.edges[:, 2:].any(axis=1)
+    for part in (onsite, ~onsite):  # change on-site blocks only, then hopping only
+        other = toy_h0(atoms, seed=0)
+        changed = np.zeros(len(other.values), dtype=bool)
+        for e in np.flatnonzero(part):
+            changed[other.offsets[e] : other.offsets[e + 1]] = True
+        other.values[changed] *= 1.1
+        moved, _ = predicted_blocks(model, atoms, other)
+        assert max(np.abs(moved[k] - v).max() for k, v in base.items()) > 1e-3
+    lifted, _ = predicted_blocks(model, atoms, spinor_lift(h0))
+    assert max(np.abs(lifted[k] - v).max() for k, v in base.items()) < 1e-12
+    with pytest.raises(RuntimeError, match="h0_features reads H0"):
+        predicted_blocks(model, atoms)
+
+
+def test_model_configs_from_before_h0_features_load_without_them(tmp_path):
+    """A config written before ``h0_features`` existed reads no H0: same parameters;
+    a saved model that reads H0 loads with its standardisation and predicts the same."""
+    config = tiny_model(spinful=False).config
+    fields = json.loads(config.to_json())
+    del fields["h0_features"]
+    old = ModelConfig.from_json(json.dumps(fields))
+    assert not old.h0_features and not hasattr(HamiltonianModel(old), "h0_in")
+    model = tiny_model(spinful=False, h0_features=True)
+    save_bundle(bundle_of(model), tmp_path / "h0.pt")
+    loaded = load_bundle(tmp_path / "h0.pt", dtype=torch.float64).models[0]
+    atoms = twisted_bilayer(2, 1)
+    h0 = toy_h0(atoms)
+    a, _ = predicted_blocks(model, atoms, h0)
+    b, _ = predicted_blocks(loaded, atoms, h0)
+    assert max(np.abs(a[k] - v).max() for k, v in b.items()) < 1e-12
 
 
 def test_long_range_predictions_are_translation_invariant():
@@ -185,15 +238,18 @@ def test_model_configs_from_before_long_range_load_without_the_head(tmp_path):
 
 
 @pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_streamed_blocks_equal_the_forward_pass(spinful, wide):
+def test_streamed_blocks_equal_the_forward_pass(spinful, h0, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
-    same numbers as the training forward pass (with the long-range head when ``wide``)."""
-    model = tiny_model(spinful, wide=wide, long_range=wide)
+    same numbers as the training forward pass (with the long-range head when ``wide``,
+    reading H0 when ``h0``)."""
+    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
-    data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64)
+    h0_op = toy_h0(atoms) if h0 else None
+    data = build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64, h0=h0_op)
     with torch.no_grad():
         whole = model(data)
     seen = dict.fromkeys(whole, 0)
@@ -307,3 +363,24 @@ def test_band_errors_near_gap_counts_only_levels_near_the_edges():
     assert out["max_meV"] == pytest.approx(4.0)
     assert out["gap_reference_meV"] == pytest.approx(1000.0)
     assert out["gap_error_meV"] == pytest.approx(-4.0)
+
+
+def test_batched_graphs_each_carry_their_own_h0():
+    """Graphs batched together keep each one's H0 (``h0_start`` shifted by the values
+    before it): the batch predicts what each graph alone does."""
+    from torch_geometric.data import Batch
+
+    model = tiny_model(spinful=False, h0_features=True)
+    graphs = []
+    for seed in (1, 2):
+        atoms = twisted_bilayer(2, 1)
+        atoms.rattle(0.05, seed=seed)
+        graphs.append(build_graph(atoms, ["Mo", "Te"], MOTE2_CUTOFF, h0=toy_h0(atoms, seed)))
+    batch = Batch.from_data_list(graphs)
+    assert int(batch.h0_start[graphs[0].num_edges]) == graphs[0].h0_values.numel()
+    with torch.no_grad():
+        alone = [model(g) for g in graphs]
+        together = model(batch)
+    for key, (_, blocks) in together.items():
+        expected = torch.cat([a[key][1] for a in alone])
+        assert torch.allclose(blocks, expected, rtol=0, atol=1e-12)

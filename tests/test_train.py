@@ -421,3 +421,44 @@ def test_a_long_range_model_trains_resumes_and_predicts_what_it_trained(data, tm
     for edges, blocks in trained.values():
         for e, block in zip(edges.tolist(), blocks.numpy(), strict=True):
             assert np.allclose(h.block(e).ravel(), block, atol=1e-5)  # float32 model file
+
+
+def test_a_model_reading_h0_trains_on_the_folder_h0_and_predicts_with_it(tmp_path):
+    """With ``h0_features``: the trainer reads each folder's h0.h5 (the H0 its dH
+    target subtracts), sets the standardisation of the H0 inputs from it and trains the
+    maps that read them; prediction puts the given H0 on the graph and gives the blocks
+    of the training forward pass; a folder without h0.h5 is refused before training."""
+    import shutil
+
+    from ase_moireh.io.corpus import H0_NATIVE, read_entry, read_hamiltonian
+    from ase_moireh.model.graph import build_graph
+    from ase_moireh.model.residual import residual_structure
+    from ase_moireh.overlap import with_overlap
+
+    entry = CORPUS / "shift2x2_009"
+    h0 = read_hamiltonian(entry / H0_NATIVE)
+    write_dftio(with_overlap(residual_structure(read_entry(entry), h0)), tmp_path / "dh")
+    model = {**TINY, "h0_features": True}
+    cfg = TrainConfig(
+        datasets=[str(tmp_path / "dh")], out=str(tmp_path / "run"), epochs=1, model=model
+    )
+    with pytest.raises(ValueError, match="h0_features needs the structure's H0"):
+        train(cfg, progress=False)
+    shutil.copy(entry / H0_NATIVE, tmp_path / "dh" / H0_NATIVE)
+    bundle = train(cfg, progress=False)
+    network = bundle.models[0].double()
+    assert network.config.h0_features
+    assert float(network.h0_norm["Mo"].mean[0]) < -10  # eV: Mo's on-site levels
+    assert not torch.all(network.h0_norm["Te-Te"].scale == 1.0)
+    atoms = h0.atoms
+    h, _, _ = predict_operators(bundle, atoms, h0=h0.hamiltonian)
+    graph = build_graph(atoms, ["Mo", "Te"], network.config.cutoff, h0=h0.hamiltonian)
+    with torch.no_grad():
+        trained = network(graph)
+    rows = np.column_stack([graph.edge_index.numpy().T, graph.edge_shift.numpy().round()])
+    for edges, blocks in trained.values():
+        for e, block in zip(edges.tolist()[::20], blocks.numpy()[::20], strict=True):
+            i, j, *r = rows[e].astype(int)
+            base = h0.hamiltonian.block(h0.hamiltonian.index(i, j, r))
+            dh = h.block(h.index(i, j, r)) - base
+            assert np.allclose(dh.ravel(), block, atol=1e-5)  # float32 model file

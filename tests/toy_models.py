@@ -28,11 +28,13 @@ def tiny_model(
     convolution: str = "so2",
     wide: bool = False,
     long_range: bool = False,
+    h0_features: bool = False,
 ) -> HamiltonianModel:
     """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
     multiplicity 2), with random non-trivial output scale and shift; with ``long_range``
     the potential head with a non-zero Ewald factor and local scalar, and the bundled
-    exact overlap attached."""
+    exact overlap attached; with ``h0_features`` random standardisation of the H0 inputs
+    (graphs must carry H0: :func:`toy_h0`)."""
     torch.manual_seed(seed)
     config = ModelConfig(
         convolution=convolution,
@@ -45,6 +47,7 @@ def tiny_model(
         radial_hidden=8,
         num_radial=8,
         long_range=long_range,
+        h0_features=h0_features,
     )
     model = new_model(config, torch.float64)
     with torch.no_grad():  # non-trivial scale/shift so they are part of the test
@@ -54,6 +57,10 @@ def tiny_model(
         if long_range:  # both start at zero: make the head's terms part of the test
             model.potential_head.scale.fill_(0.3)
             model.potential_head.local.weight.normal_()
+        if h0_features:
+            for norm in model.h0_norm.values():
+                norm.scale.uniform_(0.5, 2.0)
+                norm.mean.normal_()
     if long_range:
         from ase_moireh.overlap import bundled_overlap
 
@@ -158,3 +165,42 @@ def _nnn_chirality(d: np.ndarray, nn_vectors: np.ndarray) -> int:
         if np.isclose(np.linalg.norm(d2), np.linalg.norm(d1)):
             return int(np.sign(np.cross(d1, d2)[2]))
     raise ValueError("not a next-nearest-neighbour vector")
+
+
+def toy_h0(atoms: Atoms, seed: int = 0) -> BlockOperator:
+    """A stand-in for a structure's H0 on its graph's edges: the exact overlap S (a
+    two-centre integral: it rotates with the structure) times a few eV, with random
+    symmetric on-site blocks (which :func:`rotated_operator` rotates along)."""
+    from ase_moireh.model.graph import MOTE2_CUTOFF, graph_edges
+    from ase_moireh.overlap import bundled_overlap
+
+    edges = graph_edges(atoms, MOTE2_CUTOFF)
+    s = bundled_overlap().operator(atoms, edges)
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for e, (i, j, *r) in enumerate(edges):
+        block = -3.0 * s.block(e)
+        if i == j and not any(r):
+            noise = rng.normal(scale=0.5, size=block.shape)
+            block = block + noise + noise.T
+        blocks.append(block)
+    meta = {"cell": np.asarray(atoms.cell), "positions": atoms.positions}
+    return BlockOperator.from_blocks(atoms.numbers, s.basis, edges, blocks, False, **meta)
+
+
+def rotated_operator(op: BlockOperator, moved: Atoms, rotation: np.ndarray) -> BlockOperator:
+    """``op`` of the structure rotated by ``rotation`` (to ``moved``): every block
+    M_i B M_j^T, M the shell-wise Wigner-D of each atom (spinless)."""
+    from ase.data import chemical_symbols
+
+    from ase_moireh.basis import atom_rotation
+
+    rot = {
+        z: atom_rotation(op.basis[chemical_symbols[z]], rotation, False) for z in set(op.numbers)
+    }
+    blocks = [
+        rot[op.numbers[i]] @ op.block(e) @ rot[op.numbers[j]].T
+        for e, (i, j, *_) in enumerate(op.edges)
+    ]
+    meta = {"cell": np.asarray(moved.cell), "positions": moved.positions}
+    return BlockOperator.from_blocks(op.numbers, op.basis, op.edges, blocks, False, **meta)

@@ -41,6 +41,8 @@ class HamiltonianGraph(Data):
             return 0 if self.y is None else self.y.numel()
         if key == "s_start":
             return self.s_values.numel()
+        if key == "h0_start":
+            return self.h0_values.numel()
         return super().__inc__(key, value, *args, **kwargs)
 
 
@@ -61,10 +63,12 @@ def build_graph(
     target: BlockOperator | None = None,
     dtype: torch.dtype = torch.float64,
     overlap: TwoCentreOverlap | None = None,
+    h0: BlockOperator | None = None,
 ) -> HamiltonianGraph:
     """Graph of one structure; with ``target`` the flat blocks of every edge it holds,
     with ``overlap`` the exact S of every edge (what a long-range model reads; without
-    it the model computes S itself, as at prediction)."""
+    it the model computes S itself, as at prediction), with ``h0`` the zeroth-step H0
+    of every edge (what a model with ``h0_features`` reads: :func:`attach_h0`)."""
     symbols = atoms.get_chemical_symbols()
     unknown = sorted(set(symbols) - set(species))
     if unknown:
@@ -90,6 +94,8 @@ def build_graph(
         _attach_target(data, edges, target, dtype)
     if overlap is not None:
         attach_overlap(data, atoms, edges, overlap)
+    if h0 is not None:
+        attach_h0(data, h0, edges)
     return data
 
 
@@ -102,6 +108,48 @@ def attach_overlap(
     values = overlap.packed_values(atoms, edges)
     data.s_values = torch.as_tensor(values, dtype=data.pos.dtype)
     data.s_start = torch.as_tensor(offsets[:-1], dtype=torch.long)
+
+
+def attach_h0(data: HamiltonianGraph, h0: BlockOperator, edges: np.ndarray | None = None) -> None:
+    """H0 of every edge, packed in edge order (``h0_values``, each edge's start in
+    ``h0_start``): spinless flat blocks (:func:`block_to_flat`), the layout of a
+    collinear target. A SOC H0 gives its spin-independent part Re (H0_uu + H0_dd) / 2
+    (the dH network is collinear); an edge H0 lacks gets a zero block."""
+    if edges is None:
+        shifts = data.edge_shift.cpu().numpy().round().astype(np.int64)
+        edges = np.column_stack([data.edge_index.cpu().numpy().T, shifts])
+    numbers = h0.numbers
+    if len(numbers) != data.num_nodes:
+        raise ValueError(f"H0 has {len(numbers)} atoms, the graph {data.num_nodes}")
+    norbs = h0.basis.norbs(numbers)
+    offsets = packed_offsets(norbs, edges)
+    found = h0.find(edges)
+    values = np.zeros(offsets[-1])
+    have = np.flatnonzero(found >= 0)
+    sizes = np.diff(offsets)[have]
+    dest = np.repeat(offsets[have], sizes) + _ranges(sizes)
+    # blocks are stored row-major: element (p, q) of an (n_i, n_j) block sits at
+    # p n_j + q, of a spinor block's up-up part at p 2 n_j + q, down-down n_i + p, n_j + q
+    start = np.repeat(h0.offsets[found[have]], sizes)
+    if not h0.spinful:
+        values[dest] = h0.values[start + _ranges(sizes)].real
+    else:
+        ni = np.repeat(norbs[edges[have, 0]], sizes)
+        nj = np.repeat(norbs[edges[have, 1]], sizes)
+        p, q = np.divmod(_ranges(sizes), nj)
+        up = start + p * 2 * nj + q
+        down = start + (p + ni) * 2 * nj + q + nj
+        values[dest] = 0.5 * (h0.values[up] + h0.values[down]).real
+    data.h0_values = torch.as_tensor(values, dtype=data.pos.dtype)
+    data.h0_start = torch.as_tensor(offsets[:-1], dtype=torch.long)
+
+
+def _ranges(sizes: np.ndarray) -> np.ndarray:
+    """0..n-1 for every n of ``sizes``, concatenated."""
+    if len(sizes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(sizes)
+    return np.arange(ends[-1]) - np.repeat(ends - sizes, sizes)
 
 
 def _attach_target(

@@ -179,7 +179,9 @@ class EdgeUpdate(nn.Module):
         self.out = o3.Linear(irreps_edge, irreps_edge)
         self.norm = EquivariantLayerNorm(irreps_edge)
 
-    def forward(self, x, i, j, geometry, radial) -> torch.Tensor:
+    def forward(self, x, i, j, geometry, radial, extra=None) -> torch.Tensor:
+        """``extra``: per-edge features already in the gate's input irreps
+        (:attr:`irreps_gate`), added before the gate (e.g. the edge's H0)."""
         # index_select: its backward is an index_add, cheaper than indexing's index_put
         xi, xj = x.index_select(0, i), x.index_select(0, j)
         h = (
@@ -188,7 +190,14 @@ class EdgeUpdate(nn.Module):
             + self.node_i(xi)
             + self.node_j(xj)
         )
+        if extra is not None:
+            h = h + extra
         return self.norm(self.out(self.gate(h)))
+
+    @property
+    def irreps_gate(self) -> o3.Irreps:
+        """Irreps of the pre-gate sum (what ``extra`` must be)."""
+        return self.gate.irreps_in
 
 
 class NodeUpdate(nn.Module):
@@ -205,6 +214,38 @@ class NodeUpdate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.out(self.gate(self.lin(x))))
+
+
+class Standardize(nn.Module):
+    """(x - mean) / scale in irreps space, the inverse of :class:`ScaleShift`'s map: a
+    mean for 0e copies only, one RMS per irrep copy (equivariant). Both are buffers
+    saved with the model, set once from training statistics (:meth:`set_statistics`)."""
+
+    def __init__(self, irreps: o3.Irreps):
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        stats = ScaleShift(self.irreps)
+        self.register_buffer("copy_of_dim", stats.copy_of_dim.clone(), persistent=False)
+        self.register_buffer("scalar_dims", stats.scalar_dims.clone(), persistent=False)
+        self.register_buffer("scale", torch.ones_like(stats.scale.detach()))
+        self.register_buffer("mean", torch.zeros_like(stats.shift.detach()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x.index_add(1, self.scalar_dims, -self.mean.expand(x.shape[0], -1))
+        return centred / self.scale[self.copy_of_dim]
+
+    @torch.no_grad()
+    def set_statistics(self, samples: torch.Tensor) -> None:
+        """samples: (N, dim) in irreps space; scales below 1e-2 of the largest are
+        raised to it (an irrep copy that H0 barely fills, e.g. its grid noise, is not
+        blown up to unit size)."""
+        if len(samples) == 0:
+            return
+        stats = ScaleShift(self.irreps).to(samples.dtype)
+        stats.set_statistics(samples)
+        floor = 1e-2 * float(stats.scale.max())
+        self.scale.copy_(stats.scale.clamp_min(max(floor, 1e-8)))
+        self.mean.copy_(stats.shift)
 
 
 class ScaleShift(nn.Module):

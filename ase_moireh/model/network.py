@@ -13,6 +13,13 @@ charges in the structure's periodic cell, by Ewald summation) and S the exact ov
 a potential shift felt by all of an atom's orbitals, which local message passing cannot
 make when it comes from a cell-wide field. Scalar phi and equivariant S keep the blocks
 equivariant; S is Hermitian, so they stay Hermitian.
+
+With ``h0_features`` (opt-in), the network also reads the zeroth-step H0 of every block
+(NextHAM, arXiv 2509.19877): M^T flat(H0) are the block's irreps (M the block's
+Wigner-Eckart matrix, orthogonal: M^T is its pseudo-inverse), standardised per block key
+(:class:`~ase_moireh.model.layers.Standardize`); per species a linear map of the on-site
+ones adds to the initial node features, per element pair one of the hopping ones adds
+to the edge update's pre-gate sum. Linear maps between irreps keep it equivariant.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from ase_moireh.model.layers import (
     NodeUpdate,
     RadialBasis,
     ScaleShift,
+    Standardize,
 )
 from ase_moireh.model.so2 import edge_frame_rotations
 
@@ -70,6 +78,11 @@ class ModelConfig:
     long_range: bool = False
     #: with ``long_range``: phi also gets a local learned scalar per atom
     long_range_local: bool = True
+    #: the network reads the zeroth-step H0 of every block (as NextHAM does): each H0
+    #: block in irreps (the inverse Wigner-Eckart map), standardised per block key with
+    #: training statistics, on-site ones added to the initial node features, hopping
+    #: ones to the edge update before the heads. Graphs must carry H0 (``attach_h0``)
+    h0_features: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -240,6 +253,8 @@ class HamiltonianModel(nn.Module):
             }
         )
         self.scale_shift = nn.ModuleDict({k: ScaleShift(out_irreps[k]) for k in self.block_keys})
+        if config.h0_features:
+            self._init_h0_features(basis, species)
         self.potential_head = None
         if config.long_range:
             self.potential_head = PotentialHead(
@@ -247,6 +262,74 @@ class HamiltonianModel(nn.Module):
             )
         #: the exact overlap a long-range model computes S with when a graph carries none
         self.overlap_source: TwoCentreOverlap | None = None
+
+    def _init_h0_features(self, basis: Basis, species: list[str]) -> None:
+        """Spinless Wigner-Eckart maps of H0's blocks (whatever the model's spin: the
+        graph carries H0's spin-independent part), standardisers and linear maps."""
+        self.h0_maps = nn.ModuleDict()
+        self.h0_norm = nn.ModuleDict()
+        self.h0_in = nn.ModuleDict()
+        for key in self.block_keys:
+            a, b = (key, key) if key in species else key.split("-")
+            irreps, mat = block_basis(basis[a], basis[b], False)
+            self.h0_maps[key] = BlockMap(mat)
+            self.h0_norm[key] = Standardize(irreps)
+            target = self.irreps_hidden if key in species else self.edge.irreps_gate
+            self.h0_in[key] = o3.Linear(irreps, target)
+
+    @torch.no_grad()
+    def set_h0_statistics(self, graphs) -> None:
+        """Mean and RMS per irrep copy of the H0 features of every block key over
+        ``graphs`` (the training graphs, before the first epoch)."""
+        per_key: dict[str, list[torch.Tensor]] = {}
+        for g in graphs:
+            for key, edges in self.edge_groups(g).items():
+                if len(edges):
+                    per_key.setdefault(key, []).append(self._h0_irreps(key, g, edges, False))
+        for key, chunks in per_key.items():
+            self.h0_norm[key].set_statistics(torch.cat(chunks))
+
+    def _h0_irreps(self, key: str, data, edges: torch.Tensor, standardize: bool = True):
+        """(E, dim) irreps of the graph's H0 on ``edges`` (all of block key ``key``)."""
+        if getattr(data, "h0_values", None) is None:
+            raise RuntimeError(
+                "a model with h0_features reads H0: build the graph with it "
+                "(build_graph(..., h0=...) or ase_moireh.model.graph.attach_h0)"
+            )
+        width = self.h0_maps[key].shape[0]
+        index = data.h0_start[edges][:, None] + torch.arange(width, device=edges.device)
+        flat = data.h0_values[index].to(self.frame.dtype)
+        irreps = self.h0_maps[key](flat, transpose=True)
+        return self.h0_norm[key](irreps) if standardize else irreps
+
+    def _h0_node(self, data) -> torch.Tensor:
+        """(N, hidden) the on-site H0 features add to the initial node features."""
+        i, j = data.edge_index
+        onsite = (i == j) & (data.edge_shift.abs().sum(dim=1) == 0)
+        out = self.frame.new_zeros(data.num_nodes, self.irreps_hidden.dim)
+        for a_idx, a in enumerate(self.config.species):
+            edges = torch.nonzero(onsite & (data.species[i] == a_idx)).flatten()
+            if len(edges):
+                part = self.h0_in[a](self._h0_irreps(a, data, edges))
+                out = out.index_add(0, i[edges], part)
+        return out
+
+    def _h0_edge(self, data, edges: torch.Tensor) -> torch.Tensor | None:
+        """(len(edges), gate) the hopping H0 features add to the edge update (None
+        without ``h0_features``); ``edges``: hopping edge numbers."""
+        if not self.config.h0_features:
+            return None
+        i, j = data.edge_index[:, edges]
+        si, sj = data.species[i], data.species[j]
+        out = self.frame.new_zeros(len(edges), self.edge.irreps_gate.dim)
+        for a_idx, a in enumerate(self.config.species):
+            for b_idx, b in enumerate(self.config.species):
+                where = torch.nonzero((si == a_idx) & (sj == b_idx)).flatten()
+                if len(where):
+                    key = pair_key(a, b)
+                    part = self.h0_in[key](self._h0_irreps(key, data, edges[where]))
+                    out = out.index_copy(0, where, part)
+        return out
 
     def attach_overlap(self, overlap: TwoCentreOverlap | None) -> None:
         """The exact overlap of the model's basis (a long-range model's S_ij)."""
@@ -300,7 +383,7 @@ class HamiltonianModel(nn.Module):
         x = self._embed(data)
         for layer in self.layers:
             x = layer(x, j[hop], i[hop], geometry, radial)
-        e = self.edge(x, i[hop], j[hop], geometry, radial)
+        e = self.edge(x, i[hop], j[hop], geometry, radial, self._h0_edge(data, hop))
         return x, e, hop, envelope
 
     def hopping_edges(self, data) -> torch.Tensor:
@@ -310,7 +393,8 @@ class HamiltonianModel(nn.Module):
 
     def _embed(self, data) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(data.species, len(self.config.species))
-        return self.embed(onehot.to(self.frame.dtype))
+        x = self.embed(onehot.to(self.frame.dtype))
+        return x + self._h0_node(data) if self.config.h0_features else x
 
     def _bond(self, data, edges: torch.Tensor):
         """(geometry, radial basis, cutoff envelope) of the given hopping edges: the
@@ -466,7 +550,8 @@ class HamiltonianModel(nn.Module):
         if key in self.config.species:
             return self._head(key, self._onsite_features(x.index_select(0, i[edges])))
         geometry, radial, envelope = self._bond(data, edges)
-        return self._head(key, self.edge(x, i[edges], j[edges], geometry, radial), envelope)
+        extra = self._h0_edge(data, edges)
+        return self._head(key, self.edge(x, i[edges], j[edges], geometry, radial, extra), envelope)
 
     def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
         y = self.scale_shift[key](self.heads[key](features))

@@ -26,6 +26,7 @@ from ase_moireh.model.graph import build_graph
 from ase_moireh.model.io import ModelBundle
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.residual import (
+    MissingH0Error,
     add_h0,
     add_level_shift,
     level_shift,
@@ -125,17 +126,26 @@ def edge_rows(data) -> np.ndarray:
     return np.column_stack([data.edge_index.cpu().numpy().T, shifts])
 
 
-def members_on_graph(models, atoms: Atoms, device: str):
-    """(models on ``device``, the graph of ``atoms`` they share: one configuration)."""
+def members_on_graph(models, atoms: Atoms, device: str, h0: BlockOperator | None = None):
+    """(models on ``device``, the graph of ``atoms`` they share: one configuration);
+    members that read H0 (``ModelConfig.h0_features``) get ``h0`` on the graph, and
+    are refused without it."""
     config = models[0].config
     dtype = next(models[0].parameters()).dtype
-    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype).to(device)
+    if not config.h0_features:
+        h0 = None
+    elif h0 is None:
+        raise MissingH0Error(
+            "the model reads H0 (h0_features): pass the structure's H0, the one it was trained with"
+        )
+    data = build_graph(atoms, config.species, config.cutoff, dtype=dtype, h0=h0).to(device)
     return [m.to(device) for m in models], data
 
 
-def _predict_members(models, atoms: Atoms, device: str, partitioned: bool):
-    """(H, spread) of members that share one configuration, on their own graph."""
-    models, data = members_on_graph(models, atoms, device)
+def _predict_members(models, atoms: Atoms, device: str, partitioned: bool, h0=None):
+    """(H, spread) of members that share one configuration, on their own graph (with
+    ``h0`` when they read it)."""
+    models, data = members_on_graph(models, atoms, device, h0)
     return predict_hamiltonian(models, atoms, data, partitioned)
 
 
@@ -148,11 +158,13 @@ def predict_operators(
     correction gives H_col (x) 1_2 + dH_SO, each part from its own ensemble and graph.
     A residual (dH) bundle gives H0 + dH on H0's blocks: ``h0`` when given, else the
     H0 the model was trained against, rebuilt natively (:func:`residual_h0`); a SOC one
-    H0_SOC + (dH + mu S) (x) 1_2 (:func:`ase_moireh.model.residual.soc_level_shift`)."""
+    H0_SOC + (dH + mu S) (x) 1_2 (:func:`ase_moireh.model.residual.soc_level_shift`).
+    Members that read H0 (``h0_features``) get that H0 (its spin-independent part) on
+    their graph."""
     start = time.perf_counter()
     if predicts_residual(bundle.info) and h0 is None:
         h0 = residual_h0(bundle, atoms)
-    h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned)
+    h, spread = _predict_members(bundle.models, atoms, device, bundle.partitioned, h0)
     s = None
     if predicts_residual(bundle.info):  # H0's blocks are H's: S on them serves both
         if bundle.overlap is not None:

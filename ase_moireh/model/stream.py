@@ -105,7 +105,7 @@ def _stream_group(
     on the blocks H0 has, with ``shift`` (:func:`_plus_h0`) dH + mu S); yields each
     chunk's edges (for S)."""
     config = models[0].config
-    models, data = members_on_graph(models, atoms, device)
+    models, data = members_on_graph(models, atoms, device, h0)
     edges = edge_rows(data)
     spinful = config.spinful if h0 is None else h0.spinful
     header = empty_operator(atoms, config.basis_obj, spinful)

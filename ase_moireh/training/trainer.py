@@ -212,6 +212,8 @@ def init_statistics(model: HamiltonianModel, graphs) -> None:
             per_key.setdefault(key, []).append(model.to_irreps(key, target))
     for key, chunks in per_key.items():
         model.scale_shift[key].set_statistics(torch.cat(chunks))
+    if model.config.h0_features:
+        model.set_h0_statistics(graphs)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -234,20 +236,40 @@ def load_structures(paths: list[Path]) -> list[ElectronicStructure]:
     return [read_structure(p) for p in tqdm(paths, desc="load", unit="structure", leave=False)]
 
 
-def _make_graphs(model_config: ModelConfig, structures, dtype, overlap=None):
+def _make_graphs(model_config: ModelConfig, structures, dtype, overlap=None, h0s=None):
     """Graphs with targets; a long-range model's also carry the exact S of every edge,
-    the S its bundle computes at prediction (:attr:`HamiltonianModel.overlap_source`)."""
+    the S its bundle computes at prediction (:attr:`HamiltonianModel.overlap_source`);
+    an ``h0_features`` model's the H0 of every edge (``h0s``, one per structure)."""
     if model_config.long_range and overlap is None:
         raise ValueError(
             "long_range needs the exact overlap S (PAO radial functions: pao_dir) of the basis"
         )
+    if model_config.h0_features and h0s is None:
+        raise ValueError("h0_features needs the H0 of every structure")
     s_source = overlap if model_config.long_range else None
+    h0s = h0s if model_config.h0_features else [None] * len(structures)
     return [
         build_graph(
-            s.atoms, model_config.species, model_config.cutoff, s.hamiltonian, dtype, s_source
+            s.atoms, model_config.species, model_config.cutoff, s.hamiltonian, dtype, s_source, h0
         )
-        for s in structures
+        for s, h0 in zip(structures, h0s, strict=True)
     ]
+
+
+def training_h0(path: Path, structure: ElectronicStructure):
+    """The H0 a model with ``h0_features`` reads for the training folder ``path``: its
+    ``h0.h5`` (corpus format, :func:`ase_moireh.io.corpus.read_hamiltonian`; a corpus
+    entry's native H0, which ``examples/train_corpus.py`` copies beside the dH folders
+    it writes), checked to be of the same structure."""
+    from ase_moireh.io.corpus import H0_NATIVE, read_hamiltonian
+    from ase_moireh.model.soc import check_same_structure
+
+    file = Path(path) / H0_NATIVE
+    if not file.is_file():
+        raise ValueError(f"{path}: h0_features needs the structure's H0 as {H0_NATIVE}, none there")
+    h0 = read_hamiltonian(file).hamiltonian
+    check_same_structure(structure.hamiltonian, h0, f"{path}, its {H0_NATIVE}")
+    return h0
 
 
 @dataclass
@@ -282,7 +304,11 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
         Partition.from_dict(config.partition)  # validate early
         model_config.extra = {**model_config.extra, "partition": config.partition}
     model = new_model(model_config, dtype).to(config.device)
-    graphs = _make_graphs(model_config, structures, dtype, overlap)
+    h0s = None
+    if model_config.h0_features:
+        h0s = [training_h0(p, s) for p, s in zip(paths, structures, strict=True)]
+    graphs = _make_graphs(model_config, structures, dtype, overlap, h0s)
+    del h0s
     graphs = [g.to(config.device) for g in graphs]
     if model_config.long_range:
         model.attach_overlap(overlap)
@@ -521,8 +547,10 @@ def validation_spread(bundle: ModelBundle, paths: list[Path]) -> float:
 
     largest = 0.0
     for path in paths:
-        atoms = read_structure(path).atoms
-        models, data = members_on_graph(bundle.models, atoms, "cpu")
+        structure = read_structure(path)
+        atoms = structure.atoms
+        h0 = training_h0(path, structure) if bundle.config.h0_features else None
+        models, data = members_on_graph(bundle.models, atoms, "cpu", h0)
         _, spread = predict_hamiltonian(models, atoms, data, bundle.partitioned)
         if spread is not None and spread.nedges:
             largest = max(largest, float(np.abs(spread.values).max()))
