@@ -29,7 +29,8 @@ class Potential:
     build: Callable[[], tuple[Calculator, frozenset[str]]]
 
 
-def _d3_pbe() -> Calculator:
+def d3_pbe() -> Calculator:
+    """D3(BJ) with PBE's parameters, the dispersion added to potentials that lack it."""
     from dftd3.ase import DFTD3
 
     return DFTD3(method="PBE", damping="d3bj")
@@ -42,7 +43,7 @@ def _sevennet_d3(model: str) -> Callable[[], tuple[Calculator, frozenset[str]]]:
 
         net = SevenNetCalculator(model, device="cpu")
         elements = frozenset(chemical_symbols[z] for z in net.type_map)
-        return SumCalculator([net, _d3_pbe()]), elements
+        return SumCalculator([net, d3_pbe()]), elements
 
     return build
 

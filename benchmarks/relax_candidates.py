@@ -1,0 +1,118 @@
+"""Binding curves of the stacked 1x1 bilayers: OpenMX PBE + D3(BJ) against the potentials.
+
+    python benchmarks/relax_candidates.py [--potential 7net-0+d3 ...]
+
+Reads OpenMX's PBE energies of the converged stacking runs
+(``benchmarks/results/d3_reference_stackings.json``, from ``benchmarks/d3_reference.py
+stackings``; structures in ``data/d3_reference/stackings``), adds D3(BJ) (``dftd3``, PBE
+parameters), evaluates each potential on the same structures, and writes
+``benchmarks/results/relax_candidates.{json,png}``: energies per formula unit relative to
+the layers 17 A apart (MM_17.00), and per stacking the minimum of a parabola through the
+three lowest points (optimal metal-metal distance, binding energy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+from ase_moireh.build.potentials import DEFAULT_POTENTIAL, d3_pbe, load_potential
+from ase_moireh.files import atomic_file
+from ase_moireh.plotting import new_figure, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "data" / "d3_reference" / "stackings"
+RESULTS = ROOT / "benchmarks" / "results"
+SEPARATED = "MM_17.00"
+REFERENCE = "OpenMX PBE + D3(BJ)"
+
+
+def converged_runs(collected: dict[str, dict]) -> dict[str, Path]:
+    """Structure folder of every run with a collected PBE energy."""
+    return {name: RUNS / name for name in sorted(collected)}
+
+
+def reference_energies(runs: dict[str, Path], collected: dict[str, dict]) -> dict[str, float]:
+    """eV per cell: OpenMX's PBE Utot plus D3(BJ) of the same structure."""
+    d3 = d3_pbe()
+    out = {}
+    for name, folder in runs.items():
+        atoms = ase.io.read(folder / "structure.extxyz")
+        atoms.calc = d3
+        out[name] = collected[name]["energy_eV"] + atoms.get_potential_energy()
+    return out
+
+
+def potential_energies(runs: dict[str, Path], potential: str) -> dict[str, float]:
+    calc, _ = load_potential(potential)
+    out = {}
+    for name, folder in runs.items():
+        atoms = ase.io.read(folder / "structure.extxyz")
+        atoms.calc = calc
+        out[name] = float(atoms.get_potential_energy())
+    return out
+
+
+def curves(energies: dict[str, float], formula_units: int = 2) -> dict[str, dict]:
+    """Per stacking: distances, meV per formula unit relative to the separated layers,
+    and the parabola minimum through the three lowest points (None with fewer)."""
+    zero = energies[SEPARATED]
+    sites: dict[str, list[tuple[float, float]]] = {}
+    for name, e in energies.items():
+        if name == SEPARATED:
+            continue
+        site, d = name.split("_")
+        sites.setdefault(site, []).append((float(d), 1e3 * (e - zero) / formula_units))
+    out = {}
+    for site, points in sites.items():
+        points.sort()
+        d, e = np.array(points).T
+        minimum = None
+        k = int(np.argmin(e))
+        if 0 < k < len(e) - 1:
+            a, b, c = np.polyfit(d[k - 1 : k + 2], e[k - 1 : k + 2], 2)
+            minimum = {"distance_A": float(-b / (2 * a)), "energy_meV": float(c - b * b / (4 * a))}
+        out[site] = {"distance_A": d.tolist(), "energy_meV": e.tolist(), "minimum": minimum}
+    return out
+
+
+def plot(results: dict[str, dict], filename: Path) -> None:
+    fig, axes = new_figure(width=6.5, height=4.5)
+    ax = axes[0, 0]
+    for (label, sites), style in zip(results.items(), ("-o", "--s", ":^"), strict=False):
+        for site, curve in sites.items():
+            ax.plot(curve["distance_A"], curve["energy_meV"], style, label=f"{site}, {label}")
+    ax.set_xlabel("metal-metal interlayer distance (A)")
+    ax.set_ylabel("energy vs layers 17 A apart (meV / MoTe2)")
+    ax.set_title("1x1 R-stacked MoTe2 bilayer, rigid layers")
+    ax.legend(fontsize=7)
+    save_figure(fig, filename)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--potential", action="append", default=None)
+    args = parser.parse_args()
+    collected = json.loads((RESULTS / "d3_reference_stackings.json").read_text())
+    runs = converged_runs(collected)
+    if SEPARATED not in runs:
+        raise SystemExit(f"{RUNS / SEPARATED}: not converged yet, nothing to measure against")
+    results = {REFERENCE: curves(reference_energies(runs, collected))}
+    for name in args.potential or [DEFAULT_POTENTIAL]:
+        results[name] = curves(potential_energies(runs, name))
+    with atomic_file(RESULTS / "relax_candidates.json") as tmp:
+        tmp.write_text(json.dumps({"runs": sorted(runs), "curves": results}, indent=1) + "\n")
+    plot(results, RESULTS / "relax_candidates.png")
+    for label, sites in results.items():
+        for site, curve in sites.items():
+            m = curve["minimum"]
+            where = "-" if m is None else f"{m['distance_A']:.2f} A, {m['energy_meV']:.1f} meV"
+            print(f"{label:28s} {site}: minimum {where}")
+
+
+if __name__ == "__main__":
+    main()
