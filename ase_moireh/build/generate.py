@@ -295,21 +295,27 @@ def _metal(atoms: Atoms) -> str:
     return str(symbols[np.argmin(counts)])
 
 
-def interlayer_distance(atoms: Atoms) -> float:
-    """Mean metal z of the top layer minus that of the bottom layer (A).
+def layer_metals(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (A) of the metal atoms of the bottom and of the top layer.
 
     Needs ``atoms.arrays['layer']`` (set by the builders, kept by extxyz).
     """
     if "layer" not in atoms.arrays:
         raise ValueError("atoms have no 'layer' array; build them with ase_moireh.build")
     metal = np.array(atoms.get_chemical_symbols()) == _metal(atoms)
-    z = []
+    out = []
     for layer in (0, 1):
         mask = metal & (atoms.arrays["layer"] == layer)
         if not mask.any():
             raise ValueError(f"no metal atoms in layer {layer}")
-        z.append(atoms.positions[mask, 2].mean())
-    return float(z[1] - z[0])
+        out.append(atoms.positions[mask])
+    return out[0], out[1]
+
+
+def interlayer_distance(atoms: Atoms) -> float:
+    """Mean metal z of the top layer minus that of the bottom layer (A)."""
+    bottom, top = layer_metals(atoms)
+    return float(top[:, 2].mean() - bottom[:, 2].mean())
 
 
 def min_distance(atoms: Atoms, cutoff: float = 3.0) -> float:

@@ -64,6 +64,11 @@ def _resume(atoms: Atoms, trajectory: Path) -> int:
     return done - 1
 
 
+def max_force(atoms: Atoms) -> float:
+    """The largest force on any atom (eV/A), what ``fmax`` is compared with."""
+    return float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+
+
 def relax(
     atoms: Atoms,
     calculator: Calculator,
@@ -93,8 +98,7 @@ def relax(
     bar = tqdm(total=steps, desc="relax", unit="step", disable=not progress, initial=0)
 
     def report() -> None:
-        forces = work.get_forces()
-        bar.set_postfix_str(f"fmax {np.sqrt((forces**2).sum(axis=1)).max():.4f} eV/A")
+        bar.set_postfix_str(f"fmax {max_force(work):.4f} eV/A")
         bar.update(1)
 
     opt.attach(report, interval=1)
@@ -102,7 +106,7 @@ def relax(
         converged = bool(opt.run(fmax=fmax, steps=steps))
     finally:
         bar.close()
-    reached = float(np.sqrt((work.get_forces() ** 2).sum(axis=1)).max())
+    reached = max_force(work)
     verdict = "converged" if converged else "stopped"
     log.info("relaxation %s after %d steps: fmax %.4f eV/A", verdict, opt.nsteps, reached)
     out = work.copy()
@@ -121,13 +125,9 @@ def local_interlayer_distance(atoms: Atoms) -> np.ndarray:
     bottom metals' heights interpolated at its in-plane position (inverse squared
     distance over the three nearest, periodic images included). Its spread over a
     relaxed moire cell is the corrugation (MM regions high, MX/XM low)."""
-    from ase_moireh.build.generate import _metal
+    from ase_moireh.build.generate import layer_metals
 
-    if "layer" not in atoms.arrays:
-        raise RelaxError("atoms have no 'layer' array; build them with ase_moireh.build")
-    metal = np.array(atoms.get_chemical_symbols()) == _metal(atoms)
-    top = atoms.positions[metal & (atoms.arrays["layer"] == 1)]
-    bottom = atoms.positions[metal & (atoms.arrays["layer"] == 0)]
+    bottom, top = layer_metals(atoms)
     cell = np.asarray(atoms.cell)[:2, :2]
     images = np.array([i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)])
     plane = (bottom[None, :, :2] + images[:, None, :]).reshape(-1, 2)
