@@ -150,14 +150,23 @@ def measure(atoms: Atoms, reach: float = 8.0) -> Geometry:
 
 def count_layers(atoms: Atoms) -> int:
     """Connected parts of the bond graph (periodic images joined)."""
-    if len(atoms) == 0:
-        return 0
+    return 0 if len(atoms) == 0 else int(layer_labels(atoms).max()) + 1
+
+
+def layer_labels(atoms: Atoms) -> np.ndarray:
+    """Per atom, its connected part of the bond graph (periodic images joined), numbered
+    0, 1, ... by increasing mean z: the builders' ``layer`` array for a structure that
+    comes without one."""
     radii = covalent_radii[atoms.numbers] * BOND_SCALE
     i, j, _, d = neighbour_pairs(atoms, 2 * radii.max())
     bonded = d < radii[i] + radii[j]  # ASE's per-atom cutoffs: a bond below r_i + r_j
     i, j = i[bonded], j[bonded]
     graph = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(atoms), len(atoms)))
-    return int(connected_components(graph, directed=False)[0])
+    count, labels = connected_components(graph, directed=False)
+    heights = [atoms.positions[labels == c, 2].mean() for c in range(count)]
+    order = np.empty(count, dtype=int)
+    order[np.argsort(heights)] = np.arange(count)
+    return order[labels]
 
 
 def vacuum_width(atoms: Atoms) -> float:

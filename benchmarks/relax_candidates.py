@@ -8,7 +8,9 @@ stackings``; structures in ``data/d3_reference/stackings``), adds D3(BJ) (``dftd
 parameters), evaluates each potential on the same structures, and writes
 ``benchmarks/results/relax_candidates.{json,png}``: energies per formula unit relative to
 the layers 17 A apart (MM_17.00), and per stacking the minimum of a parabola through the
-three lowest points (optimal metal-metal distance, binding energy).
+three lowest points (optimal metal-metal distance, binding energy). With the perturbed
+set collected (``benchmarks/d3_reference.py perturbed``), also each potential's force
+MAE on those cells.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ase_moireh.plotting import new_figure, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "data" / "d3_reference" / "stackings"
+PERTURBED = ROOT / "data" / "d3_reference" / "perturbed"
 RESULTS = ROOT / "benchmarks" / "results"
 SEPARATED = "MM_17.00"
 REFERENCE = "OpenMX PBE + D3(BJ)"
@@ -36,24 +39,51 @@ def converged_runs(collected: dict[str, dict]) -> dict[str, Path]:
     return {name: RUNS / name for name in sorted(collected)}
 
 
-def reference_energies(runs: dict[str, Path], collected: dict[str, dict]) -> dict[str, float]:
-    """eV per cell: OpenMX's PBE Utot plus D3(BJ) of the same structure."""
+def reference_results(
+    runs: dict[str, Path], collected: dict[str, dict]
+) -> dict[str, tuple[float, np.ndarray]]:
+    """eV per cell and eV/A: OpenMX's PBE Utot and forces plus D3(BJ)'s."""
     d3 = d3_pbe()
     out = {}
     for name, folder in runs.items():
         atoms = ase.io.read(folder / "structure.extxyz")
         atoms.calc = d3
-        out[name] = collected[name]["energy_eV"] + atoms.get_potential_energy()
+        energy = collected[name]["energy_eV"] + atoms.get_potential_energy()
+        out[name] = (energy, np.array(collected[name]["forces_eV_per_A"]) + atoms.get_forces())
     return out
 
 
-def potential_energies(runs: dict[str, Path], potential: str) -> dict[str, float]:
+def potential_results(runs: dict[str, Path], potential: str) -> dict[str, tuple[float, np.ndarray]]:
+    """eV per cell and eV/A of a named potential on the runs' structures."""
     calc, _ = load_potential(potential)
     out = {}
     for name, folder in runs.items():
         atoms = ase.io.read(folder / "structure.extxyz")
         atoms.calc = calc
-        out[name] = float(atoms.get_potential_energy())
+        out[name] = (float(atoms.get_potential_energy()), atoms.get_forces())
+    return out
+
+
+def energies(results: dict[str, tuple[float, np.ndarray]]) -> dict[str, float]:
+    return {name: e for name, (e, _) in results.items()}
+
+
+def force_errors(collected: dict[str, dict], potentials: list[str]) -> dict[str, dict]:
+    """Force MAE (meV/A, per Cartesian component) of each potential on the perturbed cells
+    against OpenMX's PBE forces + D3(BJ)'s, per cell and over all atoms; also the
+    reference's own net force per atom (egg-box), the floor of any comparison."""
+    runs = {name: PERTURBED / name for name in sorted(collected)}
+    ref = {n: f for n, (_, f) in reference_results(runs, collected).items()}
+    out = {
+        "cells": sorted(runs),
+        "reference_net_force_per_atom_meV_per_A": {
+            n: float(1e3 * np.linalg.norm(f.sum(axis=0)) / len(f)) for n, f in ref.items()
+        },
+    }
+    for potential in potentials:
+        errors = {n: np.abs(f - ref[n]) for n, (_, f) in potential_results(runs, potential).items()}
+        out[potential] = {n: float(1e3 * e.mean()) for n, e in errors.items()}
+        out[potential]["all"] = float(1e3 * np.concatenate(list(errors.values())).mean())
     return out
 
 
@@ -101,17 +131,24 @@ def main() -> None:
     runs = converged_runs(collected)
     if SEPARATED not in runs:
         raise SystemExit(f"{RUNS / SEPARATED}: not converged yet, nothing to measure against")
-    results = {REFERENCE: curves(reference_energies(runs, collected))}
+    results = {REFERENCE: curves(energies(reference_results(runs, collected)))}
     for name in args.potential or [DEFAULT_POTENTIAL]:
-        results[name] = curves(potential_energies(runs, name))
+        results[name] = curves(energies(potential_results(runs, name)))
+    out = {"runs": sorted(runs), "curves": results}
+    perturbed = RESULTS / "d3_reference_perturbed.json"
+    if perturbed.exists():
+        out["forces"] = force_errors(json.loads(perturbed.read_text()), list(results)[1:])
     with atomic_file(RESULTS / "relax_candidates.json") as tmp:
-        tmp.write_text(json.dumps({"runs": sorted(runs), "curves": results}, indent=1) + "\n")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
     plot(results, RESULTS / "relax_candidates.png")
     for label, sites in results.items():
         for site, curve in sites.items():
             m = curve["minimum"]
             where = "-" if m is None else f"{m['distance_A']:.2f} A, {m['energy_meV']:.1f} meV"
             print(f"{label:28s} {site}: minimum {where}")
+    for label, errors in out.get("forces", {}).items():
+        if label not in ("cells", "reference_net_force_per_atom_meV_per_A"):
+            print(f"{label:28s} force MAE on the perturbed cells {errors['all']:.1f} meV/A")
 
 
 if __name__ == "__main__":

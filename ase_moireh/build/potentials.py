@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ase.calculators.calculator import Calculator
 from ase.data import chemical_symbols
@@ -27,6 +28,7 @@ class Potential:
     description: str
     packages: tuple[str, ...]
     build: Callable[[], tuple[Calculator, frozenset[str]]]
+    install: str = INSTALL_HINT
 
 
 def d3_pbe() -> Calculator:
@@ -36,14 +38,38 @@ def d3_pbe() -> Calculator:
     return DFTD3(method="PBE", damping="d3bj")
 
 
-def _sevennet_d3(model: str) -> Callable[[], tuple[Calculator, frozenset[str]]]:
+def _sevennet(model: str) -> tuple[Calculator, frozenset[str]]:
+    from sevenn.calculator import SevenNetCalculator
+
+    net = SevenNetCalculator(model, device="cpu")
+    return net, frozenset(chemical_symbols[z] for z in net.type_map)
+
+
+def _chgnet() -> tuple[Calculator, frozenset[str]]:
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    net = CHGNetCalculator(use_device="cpu", on_isolated_atoms="ignore")
+    # CHGNet embeds elements 1-94 (``AtomEmbedding(max_num_elements=94)``)
+    return net, frozenset(chemical_symbols[1:95])
+
+
+def _with_d3(
+    base: Callable[[], tuple[Calculator, frozenset[str]]], interlayer: str | None = None
+) -> Callable[[], tuple[Calculator, frozenset[str]]]:
+    """``base`` + D3(BJ), and the bundled interlayer correction ``interlayer`` if given
+    (which narrows the elements to the ones it was fitted for)."""
+
     def build() -> tuple[Calculator, frozenset[str]]:
         from ase.calculators.mixing import SumCalculator
-        from sevenn.calculator import SevenNetCalculator
 
-        net = SevenNetCalculator(model, device="cpu")
-        elements = frozenset(chemical_symbols[z] for z in net.type_map)
-        return SumCalculator([net, d3_pbe()]), elements
+        net, elements = base()
+        parts = [net, d3_pbe()]
+        if interlayer is not None:
+            from ase_moireh.build.interlayer import bundled_correction
+
+            parts.append(bundled_correction(interlayer))
+            elements = elements & parts[-1].elements
+        return SumCalculator(parts), elements
 
     return build
 
@@ -52,11 +78,24 @@ POTENTIALS: dict[str, Potential] = {
     "7net-0+d3": Potential(
         "SevenNet 7net-0 (universal, PBE/PBE+U, MPtrj) + D3(BJ)",
         ("sevenn", "dftd3"),
-        _sevennet_d3("7net-0"),
+        _with_d3(partial(_sevennet, "7net-0")),
+    ),
+    "7net-0+d3+il": Potential(
+        "SevenNet 7net-0 + D3(BJ) + an interlayer correction fitted to OpenMX PBE-D3 "
+        "stacking curves of MoTe2 (Mo, Te only)",
+        ("sevenn", "dftd3"),
+        _with_d3(partial(_sevennet, "7net-0"), "mote2_7net0"),
+    ),
+    "chgnet+d3": Potential(
+        "CHGNet 0.3.0 (universal, PBE/PBE+U, MPtrj; magmom-aware) + D3(BJ)",
+        ("chgnet", "dftd3"),
+        _with_d3(_chgnet),
+        # a measured candidate, not in [relax]: it pulls pymatgen (~250 MB)
+        "pip install chgnet==0.4.2 dftd3==1.7.0",
     ),
 }
 #: the potential ``moireh relax`` uses unless told otherwise
-DEFAULT_POTENTIAL = "7net-0+d3"
+DEFAULT_POTENTIAL = "7net-0+d3+il"
 
 
 def load_potential(name: str = DEFAULT_POTENTIAL) -> tuple[Calculator, frozenset[str]]:
@@ -68,6 +107,6 @@ def load_potential(name: str = DEFAULT_POTENTIAL) -> tuple[Calculator, frozenset
     missing = [p for p in spec.packages if importlib.util.find_spec(p) is None]
     if missing:
         raise ValueError(
-            f"potential {name!r} needs the package(s) {', '.join(missing)}: {INSTALL_HINT}"
+            f"potential {name!r} needs the package(s) {', '.join(missing)}: {spec.install}"
         )
     return spec.build()
