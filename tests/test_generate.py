@@ -302,6 +302,39 @@ def test_perturbed_twisted():
     assert min(min_distance(x) for x in a) > 2.2
 
 
+def _moved(atoms, dz: float = 0.1):
+    """A stand-in for a relaxed cell: the top layer 0.1 A higher (no potential needed)."""
+    out = atoms.copy()
+    out.positions[out.arrays["layer"] == 1, 2] += dz
+    return out
+
+
+def test_perturbed_twisted_starts_from_a_relaxed_cell(tmp_path):
+    from ase_moireh.build import twisted_bilayer
+
+    relaxed = _moved(twisted_bilayer(2, 1))
+    kept = perturbed_twisted(2, 1, count=1, seed=5, amplitude=0.0, relaxed=relaxed)[0]
+    np.testing.assert_allclose(kept.positions, relaxed.positions, atol=1e-12)
+    assert kept.info["relaxed"] is True and kept.info["twist_nm"] == (2, 1)
+    noisy = perturbed_twisted(2, 1, count=1, seed=5, relaxed=relaxed)[0]
+    rigid = perturbed_twisted(2, 1, count=1, seed=5)[0]
+    np.testing.assert_allclose(
+        noisy.positions - rigid.positions,
+        relaxed.positions - twisted_bilayer(2, 1).positions,
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match=r"not the twisted \(3, 2\) cell"):
+        perturbed_twisted(3, 2, relaxed=relaxed)
+    path = tmp_path / "relaxed.extxyz"
+    ase.io.write(path, relaxed)
+    out = tmp_path / "ds"
+    args = ["dataset", "twisted", "2", "1", "--relaxed", str(path), "--no-soc", "-o", str(out)]
+    result = CliRunner().invoke(moireh, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "twist_2_1_0" / "meta.json").read_text())
+    assert meta["relaxed"] is True
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="unknown material"):
         shifted_bilayers("MoXe2")

@@ -140,11 +140,16 @@ def perturbed_twisted(
     seed: int = 0,
     material: str | Material = "MoTe2",
     stacking: str = "R",
+    relaxed: Atoms | None = None,
 ) -> list[Atoms]:
     """``count`` perturbed copies of the twisted (n, m) bilayer (noise as in
-    :func:`shifted_bilayers`, from ``default_rng((seed, 1, n, m, k))``)."""
+    :func:`shifted_bilayers`, from ``default_rng((seed, 1, n, m, k))``). With ``relaxed``
+    (the (n, m) cell relaxed, e.g. by ``moireh relax``) its positions are perturbed
+    instead of the rigid ones: the paper's recipe for twisted training data."""
     _check_sampling(amplitude, interlayer_sigma, count, seed)
     base = twisted_bilayer(n, m, material=material, stacking=stacking)
+    if relaxed is not None:
+        base = _relaxed_base(base, relaxed)
     n, m = base.info["twist_nm"]
     structures = []
     for k in range(count):
@@ -160,6 +165,19 @@ def perturbed_twisted(
         )
         structures.append(atoms)
     return structures
+
+
+def _relaxed_base(rigid: Atoms, relaxed: Atoms) -> Atoms:
+    """``rigid`` with the positions of ``relaxed``, which must be the same cell and atoms
+    (layers and info from ``rigid``; ``info['relaxed'] = True`` records it)."""
+    same = len(relaxed) == len(rigid) and np.array_equal(relaxed.numbers, rigid.numbers)
+    if not same or not np.allclose(relaxed.cell, rigid.cell, atol=1e-6):
+        nm = rigid.info["twist_nm"]
+        raise ValueError(f"the relaxed structure is not the twisted {nm} cell (atoms or cell)")
+    base = rigid.copy()
+    base.positions = relaxed.positions
+    base.info["relaxed"] = True
+    return base
 
 
 # --------------------------------------------------------------------------- corpus sampling

@@ -161,6 +161,11 @@ def shifted_command(
 @click.argument("n", type=int)
 @click.argument("m", type=int)
 @click.option("--count", default=1, show_default=True, help="Perturbed copies.")
+@click.option(
+    "--relaxed",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The (N, M) cell relaxed (moireh relax): perturb its positions, not the rigid ones.",
+)
 @_AMPLITUDE
 @_interlayer_sigma(0.0)
 @_SEED
@@ -173,9 +178,16 @@ def shifted_command(
 @_OVERWRITE
 @_NO_PROGRESS
 def twisted_command(
-    n, m, count, amplitude, interlayer_sigma, seed, soc, material, stacking, out, **common
+    n, m, count, relaxed, amplitude, interlayer_sigma, seed, soc, material, stacking, out, **common
 ) -> None:
-    """COUNT perturbed copies of the commensurate twisted (N, M) bilayer."""
+    """COUNT perturbed copies of the commensurate twisted (N, M) bilayer, rigid or relaxed."""
+    if relaxed is not None:
+        import ase.io
+
+        try:
+            relaxed = ase.io.read(relaxed)
+        except Exception as err:  # any reader's failure is the file's
+            raise click.ClickException(f"{relaxed}: cannot read a structure ({err})") from None
     _run(
         "twisted",
         out,
@@ -189,6 +201,7 @@ def twisted_command(
         seed=seed,
         material=material,
         stacking=stacking,
+        relaxed=relaxed,
     )
 
 
