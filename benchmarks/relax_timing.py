@@ -23,7 +23,7 @@ from ase_moireh.files import atomic_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_POTENTIALS = ("7net-0+d3", "7net-0+d3+il", "chgnet+d3")
+DEFAULT_POTENTIALS = ("7net-0+d3", "7net-0+d3+fit", "chgnet+d3")
 
 
 def one_case(potential: str, n: int, m: int) -> dict:

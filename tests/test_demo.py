@@ -42,6 +42,9 @@ def test_main_job_converts_verifies_predicts_and_plots(demo):
     assert c["hermiticity_H_eV"] < 1e-6
     assert set(result["model"]["H_mae_meV"]) == {"Mo-Mo", "Mo-Te", "Te-Mo", "Te-Te"}
     assert result["twisted"]["atoms"] == 42
+    relaxation = result["twisted"]["relaxation"]  # [test] holds the relax potential's packages
+    assert relaxation["relaxed"] and relaxation["fmax_reached_eV_per_A"] <= 0.01
+    assert "corrugation" in (out / "summary.txt").read_text()
     for name in ("bands.png", "bands_model_vs_dft.png", "twisted_vs_dft.png", "twisted_bands.png"):
         assert (out / name).stat().st_size > 10_000, name
     assert (out / "dataset" / "bl1x1_soc_s00" / "hamiltonians.h5").exists()
@@ -181,11 +184,27 @@ def test_step_4_verdicts_of_constructed_cases(case, resolved, tmp_path, monkeypa
     stub = _StubCalculator(-0.5e-3 * gap, 0.5e-3 * gap, severe, mild)
     monkeypatch.setattr(ase_moireh.calculator, "MoireHCalculator", stub)
     monkeypatch.setattr(demo_module, "_plot_bands", lambda *a, **k: None)
-    info = demo_module.twisted_part(None, tmp_path, 12, 2, 1, expected_error=error)
+    info = demo_module.twisted_part(
+        None, tmp_path, 12, 2, 1, expected_error=error, relax_cell=False
+    )
     assert info["gap_meV"] == pytest.approx(gap) and info["gap_resolved"] is resolved
     flag = "NOT TRUSTWORTHY"
     assert (flag in (tmp_path / "chern.txt").read_text()) is not resolved
     assert (flag in "\n".join(demo_module._twisted_lines(info))) is not resolved
+
+
+def test_without_the_relax_packages_the_cell_stays_rigid_and_says_why(monkeypatch):
+    import importlib.util
+
+    from ase_moireh.build import twisted_bilayer
+    from ase_moireh.cli import demo as demo_module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    rigid = twisted_bilayer(2, 1)
+    atoms, info = demo_module.relaxed_cell(rigid)
+    assert atoms is rigid and not info["relaxed"] and "pip install" in info["why"]
+    words = demo_module._relaxation_words(info)
+    assert words.startswith("rigid (") and "7.00-7.00 A" in words
 
 
 @pytest.mark.slow

@@ -54,20 +54,20 @@ def _chgnet() -> tuple[Calculator, frozenset[str]]:
 
 
 def _with_d3(
-    base: Callable[[], tuple[Calculator, frozenset[str]]], interlayer: str | None = None
+    base: Callable[[], tuple[Calculator, frozenset[str]]], corrections: str | None = None
 ) -> Callable[[], tuple[Calculator, frozenset[str]]]:
-    """``base`` + D3(BJ), and the bundled interlayer correction ``interlayer`` if given
-    (which narrows the elements to the ones it was fitted for)."""
+    """``base`` + D3(BJ), and the bundled corrections ``corrections`` if given (which
+    narrow the elements to the ones they were fitted for)."""
 
     def build() -> tuple[Calculator, frozenset[str]]:
         from ase.calculators.mixing import SumCalculator
 
         net, elements = base()
         parts = [net, d3_pbe()]
-        if interlayer is not None:
-            from ase_moireh.build.interlayer import bundled_correction
+        if corrections is not None:
+            from ase_moireh.build.corrections import bundled_correction
 
-            parts.append(bundled_correction(interlayer))
+            parts.append(bundled_correction(corrections))
             elements = elements & parts[-1].elements
         return SumCalculator(parts), elements
 
@@ -80,9 +80,9 @@ POTENTIALS: dict[str, Potential] = {
         ("sevenn", "dftd3"),
         _with_d3(partial(_sevennet, "7net-0")),
     ),
-    "7net-0+d3+il": Potential(
-        "SevenNet 7net-0 + D3(BJ) + an interlayer correction fitted to OpenMX PBE-D3 "
-        "stacking curves of MoTe2 (Mo, Te only)",
+    "7net-0+d3+fit": Potential(
+        "SevenNet 7net-0 + D3(BJ) + corrections fitted to OpenMX PBE-D3 (MoTe2 only): "
+        "interlayer registry terms (stacking curves) and intralayer springs (perturbed cells)",
         ("sevenn", "dftd3"),
         _with_d3(partial(_sevennet, "7net-0"), "mote2_7net0"),
     ),
@@ -95,7 +95,7 @@ POTENTIALS: dict[str, Potential] = {
     ),
 }
 #: the potential ``moireh relax`` uses unless told otherwise
-DEFAULT_POTENTIAL = "7net-0+d3+il"
+DEFAULT_POTENTIAL = "7net-0+d3+fit"
 
 
 def load_potential(name: str = DEFAULT_POTENTIAL) -> tuple[Calculator, frozenset[str]]:

@@ -9,9 +9,11 @@
    run ``tw2179_soc``, on which no model trained): model bands against the DFT bands
    bundled in ``ase_moireh/data/reference`` (``twisted_vs_dft.png``), band errors near
    the gap and the gap against DFT.
-4. A twisted cell of a few degrees (default 9.43 deg, 222 atoms) through
-   ``MoireHCalculator``: bands near the gap (``twisted_bands.png``) and the C3
-   eigenvalues / Chern numbers mod 3 of the top spin-up valence bands (``chern.txt``).
+4. A twisted cell of a few degrees (default 9.43 deg, 222 atoms), relaxed by the default
+   potential of ``moireh relax`` when its packages are installed (``.[relax]``; rigid
+   otherwise, and the summary says so), through ``MoireHCalculator``: bands near the gap
+   (``twisted_bands.png``), the C3 eigenvalues / Chern numbers mod 3 of the top spin-up
+   valence bands (``chern.txt``), and the relaxed cell's corrugation.
 
 Every result says how far to trust it: ``summary.txt`` (in words) and ``summary.json``
 carry the model's training structures and validation errors, its band errors near the
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: the converter check passes below this eigenvalue difference against OpenMX (meV)
 CONVERTER_TOLERANCE_MEV = 1.0
+#: step 4's relaxation: force convergence (eV/A) and most steps (the (4, 3) cell: 42)
+RELAX_FMAX, RELAX_STEPS = 0.01, 500
 
 
 def run_demo(
@@ -228,14 +232,16 @@ def twisted_part(
     m: int,
     expected_error: float = 0.0,
     gap_guess: float | None = None,
+    relax_cell: bool = True,
 ) -> dict:
-    """Step 4: a twisted cell through the calculator: bands near the gap, C3 Chern table,
-    and whether the model can resolve that gap (``expected_error``: band error near the
-    gap on the held-out twisted cell of step 3, meV)."""
+    """Step 4: a twisted cell (relaxed if ``relax_cell`` and the potential's packages
+    are there) through the calculator: bands near the gap, C3 Chern table, and whether
+    the model can resolve that gap (``expected_error``: band error near the gap on the
+    held-out twisted cell of step 3, meV)."""
     from ase_moireh.build import twist_angle, twisted_bilayer
     from ase_moireh.calculator import MoireHCalculator
 
-    twisted = twisted_bilayer(n, m)
+    twisted, relaxation = relaxed_cell(twisted_bilayer(n, m), relax_cell)
     twisted.calc = MoireHCalculator(model=bundle, nbands=16, gap_guess=gap_guess)
     severe, mild = twisted.calc.domain_findings(twisted)
     vbm, cbm = twisted.calc.band_edges()
@@ -246,6 +252,7 @@ def twisted_part(
         "nm": (n, m),
         "angle_deg": round(twist_angle(n, m), 3),
         "atoms": len(twisted),
+        "relaxation": relaxation,
         "domain_findings": severe + mild,
         # over Gamma, the three M and both K: negative means the model makes it a metal
         "gap_meV": gap,
@@ -270,6 +277,40 @@ def twisted_part(
     )
     info["chern_mod3_top1_top2"] = _chern_table(twisted, info, outdir / "chern.txt")
     return info
+
+
+def relaxed_cell(atoms, relax_cell: bool = True):
+    """``atoms`` relaxed by ``moireh relax``'s default potential (fixed cell, 0.01 eV/A),
+    with what was done: potential, steps, and the local metal-metal interlayer distance
+    (its spread is the corrugation); the rigid ``atoms`` and why when not relaxed."""
+    from ase_moireh.build.potentials import DEFAULT_POTENTIAL, load_potential
+    from ase_moireh.build.relax import check_elements, local_interlayer_distance, relax
+
+    def distances(cell) -> dict:
+        local = local_interlayer_distance(cell)
+        return {"interlayer_min_A": float(local.min()), "interlayer_max_A": float(local.max())}
+
+    if not relax_cell:
+        return atoms, {"relaxed": False, "why": "not asked", **distances(atoms)}
+    try:
+        calc, elements = load_potential(DEFAULT_POTENTIAL)
+    except ValueError as err:  # the optional packages are missing: say so, stay rigid
+        return atoms, {"relaxed": False, "why": str(err), **distances(atoms)}
+    check_elements(atoms, elements, DEFAULT_POTENTIAL)
+    log.info("relaxing the %d-atom cell with %s", len(atoms), DEFAULT_POTENTIAL)
+    out = relax(atoms, calc, fmax=RELAX_FMAX, steps=RELAX_STEPS, progress=None)
+    out.calc = None
+    done = out.info["relaxation"]
+    info = {
+        "relaxed": bool(done["converged"]),
+        "potential": DEFAULT_POTENTIAL,
+        "steps": done["steps"],
+        "fmax_reached_eV_per_A": done["fmax_reached"],
+        **distances(out),
+    }
+    if not done["converged"]:
+        info["why"] = f"not converged to {RELAX_FMAX} eV/A in {RELAX_STEPS} steps: used as reached"
+    return out, info
 
 
 def _spread_meV(calc) -> float | None:
@@ -375,6 +416,19 @@ def _reference_lines(r: dict) -> list[str]:
     ]
 
 
+def _relaxation_words(r: dict) -> str:
+    low, high = r["interlayer_min_A"], r["interlayer_max_A"]
+    span = f"local Mo-Mo interlayer distance {low:.2f}-{high:.2f} A"
+    if "potential" not in r:
+        return f"rigid ({r['why']}); {span}"
+    state = "relaxed" if r["relaxed"] else f"partly relaxed ({r['why']})"
+    corrugation = high - low
+    return (
+        f"{state} with {r['potential']} ({r['steps']} steps, fmax "
+        f"{r['fmax_reached_eV_per_A']:.3f} eV/A); {span}, corrugation {corrugation:.2f} A"
+    )
+
+
 def _twisted_lines(t: dict) -> list[str]:
     findings = t["domain_findings"] or ["none: inside the training domain"]
     spread = t["ensemble_spread_max_meV"]
@@ -387,6 +441,7 @@ def _twisted_lines(t: dict) -> list[str]:
     return [
         "",
         f"4. {t['angle_deg']} deg twisted bilayer ({t['atoms']} atoms) via MoireHCalculator",
+        f"   structure: {_relaxation_words(t['relaxation'])}",
         f"   domain check: {'; '.join(findings)}",
         f"   model gap over Gamma, M, K: {t['gap_meV']:.1f} meV (negative: bands overlap)",
         f"   expected band error near the gap: {t['expected_band_error_meV']:.0f} meV "
