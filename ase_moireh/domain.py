@@ -90,6 +90,9 @@ class ModelDomain:
     #: largest ensemble spread (eV) seen on validation, when known
     spread_max: float | None = None
     structures: list[str] = field(default_factory=list)
+    #: [min, max] of the local metal-metal interlayer distance over the bilayers
+    #: (:func:`local_interlayer_range`; relaxed moire cells span MM to MX), None: unknown
+    interlayer: list[float] | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -112,6 +115,7 @@ class Geometry:
     vacuum: float
     nearest: dict[str, list[float]]
     closest: dict[str, float]
+    interlayer: list[float] | None = None
 
 
 def pair_key(a: str, b: str) -> str:
@@ -139,13 +143,36 @@ def measure(atoms: Atoms, reach: float = 8.0) -> Geometry:
             for c in np.flatnonzero(np.isfinite(shortest))
         )
     )
+    layers = layer_labels(atoms) if len(atoms) else np.zeros(0, dtype=int)
     return Geometry(
         species=sorted(set(atoms.get_chemical_symbols())),
-        layers=count_layers(atoms),
+        layers=int(layers.max()) + 1 if len(atoms) else 0,
         vacuum=vacuum_width(atoms),
         nearest=nearest,
         closest=closest,
+        interlayer=local_interlayer_range(atoms, layers),
     )
+
+
+def local_interlayer_range(atoms: Atoms, layers: np.ndarray | None = None) -> list[float] | None:
+    """[min, max] (A) of the local metal-metal interlayer distance of a bilayer of an MX2
+    material (the metal: its rarer element), None for anything else."""
+    from ase_moireh.build.relax import local_interlayer_distance
+
+    layers = layer_labels(atoms) if layers is None else layers
+    symbols, counts = np.unique(atoms.get_chemical_symbols(), return_counts=True)
+    if (
+        len(atoms) == 0
+        or layers.max() != 1
+        or len(symbols) != 2
+        or counts.max() != 2 * counts.min()
+    ):
+        return None
+    labelled = atoms.copy()
+    labelled.arrays["layer"] = layers
+    labelled.info["material"] = None  # the metal by count
+    local = local_interlayer_distance(labelled)
+    return [float(local.min()), float(local.max())]
 
 
 def count_layers(atoms: Atoms) -> int:
@@ -191,7 +218,7 @@ def domain_of(structures: list[Atoms], names: list[str] | None = None) -> ModelD
 def union(a: ModelDomain, b: ModelDomain) -> ModelDomain:
     """The domain of a model trained on both (pretraining, then fine-tuning)."""
     as_geometry = [
-        Geometry(d.species, layer, d.vacuum_min, d.nearest, d.closest)
+        Geometry(d.species, layer, d.vacuum_min, d.nearest, d.closest, d.interlayer)
         for d in (a, b)
         for layer in d.layers
     ]
@@ -204,6 +231,7 @@ def union(a: ModelDomain, b: ModelDomain) -> ModelDomain:
 def _span(measures: list[Geometry], names: list[str]) -> ModelDomain:
     nearest: dict[str, list[float]] = {}
     closest: dict[str, float] = {}
+    spans = [m.interlayer for m in measures if m.interlayer is not None]
     for m in measures:
         for element, (lo, hi) in m.nearest.items():
             old = nearest.get(element, [np.inf, -np.inf])
@@ -217,6 +245,7 @@ def _span(measures: list[Geometry], names: list[str]) -> ModelDomain:
         nearest=nearest,
         closest=closest,
         structures=names,
+        interlayer=[min(lo for lo, _ in spans), max(hi for _, hi in spans)] if spans else None,
     )
 
 
@@ -236,6 +265,7 @@ def findings(atoms: Atoms, domain: ModelDomain, cutoff: float) -> tuple[list[str
             f"the model's {cutoff:.2f} A cutoff: it would see a bulk-like stack, while its "
             f"training structures had at least {domain.vacuum_min:.1f} A"
         )
+    mild += _interlayer_finding(geometry, domain)
     if geometry.layers not in domain.layers:
         mild.append(
             f"{geometry.layers} layer(s), while the model was trained on "
@@ -262,6 +292,18 @@ def _distance_findings(geometry: Geometry, domain: ModelDomain) -> tuple[list[st
                 f"training range {seen_lo:.2f}-{seen_hi:.2f} A (strained or squeezed?)"
             )
     return severe, mild
+
+
+def _interlayer_finding(geometry: Geometry, domain: ModelDomain) -> list[str]:
+    if geometry.interlayer is None or domain.interlayer is None:
+        return []
+    (lo, hi), (seen_lo, seen_hi) = geometry.interlayer, domain.interlayer
+    if lo >= seen_lo - BOND_TOLERANCE and hi <= seen_hi + BOND_TOLERANCE:
+        return []
+    return [
+        f"local interlayer (metal-metal) distances {lo:.2f}-{hi:.2f} A, outside the "
+        f"training range {seen_lo:.2f}-{seen_hi:.2f} A (a relaxed moire cell's MM regions?)"
+    ]
 
 
 def spread_finding(spread_max: float | None, domain: ModelDomain) -> list[str]:

@@ -20,6 +20,7 @@ from ase_moireh.domain import (
     count_layers,
     domain_of,
     findings,
+    local_interlayer_range,
     union,
     vacuum_width,
 )
@@ -67,6 +68,8 @@ def test_bundled_models_record_their_training_domain(domain):
     assert {manifest[name].split for name in domain.structures} == {"train"}
     cells = [ase.io.read(corpus / name / "structure.extxyz") for name in domain.structures]
     assert domain.vacuum_min == pytest.approx(min(vacuum_width(a) for a in cells), abs=1e-4)
+    spans = [local_interlayer_range(a) for a in cells]
+    assert domain.interlayer == pytest.approx([min(s[0] for s in spans), max(s[1] for s in spans)])
 
 
 @pytest.mark.parametrize("atoms", [twisted_bilayer(2, 1), twisted_bilayer(4, 3), exact_bilayer()])
@@ -115,6 +118,31 @@ def test_union_spans_both(domain):
     assert joined.structures[-1] == "exact"
     assert joined.nearest["Te"][1] >= domain.nearest["Te"][1]
     assert ModelDomain.from_dict(joined.to_dict()) == joined
+
+
+def _raised(atoms, dz: float):
+    out = atoms.copy()
+    out.positions[out.arrays["layer"] == 1, 2] += dz
+    return out
+
+
+def test_the_interlayer_range_is_recorded_and_checked():
+    """Rigid bilayers 6.9-7.1 A apart span that range; the same cell 0.4 A further apart
+    (the MM regions of a relaxed small-angle cell reach 7.6 A) leaves it by 0.3 A."""
+    cells = [_raised(exact_bilayer(), dz) for dz in (-0.1, 0.1)]
+    d = domain_of(cells, ["low", "high"])
+    assert d.interlayer == pytest.approx([6.9, 7.1], abs=1e-9)
+    assert findings(_raised(exact_bilayer(), 0.05), d, CUTOFF) == ([], [])
+    severe, mild = findings(_raised(exact_bilayer(), 0.4), d, CUTOFF)
+    assert not severe and any(
+        "7.40-7.40 A, outside the training range 6.90-7.10" in m for m in mild
+    )
+    single = domain_of([mx2("MoTe2", a=3.52, thickness=3.6, vacuum=10.0)])
+    assert single.interlayer is None  # a monolayer has no interlayer distance
+    old = d.to_dict()
+    del old["interlayer"]  # a model file written before the range was recorded
+    assert ModelDomain.from_dict(old).interlayer is None
+    assert union(d, ModelDomain.from_dict(old)).interlayer == d.interlayer
 
 
 # --------------------------------------------------------------------------- calculator

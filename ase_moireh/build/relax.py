@@ -123,8 +123,11 @@ def relax(
 def local_interlayer_distance(atoms: Atoms) -> np.ndarray:
     """Per top-layer metal atom: its height above the bottom metal plane there (A), the
     bottom metals' heights interpolated at its in-plane position (inverse squared
-    distance over the three nearest, periodic images included). Its spread over a
-    relaxed moire cell is the corrugation (MM regions high, MX/XM low)."""
+    distance over the three nearest, periodic images included; a k-d tree, so O(N log N)
+    for any cell). Its spread over a relaxed moire cell is the corrugation (MM regions
+    high, MX/XM low)."""
+    from scipy.spatial import cKDTree
+
     from ase_moireh.build.generate import layer_metals
 
     bottom, top = layer_metals(atoms)
@@ -132,7 +135,6 @@ def local_interlayer_distance(atoms: Atoms) -> np.ndarray:
     images = np.array([i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)])
     plane = (bottom[None, :, :2] + images[:, None, :]).reshape(-1, 2)
     heights = np.tile(bottom[:, 2], len(images))
-    d2 = ((top[:, None, :2] - plane[None]) ** 2).sum(axis=-1)
-    nearest = np.argsort(d2, axis=1)[:, :3]
-    w = 1.0 / np.maximum(np.take_along_axis(d2, nearest, axis=1), 1e-12)
+    d, nearest = cKDTree(plane).query(top[:, :2], k=3)
+    w = 1.0 / np.maximum(d, 1e-6) ** 2
     return top[:, 2] - (w * heights[nearest]).sum(axis=1) / w.sum(axis=1)

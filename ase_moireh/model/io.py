@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -144,6 +145,20 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
     basis, arrays = bundle.overlap.state() if bundle.overlap is not None else ({}, {})
     payload["overlap_basis"] = json.dumps(basis)
     payload["overlap"] = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    payload["sha256"] = _digest(payload)
+    atomic_torch_save(payload, path)
+
+
+def update_info(path: str | os.PathLike, update: Callable[[dict], None]) -> None:
+    """Change a model file's ``info`` in place (``update`` edits the dict), weights and
+    everything else byte for byte as they were; the checksum is verified first and
+    renewed."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT or payload.get("sha256") != _digest(payload):
+        raise ModelFileError(f"{path}: not an intact ase-moireh model file of this format")
+    info = json.loads(payload["info"])
+    update(info)
+    payload["info"] = json.dumps(info)
     payload["sha256"] = _digest(payload)
     atomic_torch_save(payload, path)
 
