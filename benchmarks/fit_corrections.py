@@ -24,9 +24,11 @@ from pathlib import Path
 import ase.io
 import numpy as np
 from relax_candidates import (
+    PERTURBED,
     RESULTS,
     SEPARATED,
     converged_runs,
+    outward,
     potential_results,
     reference_results,
 )
@@ -183,28 +185,12 @@ def rest_lengths() -> dict[tuple, float]:
     return out
 
 
-def outward(atoms) -> np.ndarray:
-    """+1 / -1 for chalcogens above / below their layer's metal plane, 0 for metals."""
-    from ase_moireh.domain import layer_labels
-
-    layer = layer_labels(atoms)
-    metal = np.array(atoms.get_chemical_symbols()) == "Mo"
-    sign = np.zeros(len(atoms))
-    for label in np.unique(layer):
-        mine = layer == label
-        plane = atoms.positions[mine & metal, 2].mean()
-        sign[mine & ~metal] = np.sign(atoms.positions[mine & ~metal, 2] - plane)
-    return sign
-
-
 def fit_springs(base_name: str, terms: list[PairTerm]) -> tuple[list[Spring], dict]:
     """Spring stiffnesses from the force residual of the perturbed cells (base + the
     interlayer terms against OpenMX PBE + D3). OpenMX's layer wants its chalcogens
     further out than the material's (0.7-0.9 eV/A outward at that geometry): fitted as
     one outward force on every Te and left out of the potential, which keeps the
     material's layer (on which the Hamiltonian models were trained)."""
-    from relax_candidates import PERTURBED
-
     collected = json.loads((RESULTS / "d3_reference_perturbed.json").read_text())
     names = [n for n in sorted(collected) if n.startswith(SPRING_FIT)]
     runs = {n: PERTURBED / n for n in names}
