@@ -138,15 +138,20 @@ def curves(energies: dict[str, float], formula_units: int = 2) -> dict[str, dict
 
 
 def plot(results: dict[str, dict], filename: Path) -> None:
-    fig, axes = new_figure(width=6.5, height=4.5)
-    ax = axes[0, 0]
-    for (label, sites), style in zip(results.items(), ("-o", "--s", ":^"), strict=False):
-        for site, curve in sites.items():
-            ax.plot(curve["distance_A"], curve["energy_meV"], style, label=f"{site}, {label}")
-    ax.set_xlabel("metal-metal interlayer distance (A)")
-    ax.set_ylabel("energy vs layers 17 A apart (meV / MoTe2)")
-    ax.set_title("1x1 R-stacked MoTe2 bilayer, rigid layers")
-    ax.legend(fontsize=7)
+    """One panel per stacking: the reference (black) and each potential's curve."""
+    sites = list(next(iter(results.values())))
+    fig, axes = new_figure(2, 4.2, 3.3, nrows=2)
+    styles = ["k-o", "--s", ":^", "-.d", "--v"]
+    for ax, site in zip(axes.flat, sites, strict=False):
+        for (label, curves_of), style in zip(results.items(), styles, strict=False):
+            if site in curves_of:
+                c = curves_of[site]
+                ax.plot(c["distance_A"], c["energy_meV"], style, ms=4, label=label)
+        ax.set_title(f"{site} stacking", fontsize=10)
+        ax.set_xlabel("metal-metal interlayer distance (A)")
+        ax.set_ylabel("meV / MoTe2 vs layers 17 A apart")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("1x1 R-stacked MoTe2 bilayer, rigid layers", fontsize=11)
     save_figure(fig, filename)
 
 
