@@ -43,7 +43,7 @@ def plot_map(atoms, distance: np.ndarray, title: str, filename: Path) -> None:
     values = np.tile(distance, len(shifts))
     art = ax.scatter(xy[:, 0], xy[:, 1], c=values, s=14, cmap="viridis")
     corners = np.array([[0, 0], cell[0], cell[0] + cell[1], cell[1], [0, 0]])
-    ax.plot(corners[:, 0], corners[:, 1], color="w", lw=1)
+    ax.plot(corners[:, 0], corners[:, 1], color="k", lw=0.8, ls="--")
     lo, hi = corners.min(axis=0) - 5, corners.max(axis=0) + 5
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])

@@ -33,9 +33,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 WINDOW = 0.3  # eV each side of the mid-gap shown
 
 
-def electronic(atoms, bundle, npoints: int) -> tuple[dict, object]:
+def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> tuple[dict, object]:
     start = time.perf_counter()
-    atoms.calc = MoireHCalculator(model=bundle, nbands=16)
+    atoms.calc = MoireHCalculator(model=bundle, nbands=16, gap_guess=gap_guess)
     severe, mild = atoms.calc.domain_findings(atoms)
     vbm, cbm = atoms.calc.band_edges()
     bs = atoms.calc.band_structure("GMKG", npoints=npoints)
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("n", type=int)
     parser.add_argument("m", type=int)
     parser.add_argument("relaxed", help="the relaxed cell (benchmarks/relax_twisted.py)")
-    parser.add_argument("--npoints", type=int, default=24)
+    parser.add_argument("--npoints", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rigid = twisted_bilayer(args.n, args.m)
@@ -87,10 +87,11 @@ def main() -> None:
     if len(relaxed) != len(rigid) or not np.allclose(relaxed.cell, rigid.cell, atol=1e-6):
         raise SystemExit(f"{args.relaxed}: not a relaxed ({args.n}, {args.m}) cell")
     bundle = load_bundle(bundled_model_path(soc=True))
-    results = {}
+    results, guess = {}, None
     for label, atoms in (("rigid", rigid), ("relaxed", relaxed)):
         logging.info("%s cell", label)
-        results[label] = electronic(atoms, bundle, args.npoints)
+        results[label] = electronic(atoms, bundle, args.npoints, guess)
+        guess = 0.5 * (results[label][0]["vbm_eV"] + results[label][0]["cbm_eV"])
     angle = twist_angle(args.n, args.m)
     stem = f"relaxed_bands_{args.n}_{args.m}"
     out = {
