@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ase_moireh.build.potentials import DEFAULT_POTENTIAL, POTENTIALS
+from ase_moireh.build.relax import OPTIMIZERS
 from ase_moireh.cli.h0 import _read_structure
 
 
@@ -25,12 +27,16 @@ def trajectory_path(out: Path) -> Path:
     help="Relaxed structure "
     "(any ASE format by its extension, e.g. .extxyz); OUT-stem.traj beside it keeps the steps.",
 )
-@click.option("--potential", default=None, help="Named potential (default: 7net-0+d3).")
+@click.option(
+    "--potential",
+    default=None,
+    help=f"Named potential: {', '.join(POTENTIALS)} (default {DEFAULT_POTENTIAL}).",
+)
 @click.option("--fmax", default=0.01, show_default=True, help="Force convergence (eV/A).")
 @click.option("--steps", default=2000, show_default=True, help="Most optimizer steps.")
 @click.option(
     "--optimizer",
-    type=click.Choice(["LBFGS", "BFGS", "FIRE"]),
+    type=click.Choice(list(OPTIMIZERS)),
     default="LBFGS",
     show_default=True,
 )
@@ -41,7 +47,7 @@ def relax_command(structure, out, potential, fmax, steps, optimizer, no_progress
     STEPS ran out (exit code 1, OUT not written), resumes from there when rerun."""
     import ase.io
 
-    from ase_moireh.build.potentials import DEFAULT_POTENTIAL, load_potential
+    from ase_moireh.build.potentials import load_potential
     from ase_moireh.build.relax import check_elements, local_interlayer_distance, relax
     from ase_moireh.files import atomic_file
 
