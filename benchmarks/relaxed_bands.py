@@ -1,6 +1,6 @@
 """Bands and Chern numbers of a rigid and a relaxed twisted MoTe2 cell, side by side.
 
-    python benchmarks/relaxed_bands.py 4 3 benchmarks/results/relaxed_4_3.extxyz
+    python benchmarks/relaxed_bands.py 4 3 benchmarks/results/relaxed_4_3.extxyz [--only rigid]
 
 The bundled SOC model (H = H0 + dH) through :class:`MoireHCalculator`, as the main job:
 gap over Gamma, M and K, bands along Gamma-M-K-Gamma near the gap, and the C3 eigenvalues
@@ -25,7 +25,7 @@ from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import bundled_model_path
 from ase_moireh.files import atomic_file
 from ase_moireh.model.io import load_bundle
-from ase_moireh.plotting import kpath_axis, new_figure, save_figure
+from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.topology import phases_deg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 WINDOW = 0.3  # eV each side of the mid-gap shown
 
 
-def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> tuple[dict, object]:
+def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> dict:
+    """Gap, bands along Gamma-M-K-Gamma near it, C3 Chern numbers, domain findings."""
     start = time.perf_counter()
     atoms.calc = MoireHCalculator(model=bundle, nbands=16, gap_guess=gap_guess)
     severe, mild = atoms.calc.domain_findings(atoms)
@@ -47,7 +48,8 @@ def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> tuple[di
             "chern_mod3": int(r.chern_mod3),
         }
     distance = local_interlayer_distance(atoms)
-    info = {
+    x, ticks, labels = bs.path.get_linear_kpoint_axis()
+    return {
         "domain_findings": severe + mild,
         "local_distance_A": [float(distance.min()), float(distance.max())],
         "vbm_eV": vbm,
@@ -55,21 +57,26 @@ def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> tuple[di
         "gap_meV": 1e3 * (cbm - vbm),
         "chern_spin_up": chern,
         "seconds": time.perf_counter() - start,
+        "path": {"x": x.tolist(), "ticks": ticks.tolist(), "labels": list(labels)},
+        "energies_eV": bs.energies[0].tolist(),
     }
-    return info, bs
 
 
 def plot(results: dict, title: str, filename: Path) -> None:
     fig, axes = new_figure(1, 5.5, 4.5)
     ax = axes[0, 0]
-    for (label, (info, bs)), style in zip(results.items(), ("k-", "r--"), strict=True):
+    for (label, info), style in zip(results.items(), ("k-", "r--"), strict=True):
         mid = 0.5 * (info["vbm_eV"] + info["cbm_eV"])
-        x = bs.path.get_linear_kpoint_axis()[0]
-        energies = bs.energies[0] - mid
-        ax.plot(x, energies, style, lw=0.8)
+        energies = np.array(info["energies_eV"]) - mid
+        ax.plot(info["path"]["x"], energies, style, lw=0.8)
         ax.plot([], [], style, label=f"{label}: gap {info['gap_meV']:.0f} meV")
+    path = next(iter(results.values()))["path"]
+    ax.set_xticks(path["ticks"], [r"$\Gamma$" if t == "G" else t for t in path["labels"]])
+    ax.set_xlim(path["x"][0], path["x"][-1])
+    ax.set_ylim(-WINDOW, WINDOW)
+    ax.set_ylabel(r"$E - E_\mathrm{midgap}$ (eV)")
+    ax.grid(axis="x", lw=0.5)
     ax.legend(fontsize=8, loc="upper right")
-    kpath_axis(ax, next(iter(results.values()))[1].path, WINDOW, r"$E - E_\mathrm{midgap}$ (eV)")
     ax.set_title(title, fontsize=10)
     save_figure(fig, filename)
 
@@ -80,32 +87,50 @@ def main() -> None:
     parser.add_argument("m", type=int)
     parser.add_argument("relaxed", help="the relaxed cell (benchmarks/relax_twisted.py)")
     parser.add_argument("--npoints", type=int, default=12)
+    parser.add_argument(
+        "--only", choices=["rigid", "relaxed"], help="one structure (run both in parallel)"
+    )
+    parser.add_argument(
+        "--gap-guess", type=float, default=None, help="eV inside the gap, where counting starts"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rigid = twisted_bilayer(args.n, args.m)
     relaxed = ase.io.read(args.relaxed)
     if len(relaxed) != len(rigid) or not np.allclose(relaxed.cell, rigid.cell, atol=1e-6):
         raise SystemExit(f"{args.relaxed}: not a relaxed ({args.n}, {args.m}) cell")
-    bundle = load_bundle(bundled_model_path(soc=True))
-    results, guess = {}, None
-    for label, atoms in (("rigid", rigid), ("relaxed", relaxed)):
-        logging.info("%s cell", label)
-        results[label] = electronic(atoms, bundle, args.npoints, guess)
-        guess = 0.5 * (results[label][0]["vbm_eV"] + results[label][0]["cbm_eV"])
-    angle = twist_angle(args.n, args.m)
     stem = f"relaxed_bands_{args.n}_{args.m}"
+    bundle = load_bundle(bundled_model_path(soc=True))
+    for label, atoms in (("rigid", rigid), ("relaxed", relaxed)):
+        part = RESULTS / f"{stem}_{label}.json"
+        if args.only not in (None, label) or part.exists():
+            continue
+        logging.info("%s cell", label)
+        info = electronic(atoms, bundle, args.npoints, args.gap_guess)
+        with atomic_file(part) as tmp:
+            tmp.write_text(json.dumps(info, default=float) + "\n")
+    parts = {label: RESULTS / f"{stem}_{label}.json" for label in ("rigid", "relaxed")}
+    if not all(p.exists() for p in parts.values()):
+        return
+    results = {label: json.loads(p.read_text()) for label, p in parts.items()}
+    angle = twist_angle(args.n, args.m)
     out = {
         "cell": [args.n, args.m],
         "angle_deg": angle,
         "atoms": len(rigid),
         "relaxed_from": str(args.relaxed),
         "model": "bundled SOC dH model",
-        **{label: info for label, (info, _) in results.items()},
+        **{
+            label: {k: v for k, v in info.items() if k not in ("path", "energies_eV")}
+            for label, info in results.items()
+        },
     }
     with atomic_file(RESULTS / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        tmp.write_text(json.dumps(out, indent=1, default=float) + "\n")
     title = f"{angle:.2f} deg twisted MoTe$_2$ ({len(rigid)} atoms), bundled SOC model"
     plot(results, title, RESULTS / f"{stem}.png")
+    for p in parts.values():
+        p.unlink()
     print(json.dumps(out, indent=1))
 
 

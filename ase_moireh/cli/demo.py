@@ -298,7 +298,7 @@ def relaxed_cell(atoms, relax_cell: bool = True):
         return atoms, {"relaxed": False, "why": str(err), **distances(atoms)}
     check_elements(atoms, elements, DEFAULT_POTENTIAL)
     log.info("relaxing the %d-atom cell with %s", len(atoms), DEFAULT_POTENTIAL)
-    out = relax(atoms, calc, fmax=RELAX_FMAX, steps=RELAX_STEPS, progress=None)
+    out = relax(atoms, calc, fmax=RELAX_FMAX, steps=RELAX_STEPS, progress=False)
     out.calc = None
     done = out.info["relaxation"]
     info = {
