@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
 IDS = [str(p.relative_to(ROOT)) for p in PAGES]
 MAIN_JOB = (
-    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/moireh -v demo -o moireh-demo"
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[relax]' && .venv/bin/moireh -v demo "
+    "-o moireh-demo"
 )
 TESTS = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
 PROGRAMS = ("moireh", "moireh-convert")
