@@ -102,6 +102,7 @@ def test_the_bundled_fit_orders_the_stackings_as_its_reference():
     assert e["MM"] > 0.0 and e["MM"] - e["MX"] > 0.05
     source = resources.files("ase_moireh.data") / "corrections" / "mote2_7net0.json"
     fit = json.loads(source.read_text())
-    assert fit["interlayer"]["after"]["energy_rms_meV_per_fu"] < 5.0
-    assert fit["interlayer"]["check"]["energy_rms_meV_per_fu"] < 8.0
+    # the fit's record (benchmarks/fit_corrections.py): 2.0 and, SP/XM held out, 3.9 meV
+    assert fit["interlayer"]["after"]["energy_rms_meV_per_fu"] < 3.0
+    assert fit["interlayer"]["check"]["energy_rms_meV_per_fu"] < 6.0
     assert all(s.stiffness > 0 for s in calc.springs)

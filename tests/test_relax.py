@@ -167,5 +167,6 @@ def test_the_default_potential_separates_mm_from_mx_as_its_reference():
         out = relax(atoms, calculator, fmax=0.01, steps=200, progress=False)
         assert out.info["relaxation"]["converged"]
         distance[site] = float(local_interlayer_distance(out).mean())
-    assert distance["MX"] == pytest.approx(6.81, abs=0.1)
-    assert distance["MM"] - distance["MX"] == pytest.approx(0.82, abs=0.15)
+    # measured 2026-12-06: MX 6.813 A, MM - MX 0.784 A; bounds at ~1.5x those deviations
+    assert distance["MX"] == pytest.approx(6.81, abs=0.02)
+    assert distance["MM"] - distance["MX"] == pytest.approx(0.82, abs=0.06)
