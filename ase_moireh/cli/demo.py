@@ -30,6 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
 from ase_moireh.bands import gap_aligned, thinned_path
 from ase_moireh.data import DEMO_TWIST, demo_scfout_path
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: the converter check passes below this eigenvalue difference against OpenMX (meV)
 CONVERTER_TOLERANCE_MEV = 1.0
-#: step 4's relaxation: force convergence (eV/A) and most steps (the (4, 3) cell: 42)
+#: step 4's relaxation: force convergence (eV/A) and most steps (the (4, 3) cell: 25)
 RELAX_FMAX, RELAX_STEPS = 0.01, 500
 
 
@@ -279,7 +280,7 @@ def twisted_part(
     return info
 
 
-def relaxed_cell(atoms, relax_cell: bool = True):
+def relaxed_cell(atoms: Atoms, relax_cell: bool = True) -> tuple[Atoms, dict]:
     """``atoms`` relaxed by ``moireh relax``'s default potential (fixed cell, 0.01 eV/A),
     with what was done: potential, steps, and the local metal-metal interlayer distance
     (its spread is the corrugation); the rigid ``atoms`` and why when not relaxed."""
