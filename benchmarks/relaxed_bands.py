@@ -30,7 +30,7 @@ from ase_moireh.topology import phases_deg
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WINDOW = 0.3  # eV each side of the mid-gap shown
+WINDOW = 0.8  # eV each side of the mid-gap shown (the gap is ~1 eV)
 
 
 def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> dict:
