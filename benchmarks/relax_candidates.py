@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
+from ase.calculators.calculator import Calculator
 
 from ase_moireh.build.potentials import DEFAULT_POTENTIAL, d3_pbe, load_potential
 from ase_moireh.files import atomic_file
@@ -53,9 +54,12 @@ def reference_results(
     return out
 
 
-def potential_results(runs: dict[str, Path], potential: str) -> dict[str, tuple[float, np.ndarray]]:
-    """eV per cell and eV/A of a named potential on the runs' structures."""
-    calc, _ = load_potential(potential)
+def potential_results(
+    runs: dict[str, Path], potential: str | Calculator
+) -> dict[str, tuple[float, np.ndarray]]:
+    """eV per cell and eV/A of a potential (a registered name, or a calculator) on the
+    runs' structures."""
+    calc = load_potential(potential)[0] if isinstance(potential, str) else potential
     out = {}
     for name, folder in runs.items():
         atoms = ase.io.read(folder / "structure.extxyz")
@@ -82,10 +86,13 @@ def outward(atoms) -> np.ndarray:
     return sign
 
 
-def force_errors(collected: dict[str, dict], potentials: list[str]) -> dict[str, dict]:
-    """Force MAE (meV/A, per Cartesian component) of each potential on the perturbed cells
-    against OpenMX's PBE forces + D3(BJ)'s, per cell and over all atoms; also the
-    reference's own net force per atom (egg-box), the floor of any comparison."""
+def force_errors(
+    collected: dict[str, dict], potentials: dict[str, str | Calculator]
+) -> dict[str, dict]:
+    """Force MAE (meV/A, per Cartesian component) of each potential (label: name or
+    calculator) on the perturbed cells against OpenMX's PBE forces + D3(BJ)'s, per cell
+    and over all atoms; also the reference's own net force per atom (egg-box), the floor
+    of any comparison."""
     runs = {name: PERTURBED / name for name in sorted(collected)}
     ref = {n: f for n, (_, f) in reference_results(runs, collected).items()}
     out = {
@@ -95,8 +102,8 @@ def force_errors(collected: dict[str, dict], potentials: list[str]) -> dict[str,
         },
     }
     signs = {n: outward(ase.io.read(folder / "structure.extxyz")) for n, folder in runs.items()}
-    for potential in potentials:
-        diff = {n: f - ref[n] for n, (_, f) in potential_results(runs, potential).items()}
+    for potential, source in potentials.items():
+        diff = {n: f - ref[n] for n, (_, f) in potential_results(runs, source).items()}
         out[potential] = {n: float(1e3 * np.abs(e).mean()) for n, e in diff.items()}
         out[potential]["all"] = float(1e3 * np.abs(np.concatenate(list(diff.values()))).mean())
         # the part left once one uniform outward force on every chalcogen (OpenMX's layer
@@ -169,7 +176,8 @@ def main() -> None:
     out = {"runs": sorted(runs), "curves": results}
     perturbed = RESULTS / "d3_reference_perturbed.json"
     if perturbed.exists():
-        out["forces"] = force_errors(json.loads(perturbed.read_text()), list(results)[1:])
+        named = {name: name for name in list(results)[1:]}
+        out["forces"] = force_errors(json.loads(perturbed.read_text()), named)
     with atomic_file(RESULTS / "relax_candidates.json") as tmp:
         tmp.write_text(json.dumps(out, indent=1) + "\n")
     plot(results, RESULTS / "relax_candidates.png")

@@ -16,7 +16,8 @@ the H0 prediction computes, so training and prediction agree; entries without on
 left out), as dftio folders under ``--work``/dh (:mod:`ase_moireh.model.residual`).
 ``--long-range`` gives every fresh model the long-range head (``ModelConfig.long_range``:
 latent charges, their Ewald potential phi in the periodic cell, (phi_i + phi_j)/2 S_ij
-on every block), for the per-atom shifts of the stacking-dependent interlayer dipole.
+on every block), for the per-atom shifts of the stacking-dependent interlayer dipole;
+``--long-range-shells`` resolves that head by shell (``ModelConfig.long_range_shells``).
 ``--h0-features`` lets every fresh model read the zeroth-step H0 of each block as
 input features (``ModelConfig.h0_features``, NextHAM's idea): the entry's ``h0.h5``,
 copied beside its dH folder, the one its target subtracts.
@@ -472,6 +473,12 @@ def main() -> None:
         help="the Ewald long-range head on every fresh model (ModelConfig.long_range)",
     )
     parser.add_argument(
+        "--long-range-shells",
+        action="store_true",
+        help="the long-range head resolved by shell (ModelConfig.long_range_shells; "
+        "implies --long-range)",
+    )
+    parser.add_argument(
         "--h0-features",
         action="store_true",
         help="every fresh model reads each block's H0 as input (ModelConfig.h0_features)",
@@ -486,8 +493,10 @@ def main() -> None:
     BAND["band_weight"] = args.band_weight
     BAND["onsite_weight"] = args.onsite_weight
     BAND["semicore_weight"] = args.semicore_weight
-    if args.long_range:
+    if args.long_range or args.long_range_shells:
         MODEL_EXTRA["long_range"] = True
+    if args.long_range_shells:
+        MODEL_EXTRA["long_range_shells"] = True
     if args.h0_features:
         MODEL_EXTRA["h0_features"] = True
     if args.threads:

@@ -67,6 +67,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
         "untrained-so2",
         "untrained-wide",
         "untrained-long-range",
+        "untrained-long-range-shells",
         "untrained-h0-features",
         pytest.param("bundled", marks=pytest.mark.slow),
     ],
@@ -77,14 +78,17 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     """Rotate (or rotate-reflect) the structure: every block transforms as
     M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for
     untrained models with either convolution, with the long-range head (Ewald potential
-    of latent charges times the exact S), reading H0 (``h0_features``: the H0 rotated
-    along) and for the bundled trained model, in float64."""
+    of latent charges times the exact S; also resolved by shell), reading H0
+    (``h0_features``: the H0 rotated along) and for the bundled trained model, in
+    float64."""
     if which == "bundled":
         model = trained_model(spinful)
     elif which == "untrained-wide":
         model = tiny_model(spinful, wide=True)
     elif which == "untrained-long-range":
         model = tiny_model(spinful, long_range=True)
+    elif which == "untrained-long-range-shells":
+        model = tiny_model(spinful, shells=True)
     elif which == "untrained-h0-features":
         model = tiny_model(spinful, h0_features=True)
     else:
@@ -136,10 +140,10 @@ def test_translation_and_permutation_invariance():
     assert len(permuted) == len(base)
 
 
-@pytest.mark.parametrize("h0_features", [False, True])
+@pytest.mark.parametrize("h0_features, shells", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("spinful", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_predictions_are_hermitian_by_construction(spinful, h0_features):
-    model = tiny_model(spinful, h0_features=h0_features)
+def test_predictions_are_hermitian_by_construction(spinful, h0_features, shells):
+    model = tiny_model(spinful, h0_features=h0_features, shells=shells)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=4)
     h, _, _ = predict_operators_no_overlap(model, atoms, toy_h0(atoms) if h0_features else None)
@@ -219,12 +223,45 @@ def test_long_range_overlap_from_the_graph_equals_the_computed_one():
         ModelBundle([model], None)
 
 
+@pytest.mark.parametrize("spinful", [False, True])
+def test_a_shell_resolved_head_with_equal_shells_is_the_plain_head(spinful, tmp_path):
+    """Resolved by shell, the head adds (phi_ia + phi_jb) / 2 * S_ij[a, b]: with its
+    per-shell terms at zero (as it starts) it is the plain head, with one common factor
+    c on every shell it is the plain head with its factor raised by c; with
+    shell-dependent terms it differs, and it survives a save and load."""
+    shelled = tiny_model(spinful, shells=True)
+    plain = tiny_model(spinful, long_range=True)
+    plain.load_state_dict(shelled.state_dict(), strict=False)
+    head = shelled.potential_head
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=5)
+
+    def gap(a, b):
+        return max(np.abs(a[k] - v).max() for k, v in b.items())
+
+    randomised, _ = predicted_blocks(shelled, atoms)
+    save_bundle(bundle_of(shelled), tmp_path / "shells.pt")
+    loaded = load_bundle(tmp_path / "shells.pt", dtype=torch.float64).models[0]
+    assert gap(predicted_blocks(loaded, atoms)[0], randomised) < 1e-12
+    with torch.no_grad():
+        head.shell_local.weight.zero_()
+        head.shell_scale.fill_(0.2)
+        plain.potential_head.scale.add_(0.2)
+    common = predicted_blocks(shelled, atoms)[0]
+    assert gap(common, predicted_blocks(plain, atoms)[0]) < 1e-12
+    assert gap(randomised, common) > 1e-2
+    with torch.no_grad():
+        head.shell_scale.zero_()
+        plain.potential_head.scale.sub_(0.2)
+    assert gap(predicted_blocks(shelled, atoms)[0], predicted_blocks(plain, atoms)[0]) < 1e-12
+
+
 def test_model_configs_from_before_long_range_load_without_the_head(tmp_path):
     """A config written before ``long_range`` existed means no head: same parameters,
     same predictions; a saved long-range model loads with its head and its S."""
     config = tiny_model(spinful=False).config
     fields = json.loads(config.to_json())
-    del fields["long_range"], fields["long_range_local"]
+    del fields["long_range"], fields["long_range_local"], fields["long_range_shells"]
     old = ModelConfig.from_json(json.dumps(fields))
     assert not old.long_range and HamiltonianModel(old).potential_head is None
     model = tiny_model(spinful=False, long_range=True)

@@ -29,11 +29,13 @@ def tiny_model(
     wide: bool = False,
     long_range: bool = False,
     h0_features: bool = False,
+    shells: bool = False,
 ) -> HamiltonianModel:
     """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
     multiplicity 2), with random non-trivial output scale and shift; with ``long_range``
     the potential head with a non-zero Ewald factor and local scalar, and the bundled
-    exact overlap attached; with ``h0_features`` random standardisation of the H0 inputs
+    exact overlap attached (``shells``: resolved by shell, its per-shell terms random
+    too); with ``h0_features`` random standardisation of the H0 inputs
     (graphs must carry H0: :func:`toy_h0`)."""
     torch.manual_seed(seed)
     config = ModelConfig(
@@ -46,7 +48,8 @@ def tiny_model(
         num_layers=1,
         radial_hidden=8,
         num_radial=8,
-        long_range=long_range,
+        long_range=long_range or shells,
+        long_range_shells=shells,
         h0_features=h0_features,
     )
     model = new_model(config, torch.float64)
@@ -54,14 +57,17 @@ def tiny_model(
         for ss in model.scale_shift.values():
             ss.scale.uniform_(0.5, 2.0)
             ss.shift.normal_()
-        if long_range:  # both start at zero: make the head's terms part of the test
+        if long_range or shells:  # they start at zero: make the head's terms part of the test
             model.potential_head.scale.fill_(0.3)
             model.potential_head.local.weight.normal_()
+        if shells:
+            model.potential_head.shell_scale.normal_(0.0, 0.3)
+            model.potential_head.shell_local.weight.normal_()
         if h0_features:
             for norm in model.h0_norm.values():
                 norm.scale.uniform_(0.5, 2.0)
                 norm.mean.normal_()
-    if long_range:
+    if long_range or shells:
         from ase_moireh.overlap import bundled_overlap
 
         model.attach_overlap(bundled_overlap())

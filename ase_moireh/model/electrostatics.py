@@ -154,25 +154,59 @@ def is_periodic(cell: np.ndarray, pbc: np.ndarray) -> bool:
     )
 
 
+def _zero_linear(irreps_in: o3.Irreps, n: int) -> o3.Linear:
+    """A linear map to ``n`` scalars that starts at zero (a head that begins silent)."""
+    linear = o3.Linear(irreps_in, o3.Irreps(f"{n}x0e"))
+    with torch.no_grad():
+        linear.weight.zero_()
+    return linear
+
+
 class PotentialHead(nn.Module):
     """Per atom: a latent charge (neutral per structure) and its Ewald potential in the
     structure's cell, times a learned factor, plus optionally a local learned scalar.
     Both the factor and the local scalar start at zero, so a model with the head begins
-    as the model without it."""
+    as the model without it.
 
-    def __init__(self, irreps_in: o3.Irreps, cutoff: float, local: bool = True):
+    With ``orbital_shells`` (per species, the shell number of every spatial orbital),
+    the potential is resolved by shell: each (species, shell) adds its own factor on the
+    Ewald potential and its own local scalar, so that, e.g., Mo 4d and Te 5p can shift
+    by different amounts at one atom (what the dH models' on-site errors are,
+    ``benchmarks/results/error_anatomy.md``). The output is then per orbital."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        cutoff: float,
+        local: bool = True,
+        orbital_shells: list[np.ndarray] | None = None,
+    ):
         super().__init__()
         self.charge = o3.Linear(irreps_in, o3.Irreps("1x0e"))
-        self.local = o3.Linear(irreps_in, o3.Irreps("1x0e")) if local else None
-        if self.local is not None:
-            with torch.no_grad():
-                self.local.weight.zero_()
+        self.local = _zero_linear(irreps_in, 1) if local else None
         self.scale = nn.Parameter(torch.zeros(()))
         self.alpha = screening(cutoff)
+        self.shells = None
+        if orbital_shells is not None:
+            self._init_shells(irreps_in, orbital_shells)
+
+    def _init_shells(self, irreps_in: o3.Irreps, orbital_shells: list[np.ndarray]) -> None:
+        """Per-(species, shell) factors and local scalars, and the orbital -> output map:
+        column species * n_shells + shell, padded orbitals pointing at column 0."""
+        n_shells = max(int(s.max()) + 1 for s in orbital_shells)
+        width = max(len(s) for s in orbital_shells)
+        column = torch.zeros(len(orbital_shells), width, dtype=torch.long)
+        for k, shells in enumerate(orbital_shells):
+            column[k, : len(shells)] = k * n_shells + torch.as_tensor(shells)
+        self.register_buffer("orbital_column", column, persistent=False)
+        self.shell_scale = nn.Parameter(torch.zeros(len(orbital_shells) * n_shells))
+        self.shell_local = _zero_linear(irreps_in, len(orbital_shells) * n_shells)
+        self.shells = n_shells
 
     def forward(self, data, x: torch.Tensor, hop: torch.Tensor, chunk: int) -> torch.Tensor:
-        """phi (N,) at every node of ``data`` (batched graphs allowed); ``hop`` are the
-        graph's hopping edges, the real-space pairs, taken ``chunk`` at a time."""
+        """phi (N,) at every node of ``data`` (batched graphs allowed), or per orbital
+        (N, max orbitals) when resolved by shell; ``hop`` are the graph's hopping edges,
+        the real-space pairs, taken ``chunk`` at a time."""
         raw = self.charge(x)[:, 0]
         q = torch.cat([part - part.mean() for part in _per_graph(raw, data)])
         phi = self._real_space(data, q, hop, chunk)
@@ -182,7 +216,13 @@ class PotentialHead(nn.Module):
         ]
         phi = COULOMB * (phi + torch.cat(recip))
         out = self.scale * phi
-        return out if self.local is None else out + self.local(x)[:, 0]
+        if self.local is not None:
+            out = out + self.local(x)[:, 0]
+        if self.shells is None:
+            return out
+        per_shell = self.shell_scale * phi[:, None] + self.shell_local(x)  # (N, columns)
+        column = self.orbital_column[data.species]  # (N, orbitals)
+        return out[:, None] + per_shell.gather(1, column)
 
     def _real_space(self, data, q: torch.Tensor, hop: torch.Tensor, chunk: int) -> torch.Tensor:
         """The real-space sum over the graph's pairs of periodic structures (open ones

@@ -12,7 +12,10 @@ per-atom potential of :class:`~ase_moireh.model.electrostatics.PotentialHead` (l
 charges in the structure's periodic cell, by Ewald summation) and S the exact overlap:
 a potential shift felt by all of an atom's orbitals, which local message passing cannot
 make when it comes from a cell-wide field. Scalar phi and equivariant S keep the blocks
-equivariant; S is Hermitian, so they stay Hermitian.
+equivariant; S is Hermitian, so they stay Hermitian. With ``long_range_shells`` phi is
+resolved by shell (phi_ia: a factor on the Ewald potential and a local scalar per species
+and shell) and block (i, j) gets (phi_ia + phi_jb) / 2 * S_ij[a, b]: constant within each
+shell pair, so still equivariant, and symmetric in (i, a) <-> (j, b), so still Hermitian.
 
 With ``h0_features`` (opt-in), the network also reads the zeroth-step H0 of every block
 (NextHAM, arXiv 2509.19877): M^T flat(H0) are the block's irreps (M the block's
@@ -78,6 +81,9 @@ class ModelConfig:
     long_range: bool = False
     #: with ``long_range``: phi also gets a local learned scalar per atom
     long_range_local: bool = True
+    #: with ``long_range``: phi resolved by shell (a factor on the Ewald potential and a
+    #: local scalar per species and shell), (phi_ia + phi_jb) / 2 * S_ij[a, b]
+    long_range_shells: bool = False
     #: the network reads the zeroth-step H0 of every block (as NextHAM does): each H0
     #: block in irreps (the inverse Wigner-Eckart map), standardised per block key with
     #: training statistics, on-site ones added to the initial node features, hopping
@@ -257,8 +263,11 @@ class HamiltonianModel(nn.Module):
             self._init_h0_features(basis, species)
         self.potential_head = None
         if config.long_range:
+            shells = None
+            if config.long_range_shells:
+                shells = [_orbital_shells(basis[s]) for s in species]
             self.potential_head = PotentialHead(
-                self.irreps_hidden, config.cutoff, config.long_range_local
+                self.irreps_hidden, config.cutoff, config.long_range_local, shells
             )
         #: the exact overlap a long-range model computes S with when a graph carries none
         self.overlap_source: TwoCentreOverlap | None = None
@@ -486,22 +495,34 @@ class HamiltonianModel(nn.Module):
 
     # ------------------------------------------------------------ long range
     def potential(self, data, x: torch.Tensor, chunk: int = EDGE_CHUNK) -> torch.Tensor | None:
-        """phi (N,) of the long-range head from node features ``x`` (None without it)."""
+        """phi (N,) of the long-range head from node features ``x``, per orbital (N,
+        orbitals) when resolved by shell, None without the head."""
         if self.potential_head is None:
             return None
         return self.potential_head(data, x, self.hopping_edges(data), chunk)
 
     def _with_potential(self, key: str, edges, data, blocks, phi) -> torch.Tensor:
-        """``blocks`` + (phi_i + phi_j) / 2 * S_ij on the given edges of one key."""
+        """``blocks`` + (phi_i + phi_j) / 2 * S_ij on the given edges of one key (per
+        orbital pair (a, b) with (phi_ia + phi_jb) / 2 when phi is resolved by shell)."""
         if phi is None:
             return blocks
         i, j = data.edge_index[:, edges]
-        return blocks + 0.5 * (phi[i] + phi[j])[:, None] * self.overlap_blocks(key, edges, data)
+        if phi.dim() == 1:
+            s = self.overlap_blocks(key, edges, data)
+            return blocks + 0.5 * (phi[i] + phi[j])[:, None] * s
+        s = self._spinless_overlap(key, edges, data)
+        ni, nj = s.shape[1:]
+        weight = 0.5 * (phi[i, :ni, None] + phi[j, None, :nj])
+        return blocks + _layout(weight.to(s.dtype) * s, self.config.spinful)
 
     def overlap_blocks(self, key: str, edges: torch.Tensor, data) -> torch.Tensor:
         """Flat S blocks (E, D) of the edges of one key, in the model's block layout
         (SOC: S (x) 1_2): from the graph when it carries S, else computed exactly with
         :attr:`overlap_source` (the same two-centre integrals)."""
+        return _layout(self._spinless_overlap(key, edges, data), self.config.spinful)
+
+    def _spinless_overlap(self, key: str, edges: torch.Tensor, data) -> torch.Tensor:
+        """S blocks (E, ni, nj) of the edges of one key (see :meth:`overlap_blocks`)."""
         a, b = (key, key) if key in self.config.species else key.split("-")
         basis = self.config.basis_obj
         ni, nj = basis[a].norb, basis[b].norb
@@ -518,7 +539,7 @@ class HamiltonianModel(nn.Module):
             s = torch.as_tensor(
                 self.overlap_source.blocks(a, b, vec), dtype=self.frame.dtype, device=edges.device
             )
-        return _layout(s, self.config.spinful)
+        return s
 
     @torch.no_grad()
     def stream_blocks(self, data, chunk: int | None = None, edge_chunk: int = EDGE_CHUNK):
@@ -556,6 +577,13 @@ class HamiltonianModel(nn.Module):
     def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
         y = self.scale_shift[key](self.heads[key](features))
         return y if envelope is None else y * envelope[:, None]
+
+
+def _orbital_shells(species_basis) -> np.ndarray:
+    """The shell number of every spatial orbital of one species."""
+    return np.concatenate(
+        [np.full(sl.stop - sl.start, k) for k, sl in enumerate(species_basis.shell_slices())]
+    )
 
 
 def _layout(s: torch.Tensor, spinful: bool) -> torch.Tensor:
