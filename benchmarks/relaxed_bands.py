@@ -48,7 +48,6 @@ def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> dict:
             "chern_mod3": int(r.chern_mod3),
         }
     distance = local_interlayer_distance(atoms)
-    x, ticks, labels = bs.path.get_linear_kpoint_axis()
     return {
         "domain_findings": severe + mild,
         "local_distance_A": [float(distance.min()), float(distance.max())],
@@ -57,9 +56,25 @@ def electronic(atoms, bundle, npoints: int, gap_guess: float | None) -> dict:
         "gap_meV": 1e3 * (cbm - vbm),
         "chern_spin_up": chern,
         "seconds": time.perf_counter() - start,
-        "path": {"x": x.tolist(), "ticks": ticks.tolist(), "labels": list(labels)},
+        "path": path_axis(bs.path),
         "energies_eV": bs.energies[0].tolist(),
     }
+
+
+def path_axis(path) -> dict:
+    """x (1/A, cumulative distance between successive k-points, 2 pi included) and the
+    special points' ticks of a continuous band path. ASE's ``get_linear_kpoint_axis``
+    drops a segment that has no interior point (with 7 points on Gamma-M-K-Gamma, M and
+    K fell on one tick)."""
+    k = path.kpts @ (2 * np.pi * path.cell.reciprocal())
+    x = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(k, axis=0), axis=1))])
+    ticks, labels, at = [], [], 0
+    for label in path.path:
+        while not np.allclose(path.kpts[at], path.special_points[label]):
+            at += 1
+        ticks.append(float(x[at]))
+        labels.append(label)
+    return {"x": x.tolist(), "ticks": ticks, "labels": labels}
 
 
 def plot(results: dict, title: str, filename: Path) -> None:
@@ -116,6 +131,9 @@ def main() -> None:
     if not all(p.exists() for p in parts.values()):
         return
     results = {label: json.loads(p.read_text()) for label, p in parts.items()}
+    npoints = len(results["rigid"]["energies_eV"])
+    for info in results.values():  # parts written before path_axis: recompute the axis
+        info["path"] = path_axis(rigid.cell.bandpath("GMKG", npoints=npoints))
     angle = twist_angle(args.n, args.m)
     out = {
         "cell": [args.n, args.m],
