@@ -15,7 +15,7 @@ the 23 rigid 1x1 stackings and the 3 perturbed 2x2 cells train; the 2 perturbed 
 learns PBE; D3(BJ) is added after, as for every candidate. All structures are MoTe2, so
 the isolated-atom energies are the average fit (only the energy per formula unit
 matters). Training is on one thread; ``measure`` writes
-``benchmarks/results/relax_mace.json``: stacking curves, force MAE as
+``benchmarks/results/relax_<WORK name>.json``: stacking curves, force MAE as
 ``relax_candidates.py``, and the time of one energy + forces call on the rigid (7,6) and
 (23,22) cells. The trained model file is a pickle: load only one you trained yourself.
 """
@@ -49,7 +49,6 @@ MACE_ARGS = [
     "--num_interactions=2",
     "--E0s=average",
     "--loss=weighted",
-    "--energy_weight=10",
     "--forces_weight=100",
     "--batch_size=2",
     "--valid_batch_size=4",
@@ -84,7 +83,7 @@ def export(work: Path) -> None:
         print(f"{split}: {len(frames)} structures, {sum(len(a) for a in frames)} atoms")
 
 
-def train(work: Path, epochs: int, valid_fraction: float) -> None:
+def train(work: Path, epochs: int, valid_fraction: float, energy_weight: float) -> None:
     """mace_run_train beside this interpreter, one thread, resumable (--restart_latest)."""
     exe = Path(sys.executable).with_name("mace_run_train")
     args = [
@@ -97,6 +96,7 @@ def train(work: Path, epochs: int, valid_fraction: float) -> None:
         "--energy_key=REF_energy",
         "--forces_key=REF_forces",
         f"--max_num_epochs={epochs}",
+        f"--energy_weight={energy_weight}",
         *MACE_ARGS,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -104,7 +104,8 @@ def train(work: Path, epochs: int, valid_fraction: float) -> None:
     subprocess.run(args, check=True, env=env)
     end = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
-    (work / "train_cpu.json").write_text(json.dumps({"cpu_s": cpu, "epochs": epochs}) + "\n")
+    record = {"cpu_s": cpu, "epochs": epochs, "energy_weight": energy_weight}
+    (work / "train_cpu.json").write_text(json.dumps(record) + "\n")
     print(f"training: {cpu / 60:.1f} CPU min")
 
 
@@ -140,6 +141,27 @@ def step_time(calc, n: int, m: int) -> dict:
     }
 
 
+def relaxed_bilayers(calc) -> dict:
+    """The 1x1 bilayer at MM and MX relaxed with positions free (cell fixed), as
+    ``tests/test_relax.py`` does for the default: interlayer distance and the mean Mo-Te
+    height of the layers (the material's layer, which the corpus uses: 1.800 A)."""
+    from ase_moireh.build.relax import local_interlayer_distance, relax
+    from ase_moireh.workflows.d3_reference import stacked_bilayer
+
+    out = {}
+    for site, start in (("MM", 7.3), ("MX", 7.0)):
+        atoms = relax(stacked_bilayer(site, start), calc, fmax=0.01, steps=300, progress=False)
+        z = atoms.positions[:, 2]
+        metal = np.array(atoms.get_chemical_symbols()) == "Mo"
+        heights = [np.abs(z[~metal] - zm)[np.abs(z[~metal] - zm) < 2.5].mean() for zm in z[metal]]
+        out[site] = {
+            "distance_A": float(local_interlayer_distance(atoms).mean()),
+            "mo_te_height_A": float(np.mean(heights)),
+            "converged": bool(atoms.info["relaxation"]["converged"]),
+        }
+    return out
+
+
 def measure(work: Path, cells: list[str]) -> None:
     from relax_candidates import (
         SEPARATED,
@@ -165,8 +187,9 @@ def measure(work: Path, cells: list[str]) -> None:
     }
     perturbed = json.loads((RESULTS / "d3_reference_perturbed.json").read_text())
     out["forces"] = force_errors(perturbed, {label: calc})[label]
+    out["relaxed_1x1"] = relaxed_bilayers(calc)
     out["timing"] = [step_time(calc, *map(int, c.split(","))) for c in cells]
-    with atomic_file(RESULTS / "relax_mace.json") as tmp:
+    with atomic_file(RESULTS / f"relax_{work.name}.json") as tmp:
         tmp.write_text(json.dumps(out, indent=1) + "\n")
     for site, curve in out["curves"].items():
         m = curve["minimum"]
@@ -174,6 +197,7 @@ def measure(work: Path, cells: list[str]) -> None:
         print(f"{site}: minimum {where}")
     f = out["forces"]
     print(f"force MAE {f['all']:.0f}, twisted without the Te push {f['twisted_without_push']:.0f}")
+    print(json.dumps(out["relaxed_1x1"]))
     print(json.dumps(out["timing"]))
 
 
@@ -183,12 +207,15 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--valid-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--energy-weight", type=float, default=10.0, help="forces weigh 100 (MACE_ARGS)"
+    )
     parser.add_argument("--cells", nargs="+", default=["7,6", "23,22"])
     args = parser.parse_args()
     if args.stage == "export":
         export(args.work)
     elif args.stage == "train":
-        train(args.work, args.epochs, args.valid_fraction)
+        train(args.work, args.epochs, args.valid_fraction, args.energy_weight)
     else:
         measure(args.work, args.cells)
 
