@@ -78,6 +78,7 @@ def main() -> None:
             )
             if proc.returncode != 0:
                 row = {"potential": potential, "cell": [int(n), int(m)]}
+                row["returncode"] = proc.returncode  # -9: SIGKILL, e.g. out of memory
                 row["failed"] = proc.stderr[-500:]
             else:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
