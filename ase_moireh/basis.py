@@ -90,6 +90,10 @@ class SpeciesBasis:
             start += 2 * l + 1
         return out
 
+    def orbital_shells(self) -> np.ndarray:
+        """Per spatial orbital: the number of its shell (0, 1, ... in :attr:`shells`)."""
+        return np.repeat(np.arange(len(self.shells)), [2 * l + 1 for l in self.shells])
+
     def shell_labels(self) -> list[str]:
         """One label per shell, numbered per l: 's1', 's2', 'p1', 'd1', ..."""
         labels, seen = [], {}

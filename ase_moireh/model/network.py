@@ -265,7 +265,7 @@ class HamiltonianModel(nn.Module):
         if config.long_range:
             shells = None
             if config.long_range_shells:
-                shells = [_orbital_shells(basis[s]) for s in species]
+                shells = [basis[s].orbital_shells() for s in species]
             self.potential_head = PotentialHead(
                 self.irreps_hidden, config.cutoff, config.long_range_local, shells
             )
@@ -577,13 +577,6 @@ class HamiltonianModel(nn.Module):
     def _head(self, key: str, features: torch.Tensor, envelope=None) -> torch.Tensor:
         y = self.scale_shift[key](self.heads[key](features))
         return y if envelope is None else y * envelope[:, None]
-
-
-def _orbital_shells(species_basis) -> np.ndarray:
-    """The shell number of every spatial orbital of one species."""
-    return np.concatenate(
-        [np.full(sl.stop - sl.start, k) for k, sl in enumerate(species_basis.shell_slices())]
-    )
 
 
 def _layout(s: torch.Tensor, spinful: bool) -> torch.Tensor:
