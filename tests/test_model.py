@@ -256,6 +256,35 @@ def test_a_shell_resolved_head_with_equal_shells_is_the_plain_head(spinful, tmp_
     assert gap(predicted_blocks(shelled, atoms)[0], predicted_blocks(plain, atoms)[0]) < 1e-12
 
 
+def test_a_shell_resolved_head_adds_each_orbital_pairs_own_potential():
+    """Block (i, j) gets (phi_ia + phi_jb) / 2 * S_ij[a, b]: row orbital a of atom i,
+    column orbital b of atom j (a transposed weight is still Hermitian and equivariant,
+    so only this checks the orientation). The difference to the same network without
+    the head, on every block of a rattled twisted cell, against that formula."""
+    model = tiny_model(spinful=False, shells=True)
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=8)
+    data = build_graph(
+        atoms, ["Mo", "Te"], MOTE2_CUTOFF, dtype=torch.float64, overlap=bundled_overlap()
+    )
+    with torch.no_grad():
+        with_head = model(data)
+        phi = model.potential(data, model.features(data)[0])
+        head, model.potential_head = model.potential_head, None
+        without = model(data)
+        model.potential_head = head
+    i, j = data.edge_index
+    worst = 0.0
+    for key, (edges, blocks) in with_head.items():
+        s = model._spinless_overlap(key, edges, data)
+        ni, nj = s.shape[1:]
+        expected = 0.5 * (phi[i[edges], :ni, None] + phi[j[edges], None, :nj]) * s
+        diff = (blocks - without[key][1]).reshape(-1, ni, nj)
+        worst = max(worst, float((diff - expected).abs().max()))
+    assert phi.shape[1] == 19 and float(phi.std(dim=1).max()) > 1e-2  # shells differ
+    assert worst < 1e-12
+
+
 def test_model_configs_from_before_long_range_load_without_the_head(tmp_path):
     """A config written before ``long_range`` existed means no head: same parameters,
     same predictions; a saved long-range model loads with its head and its S."""
