@@ -293,20 +293,24 @@ def test_ensemble_records_its_validation_spread_and_the_calculator_flags_more(da
 
 @pytest.mark.slow
 def test_members_trained_apart_are_merged_without_retraining(data, tmp_path):
-    """member_config gives member k's seed and folder: a member trained on its own (as a
-    parallel process would) is resumed, not retrained, when the ensemble is run."""
+    """member_config gives member k's seed and folder: a one-member ensemble and a member
+    trained on its own (as a parallel process would) are resumed, not retrained, when a
+    larger ensemble is run."""
     from ase_moireh.training.trainer import member_config, train_ensemble
 
     require(*CASES)
     cfg = config(data, tmp_path / "ens", epochs=1, datasets=[str(data / CASES[0])])
+    single = train_ensemble(cfg, 1, progress=False)
+    assert (tmp_path / "ens" / "model.pt").exists()
     apart = train(member_config(cfg, 1), progress=False)
     assert member_config(cfg, 1).seed == cfg.seed + 1
-    log = tmp_path / "ens" / "member_1" / "log.csv"
-    before = log.read_text()
+    logs = [tmp_path / "ens" / f"member_{k}" / "log.csv" for k in range(2)]
+    before = [log.read_text() for log in logs]
     merged = train_ensemble(cfg, 2, progress=False)
-    assert log.read_text() == before  # no further epoch of member 1
-    for a, b in zip(apart.models[0].parameters(), merged.models[1].parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert [log.read_text() for log in logs] == before  # no further epoch of either
+    for k, alone in enumerate((single, apart)):
+        pairs = zip(alone.models[0].parameters(), merged.models[k].parameters(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_running_ensemble_spread_equals_numpy_std(monkeypatch):

@@ -507,16 +507,19 @@ def train_ensemble(
     """``members`` trainings with seeds seed, seed + 1, ... in ``out/member_k`` (member k
     of a pretrained ensemble starts from its member k), merged into ``out/model.pt``.
 
-    The merged model's domain records the largest ensemble spread seen on the
-    validation structures, against which the calculator flags predictions."""
+    One member is member 0 too (in ``out/member_0``), so that a later run with more
+    members resumes it instead of training it again. The merged model's domain records
+    the largest ensemble spread seen on the validation structures, against which the
+    calculator flags predictions."""
     from ase_moireh.model.io import merge_bundles
 
-    if members <= 1:
-        return train(config, pretrained, resume, progress)
     bundles = [
         train(member_config(config, k), pretrained, resume, progress, member=k)
-        for k in range(members)
+        for k in range(max(members, 1))
     ]
+    if len(bundles) == 1:
+        save_bundle(bundles[0], Path(config.out) / "model.pt")
+        return bundles[0]
     info = {**bundles[0].info, "ensemble_of": members}
     # the cost of the ensemble, not of its first member
     info["train"] = {
