@@ -116,7 +116,8 @@ def entries(corpus: Path, kind: str, soc: bool, split: str) -> list[str]:
 
 def _learned(entry: Path, work: Path) -> str:
     """The folder a stage trains on for a corpus entry: the entry itself (H), or its dH
-    dftio folder under ``work``/dh, written on first use (``--target dH``)."""
+    dftio folder under ``work``/dh with the entry's H0 beside it, written on first use
+    (``--target dH``)."""
     if TARGET["kind"] != RESIDUAL:
         return str(entry)
     out = work / "dh" / entry.name
@@ -125,8 +126,8 @@ def _learned(entry: Path, work: Path) -> str:
         settings = h0_settings(entry_h0_builder(entry))  # what prediction rebuilds
         target = residual_structure(read_entry(entry), h0, H0_SOURCE, settings)
         write_dftio(with_overlap(target), out)
-    if MODEL_EXTRA.get("h0_features") and not (out / H0_NATIVE).exists():
-        shutil.copy(entry / H0_NATIVE, out / H0_NATIVE)  # what the network reads
+    if not (out / H0_NATIVE).exists():  # what h0_features and the band loss read
+        shutil.copy(entry / H0_NATIVE, out / H0_NATIVE)
     return str(out)
 
 

@@ -95,3 +95,29 @@ def test_a_dh_so_target_or_a_run_without_electron_count_is_refused(tmp_path):
     anonymous = ElectronicStructure(col.atoms, col.hamiltonian, None, source="nameless.h5")
     with pytest.raises(BandLossError, match="nameless.h5: no electron count"):
         band_probe(anonymous, edges, source)
+
+
+def test_a_dh_target_watches_the_levels_of_h0_plus_dh():
+    """A dH = H - H0 target (real corpus entry and its native H0): the probe's levels are
+    those of H, so any error vector costs what it costs on the H target itself. Levels of
+    dH alone (no bands near a gap) would give another number; without H0 it is refused."""
+    from pathlib import Path
+
+    from ase_moireh.io.corpus import H0_NATIVE, read_entry, read_hamiltonian
+    from ase_moireh.model.residual import residual_structure
+
+    entry = Path(__file__).parents[1] / "data" / "corpus" / "shift2x2_009"
+    run, h0 = read_entry(entry), read_hamiltonian(entry / H0_NATIVE)
+    target = residual_structure(run, h0)
+    source, _ = exact_overlap(run)
+    edges = graph_edges(run.atoms, MOTE2_CUTOFF)
+    species = ["Mo", "Te"]
+    y = build_graph(run.atoms, species, MOTE2_CUTOFF, target.hamiltonian, torch.float64).y
+    y_h = build_graph(run.atoms, species, MOTE2_CUTOFF, run.hamiltonian, torch.float64).y
+    assert y.shape == y_h.shape  # one layout: an error of dH is the same error of H
+    dy = 1e-3 * torch.as_tensor(np.random.default_rng(0).normal(size=y.shape[0]))
+    on_h = float(band_probe(run, edges, source, WINDOW, torch.float64).loss(dy))
+    on_dh = band_probe(target, edges, source, WINDOW, torch.float64, h0.hamiltonian)
+    assert float(on_dh.loss(dy)) == pytest.approx(on_h, rel=1e-9)
+    with pytest.raises(BandLossError, match="dH target needs its H0"):
+        band_probe(target, edges, source)

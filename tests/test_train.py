@@ -446,7 +446,7 @@ def test_a_model_reading_h0_trains_on_the_folder_h0_and_predicts_with_it(tmp_pat
     cfg = TrainConfig(
         datasets=[str(tmp_path / "dh")], out=str(tmp_path / "run"), epochs=1, model=model
     )
-    with pytest.raises(ValueError, match="h0_features needs the structure's H0"):
+    with pytest.raises(ValueError, match="dh: needs the structure's H0 as h0.h5"):
         train(cfg, progress=False)
     shutil.copy(entry / H0_NATIVE, tmp_path / "dh" / H0_NATIVE)
     bundle = train(cfg, progress=False)

@@ -24,6 +24,7 @@ import torch
 from ase_moireh.basis import filled_levels
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.kpoints import extrema_kpoints
+from ase_moireh.model.residual import RESIDUAL, TARGET, add_h0
 from ase_moireh.model.soc import SOC_CORRECTION
 from ase_moireh.overlap import TwoCentreOverlap
 from ase_moireh.tightbinding import ElectronicStructure, TightBinding
@@ -119,14 +120,23 @@ def band_probe(
     overlap: TwoCentreOverlap,
     window: float = BAND_WINDOW,
     dtype: torch.dtype = torch.float32,
+    h0: BlockOperator | None = None,
 ) -> BandProbe:
-    """The probe of one structure whose graph has ``edges`` (i, j, R rows)."""
-    if structure.extra.get("target") == SOC_CORRECTION:
+    """The probe of one structure whose graph has ``edges`` (i, j, R rows). A dH = H - H0
+    target needs its ``h0``: the levels are those of H0 + dH, while an error of the
+    predicted dH is one of H."""
+    if structure.extra.get(TARGET) == SOC_CORRECTION:
         raise BandLossError(f"{structure.source}: a dH_SO target has no bands of its own")
     h = structure.hamiltonian
-    s = overlap.operator(structure.atoms, h.edges)
+    if structure.extra.get(TARGET) == RESIDUAL:
+        if h0 is None:
+            raise BandLossError(f"{structure.source}: a dH target needs its H0 for the bands")
+        full = add_h0(h, h0)
+    else:
+        full = h
+    s = overlap.operator(structure.atoms, full.edges)
     kpts = extrema_kpoints(structure.atoms.cell)
-    states = watched_states(TightBinding(h, s), kpts, occupied_levels(structure), window)
+    states = watched_states(TightBinding(full, s), kpts, occupied_levels(structure), window)
     rows, imag, edge = flat_layout(h, edges)
     cplx = torch.complex128 if dtype == torch.float64 else torch.complex64
     phases = np.exp(2j * np.pi * (edges[:, 2:] @ kpts.T)).T

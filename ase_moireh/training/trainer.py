@@ -35,7 +35,7 @@ from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, atomic_torch_save, load_bundle, save_bundle
 from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.partition import Partition
-from ase_moireh.model.residual import TARGET, training_target
+from ase_moireh.model.residual import RESIDUAL, TARGET, training_target
 from ase_moireh.overlap import OverlapError, TwoCentreOverlap, resolve_overlap
 from ase_moireh.plotting import new_figure, save_figure
 from ase_moireh.tightbinding import ElectronicStructure
@@ -257,16 +257,17 @@ def _make_graphs(model_config: ModelConfig, structures, dtype, overlap=None, h0s
 
 
 def training_h0(path: Path, structure: ElectronicStructure):
-    """The H0 a model with ``h0_features`` reads for the training folder ``path``: its
-    ``h0.h5`` (corpus format, :func:`ase_moireh.io.corpus.read_hamiltonian`; a corpus
-    entry's native H0, which ``examples/train_corpus.py`` copies beside the dH folders
-    it writes), checked to be of the same structure."""
+    """The H0 of the training folder ``path`` (what a model with ``h0_features`` reads,
+    and what the band loss of a dH target adds back): its ``h0.h5`` (corpus format,
+    :func:`ase_moireh.io.corpus.read_hamiltonian`; a corpus entry's native H0, which
+    ``examples/train_corpus.py`` copies beside the dH folders it writes), checked to be
+    of the same structure."""
     from ase_moireh.io.corpus import H0_NATIVE, read_hamiltonian
     from ase_moireh.model.soc import check_same_structure
 
     file = Path(path) / H0_NATIVE
     if not file.is_file():
-        raise ValueError(f"{path}: h0_features needs the structure's H0 as {H0_NATIVE}, none there")
+        raise ValueError(f"{path}: needs the structure's H0 as {H0_NATIVE}, none there")
     h0 = read_hamiltonian(file).hamiltonian
     check_same_structure(structure.hamiltonian, h0, f"{path}, its {H0_NATIVE}")
     return h0
@@ -319,13 +320,14 @@ def _setup(config: TrainConfig, pretrained: str | os.PathLike | None, member: in
     for name, p in model.named_parameters():
         if any(name.startswith(prefix) for prefix in config.freeze):
             p.requires_grad_(False)
-    probes = _band_probes(config, model_config, structures, parts, overlap, dtype)
+    probes = _band_probes(config, model_config, paths, structures, parts, overlap, dtype)
     return _Setup(paths, structures, parts, model, graphs, overlap, base, probes)
 
 
-def _band_probes(config, model_config, structures, parts, overlap, dtype) -> list:
+def _band_probes(config, model_config, paths, structures, parts, overlap, dtype) -> list:
     """Band-loss probes of the training and validation structures (none when
-    ``band_weight`` is 0)."""
+    ``band_weight`` is 0); a dH target's levels are those of H0 + dH, its H0 read as
+    :func:`training_h0` does."""
     probes: list[BandProbe | None] = [None] * len(structures)
     if config.band_weight <= 0:
         return probes
@@ -336,7 +338,9 @@ def _band_probes(config, model_config, structures, parts, overlap, dtype) -> lis
     chosen = parts[0] + parts[1]
     for k in tqdm(chosen, desc="band probes", unit="structure", leave=False):
         edges = graph_edges(structures[k].atoms, model_config.cutoff)
-        probe = band_probe(structures[k], edges, overlap, config.band_window, dtype)
+        residual = structures[k].extra.get(TARGET) == RESIDUAL
+        h0 = training_h0(paths[k], structures[k]) if residual else None
+        probe = band_probe(structures[k], edges, overlap, config.band_window, dtype, h0)
         probes[k] = probe.to(config.device)
     log.info("band loss (weight %g) on %d structures", config.band_weight, len(chosen))
     return probes
