@@ -235,6 +235,11 @@ def test_sample_command_writes_twins_with_fixed_splits(tmp_path):
     assert (
         "scf.SpinOrbit.Coupling     on" in (out / "shift2x2_009_soc" / "openmx_in.dat").read_text()
     )
+    # one spin only: no twin to name (a SOC run would look for it to start from)
+    (lone,) = generate_sampled(
+        "shifted", tmp_path / "lone", "collinear", progress=False, n=1, count=1, seed=10
+    )
+    assert json.loads((lone / "meta.json").read_text())["twin"] is None
 
 
 def test_sample_split_override(tmp_path):

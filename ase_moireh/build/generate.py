@@ -486,7 +486,8 @@ def generate_sampled(
     SOC or both (twins: the same structure, ``_soc`` appended). ``meta.json`` carries the
     fixed split (:func:`ase_moireh.io.corpus.assign_split`, the same for twins; ``split``
     puts every structure into one, e.g. ``holdout`` for a check no training may see) and
-    the twin's name. Every check runs before anything is written."""
+    the twin's name (None without ``spin="both"``). Every check runs before anything is
+    written."""
     from ase_moireh.io.corpus import SPLITS, assign_split
 
     if spin not in SPINS:
@@ -504,7 +505,7 @@ def generate_sampled(
     for atoms in structures:
         base = structure_name(atoms)
         for suffix, soc in SPINS[spin]:
-            twin = base + ("" if suffix else "_soc")
+            twin = base + ("" if suffix else "_soc") if spin == "both" else None
             meta = {
                 **_meta(atoms),
                 "split": split or assign_split(kind, atoms.info["sample"]),
