@@ -10,6 +10,13 @@
     python examples/train_corpus.py collinear --target dH --long-range   # + Ewald head
     python examples/train_corpus.py collinear --target dH --h0-features  # network reads H0
 
+The bundled models (round 11, ``benchmarks/results/band_loss_dh_ab.md``)::
+
+    python examples/train_corpus.py collinear --target dH --model m16-L2 --members 1 \
+        --epochs 85 --finetune-epochs 70 --schedule cosine --threads 1 \
+        --long-range-shells --band-weight 0.01 --work W
+    python examples/train_corpus.py install --target dH --work W --package
+
 ``--target dH`` trains every stage on dH = H - H0 instead of H, with H0 the entry's native
 zeroth-step Hamiltonian (``h0.h5``, ``moireh dataset h0 --native``, :mod:`ase_moireh.h0`:
 the H0 prediction computes, so training and prediction agree; entries without one are
@@ -20,7 +27,8 @@ on every block), for the per-atom shifts of the stacking-dependent interlayer di
 ``--long-range-shells`` resolves that head by shell (``ModelConfig.long_range_shells``).
 ``--h0-features`` lets every fresh model read the zeroth-step H0 of each block as
 input features (``ModelConfig.h0_features``, NextHAM's idea): the entry's ``h0.h5``,
-copied beside its dH folder, the one its target subtracts.
+copied beside its dH folder, the one its target subtracts. ``--band-weight`` with
+``--target dH`` watches the levels of H0 + dH (the same ``h0.h5``).
 ``install`` then writes the dH model twice: collinear (H0 + dH) and SOC (H0_SOC + dH (x)
 1_2: spin-orbit from H0, no SOC stage), each recording the H0 settings every prediction
 route rebuilds it with.
