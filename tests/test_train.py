@@ -18,7 +18,7 @@ from ase_moireh.io.dataset import write_dftio
 from ase_moireh.model.io import load_bundle, merge_bundles
 from ase_moireh.model.partition import Partition
 from ase_moireh.model.predict import predict_operators
-from ase_moireh.training.trainer import TrainConfig, load_train_config, train
+from ase_moireh.training.trainer import TrainConfig, load_train_config, member_config, train
 from shared_data import SI64, available, converted, require
 
 TINY = {"multiplicity": 2, "num_layers": 1, "radial_hidden": 8, "num_radial": 8}
@@ -95,7 +95,7 @@ def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    log = tmp_path / "run" / "log.csv"
+    log = tmp_path / "run" / "member_0" / "log.csv"  # moireh train: an ensemble of one
     deadline = time.time() + 300
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
         time.sleep(0.2)
@@ -105,10 +105,10 @@ def test_killed_run_resumes_from_its_checkpoint(data, tmp_path):
     assert 2 <= done < 200
     resumed = load_train_config(cfg)
     resumed.epochs = done + 2
-    train(resumed, progress=False)
+    train(member_config(resumed, 0), progress=False)
     rows = list(csv.DictReader(open(log)))
     assert [int(r["epoch"]) for r in rows] == list(range(1, done + 3))
-    assert (tmp_path / "run" / "model.pt").exists()
+    assert (tmp_path / "run" / "member_0" / "model.pt").exists()
 
 
 @pytest.mark.slow

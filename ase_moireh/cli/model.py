@@ -36,7 +36,8 @@ def _run_training(
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint.")
 @click.option("--no-progress", is_flag=True)
 def train_command(config, ensemble, no_resume, no_progress) -> None:
-    """Train a model from a JSON/TOML CONFIG (datasets, epochs, model size...)."""
+    """Train a model from a JSON/TOML CONFIG (datasets, epochs, model size...): member k
+    of the ensemble (checkpoint, log) in OUT/member_k, the merged model in OUT/model.pt."""
     _run_training(config, None, ensemble, not no_resume, not no_progress)
 
 
