@@ -10,11 +10,11 @@
     python examples/train_corpus.py collinear --target dH --long-range   # + Ewald head
     python examples/train_corpus.py collinear --target dH --h0-features  # network reads H0
 
-The bundled models (round 12, ``benchmarks/results/data_vs_training_ab.md``; 55 CPU
+The bundled models (round 13, ``benchmarks/results/data_vs_training_ab.md``; 88 CPU
 min, with the corpus of 2026-12-07: 34 shifted 2x2 and 15 twisted (2,1) training cells)::
 
     python examples/train_corpus.py collinear --target dH --model m16-L2 --members 1 \
-        --epochs 170 --finetune-epochs 100 --schedule cosine --threads 1 \
+        --epochs 280 --finetune-epochs 160 --schedule cosine --threads 1 \
         --long-range-shells --band-weight 0.01 --work W
     python examples/train_corpus.py install --target dH --work W --package
 
