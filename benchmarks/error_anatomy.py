@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ase_moireh.block_operator import BlockOperator
 from ase_moireh.calculator import MoireHCalculator
 from ase_moireh.data import bundled_model_path
+from ase_moireh.domain import layer_labels
 from ase_moireh.io.corpus import read_entry
 from ase_moireh.kpoints import extrema_kpoints
 from ase_moireh.model.io import load_bundle
@@ -58,12 +59,6 @@ def difference(pred: BlockOperator, ref: BlockOperator) -> BlockOperator:
     blocks += [pred.block(int(e)) for e in extra]
     edges = np.vstack([ref.edges, pred.edges[extra]])
     return BlockOperator.from_blocks(ref.numbers, ref.basis, edges, blocks, ref.spinful)
-
-
-def layers(positions: np.ndarray) -> np.ndarray:
-    """0 / 1 per atom: below or above the bilayer's mid-plane (z)."""
-    z = positions[:, 2]
-    return (z > 0.5 * (z.min() + z.max())).astype(int)
 
 
 def valence_mask(symbol: str, basis) -> np.ndarray:
@@ -109,7 +104,7 @@ def attribute(entry, bundle) -> dict:
     tb, nocc = calc.get_tight_binding(dft.atoms), calc.occupied_bands(dft.atoms)
     h_pred, _, _ = predicted(bundle, dft.atoms, entry_h0(entry))
     delta = difference(h_pred, tb.H)
-    masks = class_masks(delta, dft.atoms.get_chemical_symbols(), layers(dft.atoms.positions))
+    masks = class_masks(delta, dft.atoms.get_chemical_symbols(), layer_labels(dft.atoms))
     parts = {c: masked(delta, m) for c, m in masks.items()}
     levels, exact, first, shares = [], [], [], {c: [] for c in CLASSES}
     for k in extrema_kpoints(dft.atoms.cell):
