@@ -93,6 +93,7 @@ CANDIDATES = {
     "m8-L2": {"multiplicity": 8, "num_layers": 2},
     "m16-L2": {"multiplicity": 16, "num_layers": 2},
     "m16-L3": {"multiplicity": 16, "num_layers": 3},
+    "m24-L2": {"multiplicity": 24, "num_layers": 2},
     # heads read features as wide as their blocks (ModelConfig.wide_heads)
     "m8-L2-wide": {"multiplicity": 8, "num_layers": 2, "wide_heads": True},
     "m16-L2-wide": {"multiplicity": 16, "num_layers": 2, "wide_heads": True},
