@@ -195,7 +195,9 @@ def scan(args) -> None:
     train_set = entries(args.corpus, "shifted", False, "train")
     val_set = entries(args.corpus, "shifted", False, "validation")
     for name, model in CANDIDATES.items():
-        cfg = config(args.work / "scan" / name, train_set, val_set, args.scan_epochs, 3e-3, model)
+        cfg = config(
+            args.work / "scan" / name, train_set, val_set, args.scan_epochs, args.lr, model
+        )
         bundle = train(cfg, progress=args.progress)
         report = bundle.info["train"]
         val = report["parts"]["validation"]
@@ -221,7 +223,7 @@ def collinear(args) -> None:
     model = CANDIDATES[args.model]
     shifted = entries(args.corpus, "shifted", False, "train")
     shifted_val = entries(args.corpus, "shifted", False, "validation")
-    pre = config(args.work / "col_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
+    pre = config(args.work / "col_pretrain", shifted, shifted_val, args.epochs, args.lr, model)
     ensemble(pre, args)
     twisted = entries(args.corpus, "twisted", False, "train")
     twisted_val = entries(args.corpus, "twisted", False, "validation")
@@ -230,7 +232,7 @@ def collinear(args) -> None:
         twisted + shifted[: args.replay],
         twisted_val + shifted_val,
         args.finetune_epochs,
-        1e-3,
+        args.finetune_lr,
     )
     ensemble(fine, args, args.work / "col_pretrain")
 
@@ -271,7 +273,7 @@ def soc_correction(args) -> None:
         correction_sets(args.corpus, args.work, "train"),
         correction_sets(args.corpus, args.work, "validation"),
         args.epochs,
-        3e-3,
+        args.lr,
         {**model, "cutoff": args.correction_cutoff},
         bands=False,  # dH_SO has no bands of its own
     )
@@ -284,7 +286,7 @@ def soc_direct(args) -> None:
     model = CANDIDATES[args.model]
     shifted = entries(args.corpus, "shifted", True, "train")
     shifted_val = entries(args.corpus, "shifted", True, "validation")
-    pre = config(args.work / "soc_pretrain", shifted, shifted_val, args.epochs, 3e-3, model)
+    pre = config(args.work / "soc_pretrain", shifted, shifted_val, args.epochs, args.lr, model)
     ensemble(pre, args)
     twisted = entries(args.corpus, "twisted", True, "train")
     twisted_val = entries(args.corpus, "twisted", True, "validation")
@@ -294,7 +296,7 @@ def soc_direct(args) -> None:
             twisted + shifted[: args.replay],
             twisted_val + shifted_val,
             args.finetune_epochs,
-            1e-3,
+            args.finetune_lr,
         )
         ensemble(fine, args, args.work / "soc_pretrain")
 
@@ -447,6 +449,10 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=300)
     parser.add_argument("--scan-epochs", type=int, default=300)
     parser.add_argument("--refine-epochs", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of fresh models")
+    parser.add_argument(
+        "--finetune-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning"
+    )
     parser.add_argument("--refine-lr", type=float, default=5e-4)
     parser.add_argument("--replay", type=int, default=REPLAY)
     parser.add_argument("--correction-cutoff", type=float, default=MOTE2_CUTOFF)
