@@ -500,6 +500,12 @@ def main() -> None:
         action="store_true",
         help="every fresh model reads each block's H0 as input (ModelConfig.h0_features)",
     )
+    parser.add_argument(
+        "--norm-features",
+        action="store_true",
+        help="every fresh model maps its node features' norms onto their scalars "
+        "(ModelConfig.norm_features)",
+    )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -516,6 +522,8 @@ def main() -> None:
         MODEL_EXTRA["long_range_shells"] = True
     if args.h0_features:
         MODEL_EXTRA["h0_features"] = True
+    if args.norm_features:
+        MODEL_EXTRA["norm_features"] = True
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

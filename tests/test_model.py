@@ -1,6 +1,7 @@
 """The equivariant model: graphs, symmetry of predictions, Hermiticity, model files."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from ase_moireh.build import twisted_bilayer
 from ase_moireh.data import bundled_model_path
 from ase_moireh.model.graph import MOTE2_CUTOFF, build_graph, graph_edges
 from ase_moireh.model.io import ModelBundle, ModelFileError, load_bundle, save_bundle
-from ase_moireh.model.network import HamiltonianModel, ModelConfig
+from ase_moireh.model.network import HamiltonianModel, ModelConfig, new_model
 from ase_moireh.model.predict import predict_operators
 from ase_moireh.overlap import bundled_overlap
 from shared_data import converted
@@ -69,6 +70,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
         "untrained-long-range",
         "untrained-long-range-shells",
         "untrained-h0-features",
+        "untrained-norm-features",
         pytest.param("bundled", marks=pytest.mark.slow),
     ],
 )
@@ -79,8 +81,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     M_i B M_j^dagger with M the shell-wise Wigner-D (and spin-1/2 rotation), for
     untrained models with either convolution, with the long-range head (Ewald potential
     of latent charges times the exact S; also resolved by shell), reading H0
-    (``h0_features``: the H0 rotated along) and for the bundled trained model, in
-    float64."""
+    (``h0_features``: the H0 rotated along), with the node features' norms as scalars
+    and for the bundled trained model, in float64."""
     if which == "bundled":
         model = trained_model(spinful)
     elif which == "untrained-wide":
@@ -91,6 +93,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         model = tiny_model(spinful, shells=True)
     elif which == "untrained-h0-features":
         model = tiny_model(spinful, h0_features=True)
+    elif which == "untrained-norm-features":
+        model = tiny_model(spinful, norms=True)
     else:
         model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
@@ -310,8 +314,8 @@ def test_streamed_blocks_equal_the_forward_pass(spinful, h0, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
     same numbers as the training forward pass (with the long-range head when ``wide``,
-    reading H0 when ``h0``)."""
-    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0)
+    reading H0 when ``h0``, with the norm features when ``wide``)."""
+    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0, norms=wide)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
     h0_op = toy_h0(atoms) if h0 else None
@@ -450,3 +454,27 @@ def test_batched_graphs_each_carry_their_own_h0():
     for key, (_, blocks) in together.items():
         expected = torch.cat([a[key][1] for a in alone])
         assert torch.allclose(blocks, expected, rtol=0, atol=1e-12)
+
+
+def test_norm_features_start_as_the_model_without_them_and_survive_a_model_file(tmp_path):
+    """A model given NormFeatures (weights at zero) predicts what it did without them,
+    so a pretrained model may take them on; once trained (random weights here) they
+    change the blocks, and a model file keeps them."""
+    plain = tiny_model(spinful=False)
+    config = ModelConfig(**{**asdict(plain.config), "norm_features": True})
+    widened = new_model(config, torch.float64)
+    missing, unexpected = widened.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("norm_features.") for k in missing) and missing
+    atoms = twisted_bilayer(2, 1)
+    atoms.rattle(0.05, seed=3)
+    a, _ = predicted_blocks(plain.eval(), atoms)
+    b, _ = predicted_blocks(widened.eval(), atoms)
+    assert max(np.abs(a[k] - v).max() for k, v in b.items()) < 1e-12
+    with torch.no_grad():
+        widened.norm_features.mix.weight.normal_()
+    c, _ = predicted_blocks(widened, atoms)
+    assert max(np.abs(a[k] - v).max() for k, v in c.items()) > 1e-3
+    save_bundle(bundle_of(widened), tmp_path / "norms.pt")
+    loaded = load_bundle(tmp_path / "norms.pt", dtype=torch.float64).models[0]
+    d, _ = predicted_blocks(loaded, atoms)
+    assert max(np.abs(c[k] - v).max() for k, v in d.items()) < 1e-12

@@ -30,13 +30,15 @@ def tiny_model(
     long_range: bool = False,
     h0_features: bool = False,
     shells: bool = False,
+    norms: bool = False,
 ) -> HamiltonianModel:
     """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
     multiplicity 2), with random non-trivial output scale and shift; with ``long_range``
     the potential head with a non-zero Ewald factor and local scalar, and the bundled
     exact overlap attached (``shells``: resolved by shell, its per-shell terms random
     too); with ``h0_features`` random standardisation of the H0 inputs
-    (graphs must carry H0: :func:`toy_h0`)."""
+    (graphs must carry H0: :func:`toy_h0`); with ``norms`` the node features' norms
+    mapped onto their scalars by random (not zero) weights."""
     torch.manual_seed(seed)
     config = ModelConfig(
         convolution=convolution,
@@ -51,6 +53,7 @@ def tiny_model(
         long_range=long_range or shells,
         long_range_shells=shells,
         h0_features=h0_features,
+        norm_features=norms,
     )
     model = new_model(config, torch.float64)
     with torch.no_grad():  # non-trivial scale/shift so they are part of the test
@@ -63,6 +66,9 @@ def tiny_model(
         if shells:
             model.potential_head.shell_scale.normal_(0.0, 0.3)
             model.potential_head.shell_local.weight.normal_()
+        if norms:  # they start at zero: make them part of the test
+            model.norm_features.mix.weight.normal_()
+            model.norm_features.mix.bias.normal_()
         if h0_features:
             for norm in model.h0_norm.values():
                 norm.scale.uniform_(0.5, 2.0)

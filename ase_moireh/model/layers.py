@@ -216,6 +216,49 @@ class NodeUpdate(nn.Module):
         return self.norm(self.out(self.gate(self.lin(x))))
 
 
+class NormFeatures(nn.Module):
+    """x + [W |x_c|^2, 0]: the squared norm of every l > 0 copy c of a node's features,
+    mapped linearly onto its even scalars.
+
+    Why: a node's l > 0 features hold sums over its bonds (e.g. sum_j f(r_ij) Y1(r_ij)),
+    and a Te's height above its three Mo is the length of such a sum, a three-body
+    invariant. Convolutions only read neighbours' features and the heads are linear,
+    so nothing formed that length, and the bundled models missed Te's on-site response
+    to it (``benchmarks/results/onsite_response.md``). Norms are invariant under O(3),
+    so the map keeps the features equivariant. W starts at zero: a model gains the
+    features without changing what it predicts (a pretrained model may take them on)."""
+
+    def __init__(self, irreps: o3.Irreps):
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        self._copies = [
+            (sl.start, sl.stop, mul, ir.dim)
+            for sl, (mul, ir) in zip(self.irreps.slices(), self.irreps, strict=True)
+            if ir.l > 0
+        ]
+        scalars = [
+            sl
+            for sl, (_, ir) in zip(self.irreps.slices(), self.irreps, strict=True)
+            if ir == o3.Irrep("0e")
+        ]
+        if len(scalars) != 1 or not self._copies:
+            raise ValueError(f"{self.irreps}: needs one block of 0e and some l > 0 irreps")
+        self._scalars = (scalars[0].start, scalars[0].stop)
+        self.mix = nn.Linear(sum(c[2] for c in self._copies), scalars[0].stop - scalars[0].start)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        norms = torch.cat(
+            [x[:, a:b].reshape(n, mul, dim).pow(2).sum(-1) for a, b, mul, dim in self._copies],
+            dim=1,
+        )
+        start, stop = self._scalars
+        added = self.mix(norms)
+        return torch.cat([x[:, :start], x[:, start:stop] + added, x[:, stop:]], dim=1)
+
+
 class Standardize(nn.Module):
     """(x - mean) / scale in irreps space, the inverse of :class:`ScaleShift`'s map: a
     mean for 0e copies only, one RMS per irrep copy (equivariant). Both are buffers

@@ -46,6 +46,7 @@ from ase_moireh.model.layers import (
     EdgeUpdate,
     Interaction,
     NodeUpdate,
+    NormFeatures,
     RadialBasis,
     ScaleShift,
     Standardize,
@@ -89,6 +90,10 @@ class ModelConfig:
     #: training statistics, on-site ones added to the initial node features, hopping
     #: ones to the edge update before the heads. Graphs must carry H0 (``attach_h0``)
     h0_features: bool = False
+    #: the squared norms of the final node features' l > 0 copies, mapped onto their
+    #: scalars before the heads (:class:`~ase_moireh.model.layers.NormFeatures`):
+    #: three-body invariants such as a Te's height above its three Mo
+    norm_features: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -237,6 +242,7 @@ class HamiltonianModel(nn.Module):
             )
             for _ in range(config.num_layers)
         )
+        self.norm_features = NormFeatures(self.irreps_hidden) if config.norm_features else None
         hop_keys = [k for k in self.block_keys if k not in species]
         irreps_edge = irreps_node = self.irreps_hidden
         self.onsite = None
@@ -392,6 +398,7 @@ class HamiltonianModel(nn.Module):
         x = self._embed(data)
         for layer in self.layers:
             x = layer(x, j[hop], i[hop], geometry, radial)
+        x = self._with_norms(x)
         e = self.edge(x, i[hop], j[hop], geometry, radial, self._h0_edge(data, hop))
         return x, e, hop, envelope
 
@@ -433,7 +440,10 @@ class HamiltonianModel(nn.Module):
             if agg is None:  # no bonds at all
                 agg = layer.aggregate(pre, hop, hop, *self._bond(data, hop)[:2])
             x = layer.update(x, agg)
-        return x
+        return self._with_norms(x)
+
+    def _with_norms(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.norm_features is None else self.norm_features(x)
 
     def irreps_output(
         self, data, groups: dict | None = None, parts: _HeadInputs | None = None
