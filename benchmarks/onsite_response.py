@@ -56,12 +56,14 @@ def atom_rows(entry: Path, bundle) -> list[dict]:
     symbols = atoms.get_chemical_symbols()
     layer, z = layer_labels(atoms), atoms.positions[:, 2]
     outward = np.where(layer == layer.min(), -1.0, 1.0)  # bottom layer: -z
+    is_mo = np.array(symbols) == "Mo"
+    mo_plane = {lv: z[(layer == lv) & is_mo].mean() for lv in set(layer.tolist())}
     first, vectors = neighbor_list("iD", atoms, BOND)
     rows = []
     for i, sym in enumerate(symbols):
         bonds = vectors[first == i]
-        own_mo = z[(layer == layer[i]) & (np.array(symbols) == "Mo")].mean()
-        side = "" if sym == "Mo" else (" outer" if (z[i] - own_mo) * outward[i] > 0 else " inner")
+        above = (z[i] - mo_plane[layer[i]]) * outward[i] > 0
+        side = "" if sym == "Mo" else (" outer" if above else " inner")
         ref = shell_energy(h0, i, sym)
         rows.append(
             {
