@@ -317,8 +317,13 @@ def stage_info(work: Path, *stages: str) -> dict:
     out = {}
     for stage in stages:
         path = work / stage / "model.pt"
-        if path.exists():
-            out[stage] = {"train": load_bundle(path).info["train"]}
+        if not path.exists():
+            continue
+        info = load_bundle(path).info
+        if "train" in info:
+            out[stage] = {"train": info["train"]}
+        else:  # e.g. a model trained outside this script: install it, say what is missing
+            logging.warning("%s has no training report: its CPU time is not counted", path)
     return out
 
 
