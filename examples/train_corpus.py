@@ -507,9 +507,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--norm-features",
-        action="store_true",
-        help="every fresh model maps its node features' norms onto their scalars "
-        "(ModelConfig.norm_features)",
+        nargs="?",
+        const="all",
+        default="",
+        choices=["all", "onsite"],
+        help="every fresh model maps its node features' norms onto their scalars, before "
+        "all heads (no value: all) or the on-site heads only (ModelConfig.norm_features)",
     )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -528,7 +531,7 @@ def main() -> None:
     if args.h0_features:
         MODEL_EXTRA["h0_features"] = True
     if args.norm_features:
-        MODEL_EXTRA["norm_features"] = True
+        MODEL_EXTRA["norm_features"] = args.norm_features
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

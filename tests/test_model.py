@@ -71,6 +71,7 @@ def trained_model(spinful: bool) -> HamiltonianModel:
         "untrained-long-range-shells",
         "untrained-h0-features",
         "untrained-norm-features",
+        "untrained-norm-features-onsite",
         pytest.param("bundled", marks=pytest.mark.slow),
     ],
 )
@@ -82,7 +83,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
     untrained models with either convolution, with the long-range head (Ewald potential
     of latent charges times the exact S; also resolved by shell), reading H0
     (``h0_features``: the H0 rotated along), with the node features' norms as scalars
-    and for the bundled trained model, in float64."""
+    (before all heads, or the on-site heads only) and for the bundled trained model, in
+    float64."""
     if which == "bundled":
         model = trained_model(spinful)
     elif which == "untrained-wide":
@@ -93,8 +95,8 @@ def test_blocks_rotate_by_wigner_d(spinful, improper, which):
         model = tiny_model(spinful, shells=True)
     elif which == "untrained-h0-features":
         model = tiny_model(spinful, h0_features=True)
-    elif which == "untrained-norm-features":
-        model = tiny_model(spinful, norms=True)
+    elif which.startswith("untrained-norm-features"):
+        model = tiny_model(spinful, norms="onsite" if which.endswith("onsite") else "all")
     else:
         model = tiny_model(spinful, convolution=which.split("-")[1])
     atoms = twisted_bilayer(2, 1)
@@ -314,8 +316,10 @@ def test_streamed_blocks_equal_the_forward_pass(spinful, h0, wide):
     """Inference streams blocks a chunk at a time and passes messages a chunk of bonds
     at a time (tiny chunks of both here), recomputing each reverse edge's blocks: the
     same numbers as the training forward pass (with the long-range head when ``wide``,
-    reading H0 when ``h0``, with the norm features when ``wide``)."""
-    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0, norms=wide)
+    reading H0 when ``h0``, with the norm features before all heads when ``wide``, before
+    the on-site heads only otherwise)."""
+    norms = "all" if wide else "onsite"
+    model = tiny_model(spinful, wide=wide, long_range=wide, h0_features=h0, norms=norms)
     atoms = twisted_bilayer(2, 1)
     atoms.rattle(0.05, seed=6)
     h0_op = toy_h0(atoms) if h0 else None
@@ -456,12 +460,14 @@ def test_batched_graphs_each_carry_their_own_h0():
         assert torch.allclose(blocks, expected, rtol=0, atol=1e-12)
 
 
-def test_norm_features_start_as_the_model_without_them_and_survive_a_model_file(tmp_path):
+@pytest.mark.parametrize("place", ["all", "onsite"])
+def test_norm_features_start_as_the_model_without_them_and_survive_a_model_file(tmp_path, place):
     """A model given NormFeatures (weights at zero) predicts what it did without them,
     so a pretrained model may take them on; once trained (random weights here) they
-    change the blocks, and a model file keeps them."""
+    change the blocks (only the on-site ones when they feed only the on-site heads),
+    and a model file keeps them."""
     plain = tiny_model(spinful=False)
-    config = ModelConfig(**{**asdict(plain.config), "norm_features": True})
+    config = ModelConfig(**{**asdict(plain.config), "norm_features": place})
     widened = new_model(config, torch.float64)
     missing, unexpected = widened.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("norm_features.") for k in missing) and missing
@@ -473,8 +479,22 @@ def test_norm_features_start_as_the_model_without_them_and_survive_a_model_file(
     with torch.no_grad():
         widened.norm_features.mix.weight.normal_()
     c, _ = predicted_blocks(widened, atoms)
-    assert max(np.abs(a[k] - v).max() for k, v in c.items()) > 1e-3
+    change = {k: np.abs(a[k] - v).max() for k, v in c.items()}
+    onsite = {k for k in change if k[0] == k[1] and not any(k[2:])}
+    assert max(change[k] for k in onsite) > 1e-3
+    hopping = max(v for k, v in change.items() if k not in onsite)
+    assert (hopping < 1e-12) if place == "onsite" else (hopping > 1e-3)
     save_bundle(bundle_of(widened), tmp_path / "norms.pt")
     loaded = load_bundle(tmp_path / "norms.pt", dtype=torch.float64).models[0]
     d, _ = predicted_blocks(loaded, atoms)
     assert max(np.abs(c[k] - v).max() for k, v in d.items()) < 1e-12
+
+
+def test_norm_feature_places():
+    """Model files of 2026-12-07 say norm_features as a bool (True: before all heads);
+    an unknown place is refused by name."""
+    plain = asdict(tiny_model(spinful=False).config)
+    assert ModelConfig(**{**plain, "norm_features": True}).norm_features == "all"
+    assert ModelConfig(**{**plain, "norm_features": False}).norm_features == ""
+    with pytest.raises(ValueError, match="norm_features='edges'"):
+        ModelConfig(**{**plain, "norm_features": "edges"})

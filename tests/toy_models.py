@@ -30,15 +30,16 @@ def tiny_model(
     long_range: bool = False,
     h0_features: bool = False,
     shells: bool = False,
-    norms: bool = False,
+    norms: str = "",
 ) -> HamiltonianModel:
     """An untrained float64 MoTe2 network, as small as the architecture allows (one layer,
     multiplicity 2), with random non-trivial output scale and shift; with ``long_range``
     the potential head with a non-zero Ewald factor and local scalar, and the bundled
     exact overlap attached (``shells``: resolved by shell, its per-shell terms random
     too); with ``h0_features`` random standardisation of the H0 inputs
-    (graphs must carry H0: :func:`toy_h0`); with ``norms`` the node features' norms
-    mapped onto their scalars by random (not zero) weights."""
+    (graphs must carry H0: :func:`toy_h0`); with ``norms`` ("all" heads or "onsite"
+    heads) the node features' norms mapped onto their scalars by random (not zero)
+    weights."""
     torch.manual_seed(seed)
     config = ModelConfig(
         convolution=convolution,

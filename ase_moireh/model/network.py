@@ -57,6 +57,10 @@ if TYPE_CHECKING:
     from ase_moireh.overlap import TwoCentreOverlap
 
 
+#: where :class:`~ase_moireh.model.layers.NormFeatures` enter (``ModelConfig.norm_features``)
+NORM_PLACES = ("", "all", "onsite")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model (stored in model files as JSON)."""
@@ -91,10 +95,18 @@ class ModelConfig:
     #: ones to the edge update before the heads. Graphs must carry H0 (``attach_h0``)
     h0_features: bool = False
     #: the squared norms of the final node features' l > 0 copies, mapped onto their
-    #: scalars before the heads (:class:`~ase_moireh.model.layers.NormFeatures`):
-    #: three-body invariants such as a Te's height above its three Mo
-    norm_features: bool = False
+    #: scalars (:class:`~ase_moireh.model.layers.NormFeatures`): three-body invariants
+    #: such as a Te's height above its three Mo. Where they go (:data:`NORM_PLACES`):
+    #: "all" heads (on-site, hopping, long range), the "onsite" heads only, or none ("");
+    #: files written with a bool say True for "all"
+    norm_features: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.norm_features, bool):
+            self.norm_features = "all" if self.norm_features else ""
+        if self.norm_features not in NORM_PLACES:
+            raise ValueError(f"norm_features={self.norm_features!r}: expected one of {NORM_PLACES}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -443,7 +455,8 @@ class HamiltonianModel(nn.Module):
         return self._with_norms(x)
 
     def _with_norms(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.norm_features is None else self.norm_features(x)
+        """Node features as every head reads them: with their norms when they go to "all"."""
+        return self.norm_features(x) if self.config.norm_features == "all" else x
 
     def irreps_output(
         self, data, groups: dict | None = None, parts: _HeadInputs | None = None
@@ -462,7 +475,10 @@ class HamiltonianModel(nn.Module):
         return out
 
     def _onsite_features(self, x: torch.Tensor) -> torch.Tensor:
-        """What the on-site heads read: node features, widened when ``wide_heads``."""
+        """What the on-site heads read: node features (with their norms when those go to
+        the on-site heads only), widened when ``wide_heads``."""
+        if self.config.norm_features == "onsite":
+            x = self.norm_features(x)
         return x if self.onsite is None else self.onsite(x)
 
     def _irreps_of(self, key: str, edges: torch.Tensor, f: _HeadInputs) -> torch.Tensor:
